@@ -1,0 +1,1 @@
+"""eventcore: multi-stream event sourcing for Python."""

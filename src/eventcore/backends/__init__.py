@@ -1,0 +1,1 @@
+"""Event store backends: in-memory, SQLite and (with the ``postgres`` extra) PostgreSQL."""

@@ -1,0 +1,65 @@
+"""Private helpers every backend shares: argument checks and page-by-page walking."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from eventcore.errors import ValidationError
+from eventcore.store import LogFilter
+from eventcore.types import RecordedEvent, StreamId, check_limit, check_version
+
+
+def check_page_size(page_size: object) -> int:
+    if type(page_size) is not int or page_size < 1:
+        raise ValidationError(f"page_size must be a positive int, got {page_size!r}")
+    return page_size
+
+
+def check_stream_read(
+    stream_id: str, from_version: object, limit: object
+) -> tuple[StreamId, int, int | None]:
+    stream = StreamId(stream_id)
+    start = check_version(from_version, "from_version")
+    if start < 1:
+        raise ValidationError(f"from_version must be >= 1 (versions start at 1), got {start!r}")
+    return stream, start, check_limit(limit)
+
+
+def check_log_read(after: object, limit: object) -> tuple[int, int | None]:
+    return check_version(after, "after (a global position)"), check_limit(limit)
+
+
+async def walk_stream(
+    read_page: Callable[[StreamId, int, int], Awaitable[list[RecordedEvent]]],
+    stream_id: str,
+    from_version: int,
+    page_size: int,
+) -> AsyncIterator[RecordedEvent]:
+    """Yield a stream's events one page at a time; only one page is held."""
+    stream, version, _ = check_stream_read(stream_id, from_version, None)
+    check_page_size(page_size)
+    while True:
+        page = await read_page(stream, version, page_size)
+        for event in page:
+            yield event
+        if len(page) < page_size:
+            return
+        version = page[-1].stream_version + 1
+
+
+async def walk_log(
+    read_page: Callable[[int, int, LogFilter], Awaitable[list[RecordedEvent]]],
+    after: int,
+    page_size: int,
+    log_filter: LogFilter,
+) -> AsyncIterator[RecordedEvent]:
+    """Yield the log after ``after`` to its current end, one page at a time."""
+    position, _ = check_log_read(after, None)
+    check_page_size(page_size)
+    while True:
+        page = await read_page(position, page_size, log_filter)
+        for event in page:
+            yield event
+        if len(page) < page_size:
+            return
+        position = page[-1].global_position

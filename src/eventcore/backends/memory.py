@@ -1,0 +1,182 @@
+"""An event store that lives in the process's memory: for tests and prototypes.
+
+Appends are atomic because they contain no ``await``: the version check and the
+write happen in one step of the event loop, so no other task can interleave.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator, Collection, Iterable
+from datetime import UTC, datetime
+from typing import Self
+
+from eventcore.backends._common import check_log_read, check_stream_read, walk_log, walk_stream
+from eventcore.errors import StoreClosed, VersionConflict
+from eventcore.store import DEFAULT_PAGE_SIZE, LogFilter, check_checkpoint_args, check_lease_args
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+
+
+class InMemoryEventStore:
+    """Implements :class:`~eventcore.store.EventStore`, checkpoints and leases."""
+
+    def __init__(self) -> None:
+        self._streams: dict[StreamId, list[RecordedEvent]] = {}
+        self._log: list[RecordedEvent] = []
+        self._checkpoints: dict[str, int] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("InMemoryEventStore")
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        self._check_open()
+        streams = self._streams
+        for stream, expected in request.expected:
+            actual = len(streams.get(stream, ()))
+            if actual != expected:
+                raise VersionConflict(stream, expected, actual)
+        versions = dict(request.expected)
+        positions: list[int] = []
+        now = datetime.now(UTC)
+        for new in request.events:
+            version = versions[new.stream_id] + 1
+            versions[new.stream_id] = version
+            position = len(self._log) + 1
+            record = RecordedEvent(
+                new.event_id,
+                new.stream_id,
+                version,
+                position,
+                new.event_type,
+                new.payload,
+                new.metadata,
+                now,
+            )
+            streams.setdefault(new.stream_id, []).append(record)
+            self._log.append(record)
+            positions.append(position)
+        return AppendResult(versions, tuple(positions))
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        stream, start, limit = check_stream_read(stream_id, from_version, limit)
+        return self._slice(stream, start, limit)
+
+    def _slice(self, stream: StreamId, start: int, limit: int | None) -> list[RecordedEvent]:
+        events = self._streams.get(stream, [])
+        end = None if limit is None else start - 1 + limit
+        return events[start - 1 : end]
+
+    async def read_streams(self, stream_ids: Iterable[str]) -> dict[StreamId, list[RecordedEvent]]:
+        self._check_open()
+        wanted = [StreamId(s) for s in stream_ids]
+        return {s: list(self._streams.get(s, [])) for s in wanted}
+
+    async def stream_version(self, stream_id: str) -> int:
+        self._check_open()
+        return len(self._streams.get(StreamId(stream_id), ()))
+
+    async def head_position(self) -> int:
+        self._check_open()
+        return len(self._log)
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        after, limit = check_log_read(after, limit)
+        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
+        return self._read_log(after, limit, log_filter)
+
+    def _read_log(self, after: int, limit: int | None, log_filter: LogFilter) -> list[RecordedEvent]:
+        tail: Iterable[RecordedEvent] = itertools.islice(self._log, after, None)
+        if not log_filter.is_empty:
+            tail = (e for e in tail if log_filter.matches(e.stream_id, e.event_type))
+        return list(itertools.islice(tail, limit))
+
+    def iter_stream(
+        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[RecordedEvent]:
+        return walk_stream(self._read_page, stream_id, from_version, page_size)
+
+    async def _read_page(self, stream: StreamId, start: int, size: int) -> list[RecordedEvent]:
+        self._check_open()
+        return self._slice(stream, start, size)
+
+    def iter_all(
+        self,
+        *,
+        after: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
+        return walk_log(self._read_log_page, after, page_size, log_filter)
+
+    async def _read_log_page(
+        self, after: int, size: int, log_filter: LogFilter
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        return self._read_log(after, size, log_filter)
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        self._check_open()
+        check_checkpoint_args(name, position)
+        self._checkpoints[name] = position
+
+    async def load_checkpoint(self, name: str) -> int | None:
+        self._check_open()
+        check_checkpoint_args(name)
+        return self._checkpoints.get(name)
+
+    # -- leases --------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        self._check_open()
+        check_lease_args(name, holder, ttl)
+        now = time.monotonic()
+        current = self._leases.get(name)
+        if current is not None and current[0] != holder and current[1] > now:
+            return False
+        self._leases[name] = (holder, now + ttl)
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        self._check_open()
+        check_lease_args(name, holder)
+        current = self._leases.get(name)
+        if current is not None and current[0] == holder:
+            del self._leases[name]
+
+    async def lease_holder(self, name: str) -> str | None:
+        self._check_open()
+        check_lease_args(name, "-")
+        current = self._leases.get(name)
+        if current is None or current[1] <= time.monotonic():
+            return None
+        return current[0]

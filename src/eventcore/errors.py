@@ -1,0 +1,150 @@
+"""The one error tree of eventcore.
+
+Every exception the library raises on purpose derives from :class:`EventCoreError`.
+Driver and codec exceptions are wrapped (``raise ... from exc``) so callers never
+need to import a driver to handle a failure::
+
+    EventCoreError
+    ├── ValidationError            bad input: the offending value is in the message
+    │   ├── InvalidStreamId
+    │   ├── InvalidExpectedVersions  duplicate, contradictory or negative versions
+    │   └── UndeclaredStreamError    an event for a stream the command did not read
+    ├── ConcurrencyError
+    │   ├── VersionConflict          a stream moved since it was read (retried)
+    │   └── RetriesExhausted         conflicts outlasted the retry policy
+    ├── BusinessRuleViolation        the command's own rules said no (never retried)
+    ├── CodecError
+    │   ├── EncodingError            an event could not be encoded
+    │   ├── UnknownEventType         a stored type name no class is registered under
+    │   └── DeserializationError     a stored payload could not be decoded
+    └── StoreError
+        ├── StoreUnavailable         the storage could not be reached or failed
+        └── StoreClosed              the store was used after close()
+
+``ValidationError`` also derives from :class:`ValueError`, so code that already
+guards user input with ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class EventCoreError(Exception):
+    """Base of every error eventcore raises on purpose."""
+
+
+class ValidationError(EventCoreError, ValueError):
+    """Input was rejected before anything was read or written."""
+
+
+class InvalidStreamId(ValidationError):
+    """A stream id is empty, too long or contains glob metacharacters."""
+
+    def __init__(self, value: object, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid stream id {value!r}: {reason}")
+
+
+class InvalidExpectedVersions(ValidationError):
+    """An append named a stream twice, or gave a negative expected version."""
+
+
+class UndeclaredStreamError(ValidationError):
+    """A command emitted an event for a stream it did not read."""
+
+    def __init__(self, stream_id: str, read_streams: Iterable[str]) -> None:
+        self.stream_id = stream_id
+        self.read_streams = tuple(read_streams)
+        super().__init__(
+            f"event addressed to stream {stream_id!r}, which the command did not read; "
+            f"it read {list(self.read_streams)!r}. Declare the stream in streams() "
+            "or return it from resolve_streams()."
+        )
+
+
+class ConcurrencyError(EventCoreError):
+    """Another writer got there first."""
+
+
+class VersionConflict(ConcurrencyError):
+    """A stream's current version differs from the version the append expected."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"version conflict on stream {stream_id!r}: expected version {expected}, "
+            f"found {actual}"
+        )
+
+    def __reduce__(self) -> tuple[type[VersionConflict], tuple[str, int, int]]:
+        return (type(self), (self.stream_id, self.expected, self.actual))
+
+
+class RetriesExhausted(ConcurrencyError):
+    """Every attempt the retry policy allowed ended in a version conflict."""
+
+    def __init__(self, attempts: int, last_conflict: VersionConflict) -> None:
+        self.attempts = attempts
+        self.last_conflict = last_conflict
+        super().__init__(
+            f"gave up after {attempts} attempt(s); last conflict: {last_conflict}"
+        )
+
+
+class BusinessRuleViolation(EventCoreError):
+    """The command refused to act; raised from ``handle``. Never retried."""
+
+
+class CodecError(EventCoreError):
+    """Encoding or decoding of an event failed."""
+
+
+class EncodingError(CodecError):
+    """An event could not be turned into a stored payload."""
+
+
+class UnknownEventType(CodecError):
+    """A stored event's type name is not registered with the codec."""
+
+    def __init__(self, event_type: str, stream_id: str | None, stream_version: int | None):
+        self.event_type = event_type
+        self.stream_id = stream_id
+        self.stream_version = stream_version
+        where = "" if stream_id is None else f" (stream {stream_id!r}, version {stream_version})"
+        super().__init__(
+            f"no event class is registered under type name {event_type!r}{where}; "
+            "register it with Codec.register()"
+        )
+
+
+class DeserializationError(CodecError):
+    """A stored payload does not decode into its registered event class."""
+
+    def __init__(self, stream_id: str, stream_version: int, event_type: str, reason: str):
+        self.stream_id = stream_id
+        self.stream_version = stream_version
+        self.event_type = event_type
+        self.reason = reason
+        super().__init__(
+            f"cannot decode event {event_type!r} at stream {stream_id!r} "
+            f"version {stream_version}: {reason}"
+        )
+
+
+class StoreError(EventCoreError):
+    """The event store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The storage could not be reached, or failed while serving a request."""
+
+
+class StoreClosed(StoreError):
+    """The store was used after it was closed."""
+
+    def __init__(self, store: str) -> None:
+        super().__init__(f"{store} is closed; open a new store to continue")

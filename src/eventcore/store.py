@@ -1,0 +1,198 @@
+"""The storage contract, split by capability into small Protocols.
+
+A backend stores *encoded* records (:class:`~eventcore.types.NewEvent` in,
+:class:`~eventcore.types.RecordedEvent` out); turning domain objects into payloads
+happens above it, in :mod:`eventcore.codec`. Every backend passes the shared
+contract suite in :mod:`eventcore.testing.contract`.
+
+Guarantees every backend gives:
+
+- ``append`` is all-or-nothing: if any participating stream (written *or* only
+  read) is not at its expected version, it raises
+  :class:`~eventcore.errors.VersionConflict` and writes nothing.
+- Global positions are assigned in commit order and strictly increase; a reader
+  that tails ``read_all(after=P)`` never misses an event, however many writers
+  there are.
+- Filters on ``read_all`` are applied before ``limit``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import AsyncIterator, Collection, Iterable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from eventcore.errors import ValidationError
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+
+DEFAULT_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    """Which events of the global log to return.
+
+    ``stream_prefix`` matches stream ids that start with it, literally (``%`` and
+    ``_`` are ordinary characters). ``stream_pattern`` is a glob over the whole
+    stream id: ``*`` any run, ``?`` one character, ``[abc]`` / ``[!abc]`` a set.
+    ``event_types`` keeps only events whose type name is listed. All given
+    conditions must hold.
+    """
+
+    stream_prefix: str | None = None
+    stream_pattern: str | None = None
+    event_types: frozenset[str] | None = None
+
+    @classmethod
+    def create(
+        cls,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Iterable[str] | None = None,
+    ) -> LogFilter:
+        if stream_prefix is not None and (not isinstance(stream_prefix, str) or not stream_prefix):
+            raise ValidationError(f"stream_prefix must be a non-empty str, got {stream_prefix!r}")
+        if stream_pattern is not None and (
+            not isinstance(stream_pattern, str) or not stream_pattern
+        ):
+            raise ValidationError(
+                f"stream_pattern must be a non-empty str, got {stream_pattern!r}"
+            )
+        types: frozenset[str] | None = None
+        if event_types is not None:
+            if isinstance(event_types, str):
+                raise ValidationError(
+                    f"event_types must be a collection of type names, not the str {event_types!r}"
+                )
+            types = frozenset(event_types)
+            if not types or not all(isinstance(t, str) and t for t in types):
+                raise ValidationError(
+                    f"event_types must be a non-empty collection of type names, got {event_types!r}"
+                )
+        return cls(stream_prefix, stream_pattern, types)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.stream_prefix is None and self.stream_pattern is None and not self.event_types
+
+    def matches(self, stream_id: str, event_type: str) -> bool:
+        """The reference semantics; SQL backends translate them into their WHERE."""
+        if self.stream_prefix is not None and not stream_id.startswith(self.stream_prefix):
+            return False
+        if self.stream_pattern is not None and not fnmatch.fnmatchcase(
+            stream_id, self.stream_pattern
+        ):
+            return False
+        return self.event_types is None or event_type in self.event_types
+
+
+NO_FILTER = LogFilter()
+
+
+@runtime_checkable
+class EventReader(Protocol):
+    """Reads streams and the global log."""
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Events of one stream with version >= ``from_version``, oldest first."""
+        ...
+
+    async def read_streams(self, stream_ids: Iterable[str]) -> dict[StreamId, list[RecordedEvent]]:
+        """Every event of each named stream, in one call; missing streams map to []."""
+        ...
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 if it has no events), without its events."""
+        ...
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of the global log with position > ``after`` that pass the filters."""
+        ...
+
+    async def head_position(self) -> int:
+        """The position of the last committed event in the log, 0 if there is none."""
+        ...
+
+    def iter_stream(
+        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[RecordedEvent]:
+        """Walk a stream page by page, holding one page in memory at a time."""
+        ...
+
+    def iter_all(
+        self,
+        *,
+        after: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Walk the global log from ``after`` to its current end, page by page."""
+        ...
+
+
+@runtime_checkable
+class EventAppender(Protocol):
+    """Appends atomically across streams with optimistic version checks."""
+
+    async def append(self, request: AppendRequest) -> AppendResult: ...
+
+
+@runtime_checkable
+class EventStore(EventReader, EventAppender, Protocol):
+    """A full event store: reads, appends, and a lifecycle."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Durable named positions, for projections and subscriptions."""
+
+    async def save_checkpoint(self, name: str, position: int) -> None: ...
+
+    async def load_checkpoint(self, name: str) -> int | None: ...
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """Named, expiring leases: at most one holder per name at a time.
+
+    ``acquire_lease`` succeeds if the lease is free, expired, or already held by
+    ``holder`` (which renews it). A lease lapses ``ttl`` seconds after it was last
+    acquired unless renewed, so a holder that dies releases it by itself.
+    """
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool: ...
+
+    async def release_lease(self, name: str, holder: str) -> None: ...
+
+    async def lease_holder(self, name: str) -> str | None: ...
+
+
+def check_lease_args(name: object, holder: object, ttl: object | None = None) -> None:
+    """Validate lease arguments the same way in every backend."""
+    for what, value in (("lease name", name), ("lease holder", holder)):
+        if not isinstance(value, str) or not value:
+            raise ValidationError(f"{what} must be a non-empty str, got {value!r}")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
+        raise ValidationError(f"lease ttl must be a positive number of seconds, got {ttl!r}")
+
+
+def check_checkpoint_args(name: object, position: object | None = None) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValidationError(f"checkpoint name must be a non-empty str, got {name!r}")
+    if position is not None and (type(position) is not int or position < 0):
+        raise ValidationError(f"checkpoint position must be a non-negative int, got {position!r}")

@@ -1,0 +1,1 @@
+"""Test support shipped with eventcore: the store contract suite and test helpers."""

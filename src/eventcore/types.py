@@ -1,0 +1,194 @@
+"""Value types shared by every layer: stream ids, event records, append requests.
+
+Versions and positions are plain ``int``s (fast, and what every driver speaks);
+they are validated where they enter the library, in :class:`AppendRequest` and the
+read functions' argument checks.
+
+- A stream's *version* is the number of events in it: 0 for an empty or missing
+  stream, and its events carry versions 1, 2, 3, ... without gaps.
+- A *global position* is an event's place in the store-wide log: strictly
+  increasing in commit order, starting at 1. ``read_all(after=0)`` starts at the
+  beginning.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from eventcore.errors import InvalidExpectedVersions, InvalidStreamId, ValidationError
+
+MAX_STREAM_ID_LENGTH: Final = 255
+_GLOB_METACHARACTERS: Final = frozenset("*?[]")
+
+
+class StreamId(str):
+    """A validated stream name: trimmed, non-empty, at most 255 characters, no glob
+    metacharacters (``* ? [ ]``), so that patterns can never be mistaken for ids.
+
+    It is a ``str``, so it works as a dict key, sorts, and goes to a driver as is.
+    Surrounding white space is trimmed; anything else invalid raises
+    :class:`~eventcore.errors.InvalidStreamId`.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> StreamId:
+        if type(value) is cls:
+            return value  # already validated
+        if not isinstance(value, str):
+            raise InvalidStreamId(value, f"must be a str, not {type(value).__name__}")
+        trimmed = value.strip()
+        if not trimmed:
+            raise InvalidStreamId(value, "must not be empty or only white space")
+        if len(trimmed) > MAX_STREAM_ID_LENGTH:
+            raise InvalidStreamId(
+                value, f"is {len(trimmed)} characters long; the limit is {MAX_STREAM_ID_LENGTH}"
+            )
+        bad = _GLOB_METACHARACTERS.intersection(trimmed)
+        if bad:
+            raise InvalidStreamId(
+                value, f"must not contain glob metacharacters {''.join(sorted(bad))!r}"
+            )
+        return str.__new__(cls, trimmed)
+
+    def __repr__(self) -> str:
+        return f"StreamId({str.__repr__(self)})"
+
+
+def trusted_stream_id(value: str) -> StreamId:
+    """Wrap a stream id read back from storage, where it was validated on the way in."""
+    return str.__new__(StreamId, value)
+
+
+def check_version(value: object, what: str = "version") -> int:
+    """Return ``value`` if it is a non-negative int (not a bool), else raise."""
+    if type(value) is not int or value < 0:
+        raise ValidationError(f"{what} must be a non-negative int, got {value!r}")
+    return value
+
+
+def check_limit(value: object) -> int | None:
+    """Return ``value`` if it is ``None`` or a positive int, else raise."""
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise ValidationError(f"limit must be a positive int or None, got {value!r}")
+    return value
+
+
+def new_event_id() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): time-ordered, so ids index well; never used for ordering."""
+    unix_ms = time.time_ns() // 1_000_000
+    value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+@dataclass(frozen=True, slots=True)
+class EventMetadata:
+    """What is known about why an event was written.
+
+    ``correlation_id`` ties together everything one request caused;
+    ``causation_id`` names the message (command or event) that caused this one;
+    ``user`` is free-form, JSON-encodable data of the application's own.
+    """
+
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    user: Mapping[str, Any] = field(default_factory=dict)
+
+
+EMPTY_METADATA: Final = EventMetadata()
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An encoded event on its way into the store."""
+
+    stream_id: StreamId
+    event_type: str
+    payload: bytes
+    metadata: EventMetadata = EMPTY_METADATA
+    event_id: uuid.UUID = field(default_factory=new_event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored: immutable, with its place in its stream and in the log."""
+
+    event_id: uuid.UUID
+    stream_id: StreamId
+    stream_version: int
+    global_position: int
+    event_type: str
+    payload: bytes
+    metadata: EventMetadata
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One atomic append: the version every participating stream must be at, and the
+    events to write.
+
+    ``expected`` lists *every* stream the decision depended on, including streams
+    that are only read; the append succeeds only if all of them are still at the
+    given version. Every stream written to must be listed.
+
+    Build it with :meth:`create`, which validates; the constructor trusts its input.
+    """
+
+    expected: tuple[tuple[StreamId, int], ...]
+    events: tuple[NewEvent, ...]
+
+    @classmethod
+    def create(
+        cls,
+        expected: Mapping[str, int] | Iterable[tuple[str, int]],
+        events: Sequence[NewEvent] = (),
+    ) -> AppendRequest:
+        pairs = expected.items() if isinstance(expected, Mapping) else expected
+        seen: dict[StreamId, int] = {}
+        for raw_stream, version in pairs:
+            stream = StreamId(raw_stream)
+            check_version(version, f"expected version of stream {stream!r}")
+            if stream in seen:
+                kind = "contradictory" if seen[stream] != version else "duplicate"
+                raise InvalidExpectedVersions(
+                    f"{kind} expected versions for stream {stream!r}: "
+                    f"{seen[stream]} and {version}; name each stream once"
+                )
+            seen[stream] = version
+        for event in events:
+            if not isinstance(event, NewEvent):
+                raise ValidationError(f"append takes NewEvent objects, got {event!r}")
+            if event.stream_id not in seen:
+                raise InvalidExpectedVersions(
+                    f"event {event.event_type!r} is addressed to stream "
+                    f"{event.stream_id!r}, which has no expected version in this append"
+                )
+        return cls(tuple(seen.items()), tuple(events))
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append wrote.
+
+    ``stream_versions`` holds the version of every participating stream after the
+    append (unchanged for read-only participants); ``positions`` holds the global
+    position of each written event, in the order the events were given.
+    """
+
+    stream_versions: Mapping[StreamId, int]
+    positions: tuple[int, ...]
+
+    @property
+    def last_position(self) -> int | None:
+        return self.positions[-1] if self.positions else None
