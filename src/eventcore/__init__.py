@@ -1,1 +1,86 @@
-"""eventcore: multi-stream event sourcing for Python."""
+"""eventcore: multi-stream event sourcing for Python.
+
+A command names the event streams it needs; eventcore reads and folds them, lets
+the command decide new events, and appends them atomically across every stream it
+read, with an optimistic version check on each (read-only streams included) and
+automatic retry on conflict.
+"""
+
+from eventcore.backends.memory import InMemoryEventStore
+from eventcore.codec import Codec, default_codec, event_type
+from eventcore.command import Command
+from eventcore.errors import (
+    BusinessRuleViolation,
+    CodecError,
+    ConcurrencyError,
+    DeserializationError,
+    EncodingError,
+    EventCoreError,
+    InvalidExpectedVersions,
+    InvalidStreamId,
+    RetriesExhausted,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+    UndeclaredStreamError,
+    UnknownEventType,
+    ValidationError,
+    VersionConflict,
+)
+from eventcore.execute import ExecutionResult, execute
+from eventcore.retry import RetryPolicy
+from eventcore.store import (
+    CheckpointStore,
+    EventAppender,
+    EventReader,
+    EventStore,
+    LeaseStore,
+    LogFilter,
+)
+from eventcore.types import (
+    AppendRequest,
+    AppendResult,
+    EventMetadata,
+    NewEvent,
+    RecordedEvent,
+    StreamId,
+)
+
+__all__ = [
+    "AppendRequest",
+    "AppendResult",
+    "BusinessRuleViolation",
+    "CheckpointStore",
+    "Codec",
+    "CodecError",
+    "Command",
+    "ConcurrencyError",
+    "DeserializationError",
+    "EncodingError",
+    "EventAppender",
+    "EventCoreError",
+    "EventMetadata",
+    "EventReader",
+    "EventStore",
+    "ExecutionResult",
+    "InMemoryEventStore",
+    "InvalidExpectedVersions",
+    "InvalidStreamId",
+    "LeaseStore",
+    "LogFilter",
+    "NewEvent",
+    "RecordedEvent",
+    "RetriesExhausted",
+    "RetryPolicy",
+    "StoreClosed",
+    "StoreError",
+    "StoreUnavailable",
+    "StreamId",
+    "UndeclaredStreamError",
+    "UnknownEventType",
+    "ValidationError",
+    "VersionConflict",
+    "default_codec",
+    "event_type",
+    "execute",
+]

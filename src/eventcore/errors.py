@@ -76,8 +76,7 @@ class VersionConflict(ConcurrencyError):
         self.expected = expected
         self.actual = actual
         super().__init__(
-            f"version conflict on stream {stream_id!r}: expected version {expected}, "
-            f"found {actual}"
+            f"version conflict on stream {stream_id!r}: expected version {expected}, found {actual}"
         )
 
     def __reduce__(self) -> tuple[type[VersionConflict], tuple[str, int, int]]:
@@ -90,9 +89,7 @@ class RetriesExhausted(ConcurrencyError):
     def __init__(self, attempts: int, last_conflict: VersionConflict) -> None:
         self.attempts = attempts
         self.last_conflict = last_conflict
-        super().__init__(
-            f"gave up after {attempts} attempt(s); last conflict: {last_conflict}"
-        )
+        super().__init__(f"gave up after {attempts} attempt(s); last conflict: {last_conflict}")
 
 
 class BusinessRuleViolation(EventCoreError):

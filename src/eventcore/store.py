@@ -56,9 +56,7 @@ class LogFilter:
         if stream_pattern is not None and (
             not isinstance(stream_pattern, str) or not stream_pattern
         ):
-            raise ValidationError(
-                f"stream_pattern must be a non-empty str, got {stream_pattern!r}"
-            )
+            raise ValidationError(f"stream_pattern must be a non-empty str, got {stream_pattern!r}")
         types: frozenset[str] | None = None
         if event_types is not None:
             if isinstance(event_types, str):

@@ -57,9 +57,6 @@ class StreamId(str):
             )
         return str.__new__(cls, trimmed)
 
-    def __repr__(self) -> str:
-        return f"StreamId({str.__repr__(self)})"
-
 
 def trusted_stream_id(value: str) -> StreamId:
     """Wrap a stream id read back from storage, where it was validated on the way in."""

@@ -109,7 +109,9 @@ class InMemoryEventStore:
         log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
         return self._read_log(after, limit, log_filter)
 
-    def _read_log(self, after: int, limit: int | None, log_filter: LogFilter) -> list[RecordedEvent]:
+    def _read_log(
+        self, after: int, limit: int | None, log_filter: LogFilter
+    ) -> list[RecordedEvent]:
         tail: Iterable[RecordedEvent] = itertools.islice(self._log, after, None)
         if not log_filter.is_empty:
             tail = (e for e in tail if log_filter.matches(e.stream_id, e.event_type))

@@ -1,0 +1,212 @@
+"""Turning the application's event objects into stored payloads and back.
+
+Events are the application's own classes — dataclasses, ``msgspec.Struct``\\ s or
+pydantic models — registered under an explicit, stable *type name*. The name is
+what is stored, never a Python import path, so classes can move and be renamed
+without breaking stored events::
+
+    codec = Codec()
+
+    @codec.register("bank.MoneyDeposited")
+    @dataclass(frozen=True)
+    class MoneyDeposited:
+        amount: int
+
+Payloads are JSON, encoded by msgspec (pydantic models by pydantic itself). Each
+class gets its decoder built once, at registration.
+
+:data:`default_codec` is the registry used when none is passed;
+:func:`event_type` registers into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from eventcore.errors import (
+    DeserializationError,
+    EncodingError,
+    UnknownEventType,
+    ValidationError,
+)
+from eventcore.types import EventMetadata, NewEvent, RecordedEvent, StreamId
+
+T = TypeVar("T")
+
+_json_encode: Final = msgspec.json.Encoder().encode
+MAX_TYPE_NAME_LENGTH: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class _Registration:
+    cls: type[Any]
+    name: str
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+
+
+def _is_pydantic_model(cls: type[Any]) -> bool:
+    return callable(getattr(cls, "model_validate_json", None)) and callable(
+        getattr(cls, "model_dump_json", None)
+    )
+
+
+def _registration_for(cls: type[Any], name: str) -> _Registration:
+    if _is_pydantic_model(cls):
+        return _Registration(
+            cls,
+            name,
+            lambda event: event.model_dump_json().encode(),
+            cls.model_validate_json,
+        )
+    if dataclasses.is_dataclass(cls) or issubclass(cls, msgspec.Struct):
+        return _Registration(cls, name, _json_encode, msgspec.json.Decoder(cls).decode)
+    raise ValidationError(
+        f"cannot register {cls.__qualname__} as an event: events must be dataclasses, "
+        "msgspec.Struct subclasses or pydantic models"
+    )
+
+
+def _check_type_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValidationError(
+            f"event type name must be a non-empty str without surrounding white space, got {name!r}"
+        )
+    if len(name) > MAX_TYPE_NAME_LENGTH:
+        raise ValidationError(
+            f"event type name {name!r} is {len(name)} characters; "
+            f"the limit is {MAX_TYPE_NAME_LENGTH}"
+        )
+    return name
+
+
+class Codec:
+    """A registry of event classes by stable type name, and their JSON encoding."""
+
+    def __init__(self) -> None:
+        self._by_class: dict[type[Any], _Registration] = {}
+        self._by_name: dict[str, _Registration] = {}
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        """Class decorator: register the class under the stable type ``name``.
+
+        Registering the same class under the same name again is harmless; reusing a
+        name for another class, or a class under another name, is an error.
+        """
+        _check_type_name(name)
+
+        def decorator(cls: type[T]) -> type[T]:
+            self.add(cls, name)
+            return cls
+
+        return decorator
+
+    def add(self, cls: type[Any], name: str) -> None:
+        """Register ``cls`` under ``name`` (the non-decorator form of :meth:`register`)."""
+        _check_type_name(name)
+        if not isinstance(cls, type):
+            raise ValidationError(f"expected an event class, got {cls!r}")
+        known = self._by_name.get(name)
+        if known is not None and known.cls is not cls:
+            raise ValidationError(
+                f"event type name {name!r} is already registered for "
+                f"{known.cls.__qualname__}; pick another name for {cls.__qualname__}"
+            )
+        previous = self._by_class.get(cls)
+        if previous is not None and previous.name != name:
+            raise ValidationError(
+                f"{cls.__qualname__} is already registered as {previous.name!r}; "
+                f"it cannot also be {name!r}"
+            )
+        registration = _registration_for(cls, name)
+        self._by_class[cls] = registration
+        self._by_name[name] = registration
+
+    def type_name(self, cls: type[Any]) -> str:
+        """The stored type name of a registered class."""
+        registration = self._by_class.get(cls)
+        if registration is None:
+            raise EncodingError(
+                f"{cls.__qualname__} is not a registered event class; "
+                "register it with Codec.register(name)"
+            )
+        return registration.name
+
+    @property
+    def type_names(self) -> frozenset[str]:
+        return frozenset(self._by_name)
+
+    def encode(self, event: object) -> tuple[str, bytes]:
+        """Return ``(type name, JSON payload)`` for a registered event object."""
+        registration = self._by_class.get(type(event))
+        if registration is None:
+            raise EncodingError(
+                f"cannot encode {event!r}: {type(event).__qualname__} is not a registered "
+                "event class; register it with Codec.register(name)"
+            )
+        try:
+            return registration.name, registration.encode(event)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            raise EncodingError(
+                f"cannot encode event {registration.name!r} ({event!r}): {exc}"
+            ) from exc
+
+    def new_event(self, stream_id: StreamId, event: object, metadata: EventMetadata) -> NewEvent:
+        """Encode ``event`` into a :class:`NewEvent` for ``stream_id``."""
+        name, payload = self.encode(event)
+        return NewEvent(stream_id, name, payload, metadata)
+
+    def decode(self, record: RecordedEvent) -> Any:
+        """Decode a stored record into its registered event class."""
+        registration = self._by_name.get(record.event_type)
+        if registration is None:
+            raise UnknownEventType(record.event_type, record.stream_id, record.stream_version)
+        try:
+            return registration.decode(record.payload)
+        except (ValueError, TypeError, msgspec.DecodeError) as exc:
+            # msgspec.ValidationError and pydantic's ValidationError are ValueErrors.
+            raise DeserializationError(
+                record.stream_id, record.stream_version, record.event_type, str(exc)
+            ) from exc
+
+
+def encode_metadata(metadata: EventMetadata) -> bytes:
+    """JSON for the metadata column; raises EncodingError for non-JSON user data."""
+    try:
+        return _json_encode(
+            {
+                "correlation_id": metadata.correlation_id,
+                "causation_id": metadata.causation_id,
+                "user": metadata.user,
+            }
+        )
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise EncodingError(f"event metadata is not JSON-encodable: {exc}") from exc
+
+
+class _StoredMetadata(msgspec.Struct):
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    user: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_metadata_decoder: Final = msgspec.json.Decoder(_StoredMetadata)
+
+
+def decode_metadata(raw: bytes | str) -> EventMetadata:
+    """Inverse of :func:`encode_metadata`."""
+    stored = _metadata_decoder.decode(raw)
+    return EventMetadata(stored.correlation_id, stored.causation_id, stored.user)
+
+
+default_codec: Final = Codec()
+
+
+def event_type(name: str) -> Callable[[type[T]], type[T]]:
+    """Register a class in :data:`default_codec` under the stable type ``name``."""
+    return default_codec.register(name)

@@ -1,0 +1,76 @@
+"""What a command is: the streams it reads, how it folds them, what it decides.
+
+A command is pure logic. :func:`eventcore.execute` does the I/O: it reads the
+streams the command names, folds their events with :meth:`Command.apply`, asks
+:meth:`Command.handle` for new events, and appends them atomically with a version
+check on every stream it read::
+
+    @dataclass(frozen=True)
+    class Transfer(Command[Balances, AccountEvent]):
+        source: str
+        target: str
+        amount: int
+
+        def streams(self) -> list[str]:
+            return [self.source, self.target]
+
+        def initial_state(self) -> Balances:
+            return Balances()
+
+        def apply(self, state: Balances, stream_id: StreamId, event: AccountEvent) -> Balances:
+            return state.with_event(stream_id, event)
+
+        def handle(self, state: Balances) -> list[tuple[str, AccountEvent]]:
+            if state.balance(self.source) < self.amount:
+                raise BusinessRuleViolation(f"{self.source} cannot cover {self.amount}")
+            return [
+                (self.source, MoneyWithdrawn(self.amount)),
+                (self.target, MoneyDeposited(self.amount)),
+            ]
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+from eventcore.types import StreamId
+
+S = TypeVar("S")
+E = TypeVar("E")
+
+
+class Command(ABC, Generic[S, E]):
+    """Base class of commands over state ``S`` and events ``E``.
+
+    ``apply`` and ``handle`` must be pure: a command may be run several times
+    (each retry starts again from fresh state), and ``apply`` must return a new
+    state rather than change the one it was given.
+    """
+
+    @abstractmethod
+    def streams(self) -> Iterable[str]:
+        """The streams this command reads, and may write to, in reading order."""
+
+    @abstractmethod
+    def initial_state(self) -> S:
+        """The state before any event is applied."""
+
+    @abstractmethod
+    def apply(self, state: S, stream_id: StreamId, event: E) -> S:
+        """Fold one event, read from ``stream_id``, into the state."""
+
+    @abstractmethod
+    def handle(self, state: S) -> Iterable[tuple[str, E]]:
+        """Decide: return ``(stream id, event)`` pairs to append, or raise
+        :class:`~eventcore.errors.BusinessRuleViolation`. Every stream named must
+        have been read."""
+
+    def resolve_streams(self, state: S) -> Iterable[str]:
+        """Streams discovered at run time, asked after each stream is folded.
+
+        Streams returned here are read (once per attempt) and become part of the
+        consistency boundary, like declared ones. The default discovers none.
+        """
+        return ()

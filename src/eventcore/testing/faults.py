@@ -1,0 +1,127 @@
+"""A store wrapper that injects faults into a real store, for testing retries.
+
+It wraps a real store rather than replacing it: everything not injected goes
+through to the real thing, so tests keep real storage semantics::
+
+    store = FaultInjectingStore(InMemoryEventStore())
+    store.conflict_next_appends(2)          # two "someone else wrote first"
+    result = await execute(store, command)  # succeeds on the third attempt
+    assert result.attempts == 3
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Collection, Iterable
+
+from eventcore.errors import StoreUnavailable, VersionConflict
+from eventcore.store import DEFAULT_PAGE_SIZE, EventStore
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+
+
+class FaultInjectingStore:
+    """Implements :class:`~eventcore.store.EventStore` by delegating to ``inner``."""
+
+    def __init__(self, inner: EventStore, *, latency: float | None = None) -> None:
+        """``latency``: seconds to wait before each read and append, like a network
+        round trip would; 0 still yields to the event loop, so concurrent commands
+        interleave even over the in-memory store."""
+        self.inner = inner
+        self.latency = latency
+        self.append_calls = 0
+        self.read_calls = 0
+        self._conflicts = 0
+        self._append_failures: list[BaseException] = []
+        self._read_failures: list[BaseException] = []
+
+    def conflict_next_appends(self, count: int = 1) -> None:
+        """The next ``count`` appends raise VersionConflict and write nothing, as if
+        another writer had moved the first participating stream."""
+        self._conflicts += count
+
+    def fail_next_appends(self, count: int = 1, error: BaseException | None = None) -> None:
+        """The next ``count`` appends raise ``error`` (StoreUnavailable by default)."""
+        self._append_failures.extend([error or StoreUnavailable("injected append failure")] * count)
+
+    def fail_next_reads(self, count: int = 1, error: BaseException | None = None) -> None:
+        """The next ``count`` stream reads raise ``error`` (StoreUnavailable by default)."""
+        self._read_failures.extend([error or StoreUnavailable("injected read failure")] * count)
+
+    async def _wait(self) -> None:
+        if self.latency is not None:
+            await asyncio.sleep(self.latency)
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        self.append_calls += 1
+        await self._wait()
+        if self._append_failures:
+            raise self._append_failures.pop(0)
+        if self._conflicts and request.expected:
+            self._conflicts -= 1
+            stream, expected = request.expected[0]
+            raise VersionConflict(stream, expected, expected + 1)
+        return await self.inner.append(request)
+
+    async def _before_read(self) -> None:
+        self.read_calls += 1
+        await self._wait()
+        if self._read_failures:
+            raise self._read_failures.pop(0)
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        await self._before_read()
+        return await self.inner.read_stream(stream_id, from_version=from_version, limit=limit)
+
+    async def read_streams(self, stream_ids: Iterable[str]) -> dict[StreamId, list[RecordedEvent]]:
+        await self._before_read()
+        return await self.inner.read_streams(stream_ids)
+
+    async def stream_version(self, stream_id: str) -> int:
+        return await self.inner.stream_version(stream_id)
+
+    async def head_position(self) -> int:
+        return await self.inner.head_position()
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RecordedEvent]:
+        return await self.inner.read_all(
+            after=after,
+            limit=limit,
+            stream_prefix=stream_prefix,
+            stream_pattern=stream_pattern,
+            event_types=event_types,
+        )
+
+    def iter_stream(
+        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[RecordedEvent]:
+        return self.inner.iter_stream(stream_id, from_version=from_version, page_size=page_size)
+
+    def iter_all(
+        self,
+        *,
+        after: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        return self.inner.iter_all(
+            after=after,
+            page_size=page_size,
+            stream_prefix=stream_prefix,
+            stream_pattern=stream_pattern,
+            event_types=event_types,
+        )
+
+    async def close(self) -> None:
+        await self.inner.close()

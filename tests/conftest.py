@@ -1,0 +1,35 @@
+"""Shared fixtures: a fresh store of each backend kind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from eventcore.backends.memory import InMemoryEventStore
+from eventcore.store import EventStore
+
+STORE_KINDS = ["memory", "sqlite"]
+
+StoreFactory = Callable[[], Awaitable[EventStore]]
+
+
+async def open_store(kind: str, tmp_path: Path) -> EventStore:
+    if kind == "memory":
+        return InMemoryEventStore()
+    if kind == "sqlite":
+        from eventcore.backends.sqlite import SQLiteEventStore
+
+        return await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    raise ValueError(kind)
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
+    """A fresh, empty store of every kind in turn."""
+    store = await open_store(request.param, tmp_path)
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -1,0 +1,172 @@
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import msgspec
+import pydantic
+import pytest
+
+from eventcore import (
+    Codec,
+    DeserializationError,
+    EncodingError,
+    EventMetadata,
+    RecordedEvent,
+    StreamId,
+    UnknownEventType,
+    ValidationError,
+)
+from eventcore.codec import decode_metadata, encode_metadata
+from eventcore.types import new_event_id
+
+
+@dataclass(frozen=True)
+class Opened:
+    owner: str
+    limit: Decimal
+    at: datetime
+
+
+class Renamed(msgspec.Struct, frozen=True):
+    name: str
+    tags: list[str]
+
+
+class Closed(pydantic.BaseModel):
+    reason: str
+    final_balance: int
+
+
+@pytest.fixture
+def codec() -> Codec:
+    codec = Codec()
+    codec.add(Opened, "acct.Opened")
+    codec.add(Renamed, "acct.Renamed")
+    codec.add(Closed, "acct.Closed")
+    return codec
+
+
+def _record(event_type: str, payload: bytes, stream: str = "acc-1", version: int = 3):
+    return RecordedEvent(
+        new_event_id(),
+        StreamId(stream),
+        version,
+        10,
+        event_type,
+        payload,
+        EventMetadata(),
+        datetime.now(UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Opened("ann", Decimal("10.50"), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        Renamed("savings", ["a", "b"]),
+        Closed(reason="moved", final_balance=0),
+    ],
+)
+def test_dataclass_struct_and_pydantic_events_round_trip(codec: Codec, event: object) -> None:
+    name, payload = codec.encode(event)
+    assert codec.decode(_record(name, payload)) == event
+
+
+def test_type_name_is_stored_not_the_import_path(codec: Codec) -> None:
+    name, payload = codec.encode(Renamed("x", []))
+    assert name == "acct.Renamed"
+    assert b"test_codec" not in payload
+
+
+def test_decorator_registers_under_the_given_name() -> None:
+    codec = Codec()
+
+    @codec.register("thing.Happened")
+    @dataclass
+    class Happened:
+        n: int
+
+    assert codec.type_name(Happened) == "thing.Happened"
+    assert codec.type_names == {"thing.Happened"}
+
+
+def test_unregistered_event_cannot_be_encoded(codec: Codec) -> None:
+    @dataclass
+    class Stray:
+        n: int
+
+    with pytest.raises(EncodingError, match="Stray is not a registered event class"):
+        codec.encode(Stray(1))
+
+
+def test_unencodable_payload_raises_encoding_error_naming_the_type(codec: Codec) -> None:
+    with pytest.raises(EncodingError, match="acct.Renamed"):
+        codec.encode(Renamed("x", [object()]))  # type: ignore[list-item]
+
+
+def test_unknown_type_name_names_stream_version_and_type(codec: Codec) -> None:
+    with pytest.raises(UnknownEventType, match=r"'acct.Gone'.*'acc-7'.*version 4"):
+        codec.decode(_record("acct.Gone", b"{}", "acc-7", 4))
+
+
+@pytest.mark.parametrize(
+    ("event_type", "payload"),
+    [
+        ("acct.Renamed", b"not json"),
+        ("acct.Renamed", b'{"name": 5, "tags": []}'),
+        ("acct.Opened", b'{"owner": "x"}'),
+        ("acct.Closed", b'{"reason": "x"}'),
+    ],
+)
+def test_undecodable_payload_names_stream_version_and_type(
+    codec: Codec, event_type: str, payload: bytes
+) -> None:
+    with pytest.raises(DeserializationError) as caught:
+        codec.decode(_record(event_type, payload, "acc-9", 12))
+    error = caught.value
+    assert (error.stream_id, error.stream_version, error.event_type) == ("acc-9", 12, event_type)
+    assert "'acc-9'" in str(error)
+    assert event_type in str(error)
+
+
+def test_a_name_cannot_be_reused_for_another_class(codec: Codec) -> None:
+    @dataclass
+    class Other:
+        pass
+
+    with pytest.raises(ValidationError, match="already registered for Opened"):
+        codec.add(Other, "acct.Opened")
+
+
+def test_a_class_cannot_have_two_names(codec: Codec) -> None:
+    with pytest.raises(ValidationError, match="already registered as 'acct.Opened'"):
+        codec.add(Opened, "acct.Opened.v2")
+
+
+def test_registering_the_same_pair_twice_is_harmless(codec: Codec) -> None:
+    codec.add(Opened, "acct.Opened")
+    assert codec.type_name(Opened) == "acct.Opened"
+
+
+@pytest.mark.parametrize("name", ["", "  ", " padded", 7, "x" * 201])
+def test_bad_type_names_are_rejected(name: object) -> None:
+    with pytest.raises(ValidationError, match="type name"):
+        Codec().register(name)  # type: ignore[arg-type]
+
+
+def test_plain_classes_cannot_be_registered() -> None:
+    class Plain:
+        pass
+
+    with pytest.raises(ValidationError, match="must be dataclasses"):
+        Codec().add(Plain, "plain")
+
+
+def test_metadata_round_trips() -> None:
+    metadata = EventMetadata("corr", "cause", {"user": "ann", "n": [1, 2]})
+    assert decode_metadata(encode_metadata(metadata)) == metadata
+
+
+def test_metadata_that_is_not_json_is_an_encoding_error() -> None:
+    with pytest.raises(EncodingError, match="metadata"):
+        encode_metadata(EventMetadata(user={"when": object()}))

@@ -1,0 +1,97 @@
+import uuid
+
+import pytest
+
+from eventcore import AppendRequest, InvalidExpectedVersions, InvalidStreamId, NewEvent, StreamId
+from eventcore.errors import ValidationError
+from eventcore.types import check_limit, check_version, new_event_id
+
+
+def _event(stream: str) -> NewEvent:
+    return NewEvent(StreamId(stream), "t", b"{}")
+
+
+def test_stream_id_is_trimmed_and_behaves_as_str() -> None:
+    sid = StreamId("  account-1 ")
+    assert sid == "account-1"
+    assert isinstance(sid, str)
+    assert {sid: 1}["account-1"] == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("x" * 256, "256 characters"),
+        ("acc-*", "glob"),
+        ("acc-?", "glob"),
+        ("acc-[1]", "glob"),
+        ("acc]", "glob"),
+    ],
+)
+def test_invalid_stream_id_is_rejected_with_the_offending_value(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidStreamId, match=reason) as caught:
+        StreamId(raw)
+    assert caught.value.value == raw
+
+
+def test_non_str_stream_id_is_rejected() -> None:
+    with pytest.raises(InvalidStreamId, match="must be a str"):
+        StreamId(42)  # type: ignore[arg-type]
+
+
+def test_stream_id_of_255_characters_is_accepted() -> None:
+    assert len(StreamId("é" * 255)) == 255
+
+
+def test_invalid_stream_id_is_also_a_value_error() -> None:
+    with pytest.raises(ValueError, match="invalid stream id"):
+        StreamId("")
+
+
+def test_event_ids_are_version_7_uuids_and_unique() -> None:
+    ids = [new_event_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+
+
+def test_append_request_keeps_expectations_in_order() -> None:
+    request = AppendRequest.create({"b": 1, "a": 0}, [_event("a")])
+    assert request.expected == (("b", 1), ("a", 0))
+
+
+def test_duplicate_expected_version_is_rejected() -> None:
+    with pytest.raises(InvalidExpectedVersions, match="duplicate"):
+        AppendRequest.create([("a", 1), ("a", 1)])
+
+
+def test_contradictory_expected_versions_are_rejected() -> None:
+    with pytest.raises(InvalidExpectedVersions, match="contradictory.*'a': 1 and 2"):
+        AppendRequest.create([("a", 1), (" a ", 2)])
+
+
+@pytest.mark.parametrize("version", [-1, 1.0, True, "1", None])
+def test_expected_version_must_be_a_non_negative_int(version: object) -> None:
+    with pytest.raises(ValidationError, match="non-negative int"):
+        AppendRequest.create([("a", version)])  # type: ignore[list-item]
+
+
+def test_event_for_stream_without_expectation_is_rejected() -> None:
+    with pytest.raises(InvalidExpectedVersions, match="'b'"):
+        AppendRequest.create({"a": 0}, [_event("b")])
+
+
+def test_append_request_rejects_things_that_are_not_new_events() -> None:
+    with pytest.raises(ValidationError, match="NewEvent"):
+        AppendRequest.create({"a": 0}, ["not an event"])  # type: ignore[list-item]
+
+
+def test_version_and_limit_checks() -> None:
+    assert check_version(0) == 0
+    assert check_limit(None) is None
+    assert check_limit(5) == 5
+    with pytest.raises(ValidationError):
+        check_limit(0)
+    with pytest.raises(ValidationError):
+        check_version(-3)
