@@ -1,0 +1,3 @@
+from eventcore.cli import main
+
+raise SystemExit(main())

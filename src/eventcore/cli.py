@@ -1,0 +1,45 @@
+"""The ``eventcore`` command line (also ``python -m eventcore``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventcore", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the bank demo on the embedded SQLite store")
+    demo.add_argument(
+        "--db",
+        type=Path,
+        default=Path("eventcore-demo.sqlite"),
+        help="SQLite file to use (default: %(default)s; each run adds its own accounts)",
+    )
+    demo.add_argument("--accounts", type=_positive_int, default=10)
+    demo.add_argument("--transfers", type=_positive_int, default=200)
+    demo.add_argument("--seed", type=int, default=None, help="make the run repeatable")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from eventcore.demo.run import DemoOptions, run_demo
+
+        if args.accounts < 2:
+            raise SystemExit("eventcore demo: --accounts must be at least 2 for transfers")
+        asyncio.run(run_demo(DemoOptions(args.db, args.accounts, args.transfers, args.seed)))
+    return 0
