@@ -100,7 +100,7 @@ def test_unregistered_event_cannot_be_encoded(codec: Codec) -> None:
 
 
 def test_unencodable_payload_raises_encoding_error_naming_the_type(codec: Codec) -> None:
-    with pytest.raises(EncodingError, match="acct.Renamed"):
+    with pytest.raises(EncodingError, match=r"acct.Renamed"):
         codec.encode(Renamed("x", [object()]))  # type: ignore[list-item]
 
 
@@ -139,7 +139,7 @@ def test_a_name_cannot_be_reused_for_another_class(codec: Codec) -> None:
 
 
 def test_a_class_cannot_have_two_names(codec: Codec) -> None:
-    with pytest.raises(ValidationError, match="already registered as 'acct.Opened'"):
+    with pytest.raises(ValidationError, match=r"already registered as 'acct.Opened'"):
         codec.add(Opened, "acct.Opened.v2")
 
 

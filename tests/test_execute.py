@@ -239,9 +239,7 @@ async def test_a_fresh_correlation_id_is_made_when_none_is_given(any_store: Even
 
 async def test_metadata_that_cannot_be_encoded_writes_nothing(any_store: EventStore) -> None:
     with pytest.raises(EncodingError, match="metadata"):
-        await execute(
-            any_store, Deposit("acc-1", 1), codec=bank_codec, metadata={"x": object()}
-        )
+        await execute(any_store, Deposit("acc-1", 1), codec=bank_codec, metadata={"x": object()})
     assert await any_store.read_all() == []
 
 

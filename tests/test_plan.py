@@ -9,23 +9,29 @@ import pytest
 
 from eventcore import AppendResult, EventMetadata, RetriesExhausted, RetryPolicy, VersionConflict
 from eventcore.demo.bank import MoneyDeposited, Transfer, bank_codec
-from eventcore.execute import AppendEvents, ReadStreams, Sleep, plan_execution
+from eventcore.execute import AppendEvents, Plan, ReadStreams, Sleep, plan_execution
 from eventcore.types import RecordedEvent, StreamId, new_event_id
 
 
 def _deposit(stream: str, version: int, amount: int) -> RecordedEvent:
     name, payload = bank_codec.encode(MoneyDeposited(amount))
     return RecordedEvent(
-        new_event_id(), StreamId(stream), version, version, name, payload,
-        EventMetadata(), datetime.now(UTC),
+        new_event_id(),
+        StreamId(stream),
+        version,
+        version,
+        name,
+        payload,
+        EventMetadata(),
+        datetime.now(UTC),
     )
 
 
-def _plan(retry: RetryPolicy = RetryPolicy()):  # type: ignore[no-untyped-def]
+def _plan(retry: RetryPolicy | None = None) -> Plan:
     return plan_execution(
         Transfer("a", "b", 30),
         codec=bank_codec,
-        retry=retry,
+        retry=retry or RetryPolicy(),
         metadata=EventMetadata("c"),
         rng=random.Random(1),
     )

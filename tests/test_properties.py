@@ -6,6 +6,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,14 +43,14 @@ async def _apply_ops(store: EventStore, ops: list[list[tuple[str, int, int]]]) -
         ]
         request = AppendRequest.create(expected, events)
         should_succeed = all(expected[s] == len(model[s]) for s in expected)
-        try:
-            result = await store.append(request)
-        except VersionConflict as conflict:
-            assert not should_succeed
+        if not should_succeed:
+            with pytest.raises(VersionConflict) as caught:
+                await store.append(request)
+            conflict = caught.value
             assert conflict.expected == expected[conflict.stream_id]
             assert conflict.actual == len(model[conflict.stream_id])
             continue
-        assert should_succeed
+        result = await store.append(request)
         for event in events:
             model[event.stream_id].append(event.payload.decode())
             log.append(event.payload.decode())

@@ -28,6 +28,7 @@ def test_stream_id_is_trimmed_and_behaves_as_str() -> None:
         ("acc-?", "glob"),
         ("acc-[1]", "glob"),
         ("acc]", "glob"),
+        ("acc\x00", "NUL"),
     ],
 )
 def test_invalid_stream_id_is_rejected_with_the_offending_value(raw: str, reason: str) -> None:
@@ -67,7 +68,7 @@ def test_duplicate_expected_version_is_rejected() -> None:
 
 
 def test_contradictory_expected_versions_are_rejected() -> None:
-    with pytest.raises(InvalidExpectedVersions, match="contradictory.*'a': 1 and 2"):
+    with pytest.raises(InvalidExpectedVersions, match=r"contradictory.*'a': 1 and 2"):
         AppendRequest.create([("a", 1), (" a ", 2)])
 
 

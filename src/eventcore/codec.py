@@ -175,31 +175,30 @@ class Codec:
             ) from exc
 
 
-def encode_metadata(metadata: EventMetadata) -> bytes:
-    """JSON for the metadata column; raises EncodingError for non-JSON user data."""
-    try:
-        return _json_encode(
-            {
-                "correlation_id": metadata.correlation_id,
-                "causation_id": metadata.causation_id,
-                "user": metadata.user,
-            }
-        )
-    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
-        raise EncodingError(f"event metadata is not JSON-encodable: {exc}") from exc
-
-
-class _StoredMetadata(msgspec.Struct):
+class _StoredMetadata(msgspec.Struct, omit_defaults=True):
     correlation_id: str | None = None
     causation_id: str | None = None
     user: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 _metadata_decoder: Final = msgspec.json.Decoder(_StoredMetadata)
+EMPTY_METADATA_JSON: Final = b"{}"
+
+
+def encode_metadata(metadata: EventMetadata) -> bytes:
+    """JSON for a metadata column; raises EncodingError for non-JSON user data."""
+    if metadata.correlation_id is None and metadata.causation_id is None and not metadata.user:
+        return EMPTY_METADATA_JSON
+    user = metadata.user if type(metadata.user) is dict else dict(metadata.user)
+    stored = _StoredMetadata(metadata.correlation_id, metadata.causation_id, user)
+    try:
+        return _json_encode(stored)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise EncodingError(f"event metadata {metadata!r} is not JSON-encodable: {exc}") from exc
 
 
 def decode_metadata(raw: bytes | str) -> EventMetadata:
-    """Inverse of :func:`encode_metadata`."""
+    """Inverse of :func:`encode_metadata`; raises msgspec.DecodeError on bad JSON."""
     stored = _metadata_decoder.decode(raw)
     return EventMetadata(stored.correlation_id, stored.causation_id, stored.user)
 

@@ -21,7 +21,7 @@ import random
 import uuid
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from eventcore.codec import Codec, default_codec, encode_metadata
 from eventcore.command import Command
@@ -41,7 +41,7 @@ from eventcore.types import (
 
 @dataclass(frozen=True, slots=True)
 class ReadStreams:
-    """Step: read these streams in full; reply with ``dict[StreamId, list[RecordedEvent]]``."""
+    """Step: read these streams in full; reply with ``dict[str, list[RecordedEvent]]``."""
 
     stream_ids: tuple[StreamId, ...]
 
@@ -75,7 +75,7 @@ class ExecutionResult:
 
     attempts: int
     events_written: int
-    stream_versions: Mapping[StreamId, int]
+    stream_versions: Mapping[str, int]
     positions: tuple[int, ...]
 
 
@@ -95,7 +95,7 @@ def _fold(
     while pending:
         batch = tuple(pending)
         pending = []
-        pages: Mapping[StreamId, list[RecordedEvent]] = yield ReadStreams(batch)
+        pages: Mapping[str, list[RecordedEvent]] = yield ReadStreams(batch)
         for stream in batch:
             events = pages[stream]
             for record in events:
@@ -149,7 +149,7 @@ def plan_execution(
         state, versions = yield from _fold(command, codec)
         new_events = _decide(command, state, versions, codec, metadata)
         if not new_events:
-            return ExecutionResult(attempt, 0, versions, ())
+            return ExecutionResult(attempt, 0, cast(Mapping[str, int], versions), ())
         request = AppendRequest(tuple(versions.items()), tuple(new_events))
         try:
             result: AppendResult = yield AppendEvents(request)

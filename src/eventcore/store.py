@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from eventcore.errors import ValidationError
-from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent
 
 DEFAULT_PAGE_SIZE = 1000
 
@@ -98,7 +98,7 @@ class EventReader(Protocol):
         """Events of one stream with version >= ``from_version``, oldest first."""
         ...
 
-    async def read_streams(self, stream_ids: Iterable[str]) -> dict[StreamId, list[RecordedEvent]]:
+    async def read_streams(self, stream_ids: Iterable[str]) -> dict[str, list[RecordedEvent]]:
         """Every event of each named stream, in one call; missing streams map to []."""
         ...
 
@@ -189,8 +189,13 @@ def check_lease_args(name: object, holder: object, ttl: object | None = None) ->
         raise ValidationError(f"lease ttl must be a positive number of seconds, got {ttl!r}")
 
 
-def check_checkpoint_args(name: object, position: object | None = None) -> None:
+def check_checkpoint_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise ValidationError(f"checkpoint name must be a non-empty str, got {name!r}")
-    if position is not None and (type(position) is not int or position < 0):
+    return name
+
+
+def check_checkpoint_position(position: object) -> int:
+    if type(position) is not int or position < 0:
         raise ValidationError(f"checkpoint position must be a non-negative int, got {position!r}")
+    return position

@@ -29,7 +29,8 @@ _GLOB_METACHARACTERS: Final = frozenset("*?[]")
 
 class StreamId(str):
     """A validated stream name: trimmed, non-empty, at most 255 characters, no glob
-    metacharacters (``* ? [ ]``), so that patterns can never be mistaken for ids.
+    metacharacters (``* ? [ ]``), so that patterns can never be mistaken for ids,
+    and no NUL character.
 
     It is a ``str``, so it works as a dict key, sorts, and goes to a driver as is.
     Surrounding white space is trimmed; anything else invalid raises
@@ -50,6 +51,8 @@ class StreamId(str):
             raise InvalidStreamId(
                 value, f"is {len(trimmed)} characters long; the limit is {MAX_STREAM_ID_LENGTH}"
             )
+        if "\x00" in trimmed:
+            raise InvalidStreamId(value, "must not contain NUL (no database stores it in text)")
         bad = _GLOB_METACHARACTERS.intersection(trimmed)
         if bad:
             raise InvalidStreamId(
@@ -155,7 +158,11 @@ class AppendRequest:
         seen: dict[StreamId, int] = {}
         for raw_stream, version in pairs:
             stream = StreamId(raw_stream)
-            check_version(version, f"expected version of stream {stream!r}")
+            if type(version) is not int or version < 0:
+                raise InvalidExpectedVersions(
+                    f"expected version of stream {stream!r} must be a non-negative int, "
+                    f"got {version!r}"
+                )
             if stream in seen:
                 kind = "contradictory" if seen[stream] != version else "duplicate"
                 raise InvalidExpectedVersions(
@@ -183,7 +190,7 @@ class AppendResult:
     position of each written event, in the order the events were given.
     """
 
-    stream_versions: Mapping[StreamId, int]
+    stream_versions: Mapping[str, int]
     positions: tuple[int, ...]
 
     @property

@@ -8,14 +8,52 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from collections.abc import AsyncIterator, Collection, Iterable
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Self
 
 from eventcore.backends._common import check_log_read, check_stream_read, walk_log, walk_stream
-from eventcore.errors import StoreClosed, VersionConflict
-from eventcore.store import DEFAULT_PAGE_SIZE, LogFilter, check_checkpoint_args, check_lease_args
-from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+from eventcore.codec import decode_metadata, encode_metadata
+from eventcore.errors import StoreClosed, ValidationError, VersionConflict
+from eventcore.store import (
+    DEFAULT_PAGE_SIZE,
+    LogFilter,
+    check_checkpoint_name,
+    check_checkpoint_position,
+    check_lease_args,
+)
+from eventcore.types import (
+    EMPTY_METADATA,
+    AppendRequest,
+    AppendResult,
+    EventMetadata,
+    RecordedEvent,
+    StreamId,
+)
+
+
+class _MetadataSnapshots:
+    """Stores a JSON round trip of each metadata object, as a database would: the
+    caller's dict can change afterwards without changing the stored event, and
+    metadata that is not JSON is refused here as it is by every other store."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, EventMetadata] = {}
+
+    def of(self, metadata: EventMetadata) -> EventMetadata:
+        if metadata is EMPTY_METADATA:
+            return metadata
+        snapshot = self._seen.get(id(metadata))
+        if snapshot is None:
+            decoded = decode_metadata(encode_metadata(metadata))
+            # Records are shared with every reader: hand out a read-only view.
+            snapshot = EventMetadata(
+                decoded.correlation_id, decoded.causation_id, MappingProxyType(dict(decoded.user))
+            )
+            self._seen[id(metadata)] = snapshot
+        return snapshot
 
 
 class InMemoryEventStore:
@@ -24,6 +62,7 @@ class InMemoryEventStore:
     def __init__(self) -> None:
         self._streams: dict[StreamId, list[RecordedEvent]] = {}
         self._log: list[RecordedEvent] = []
+        self._event_ids: set[uuid.UUID] = set()
         self._checkpoints: dict[str, int] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._closed = False
@@ -48,27 +87,42 @@ class InMemoryEventStore:
             actual = len(streams.get(stream, ()))
             if actual != expected:
                 raise VersionConflict(stream, expected, actual)
-        versions = dict(request.expected)
-        positions: list[int] = []
+        self._check_new_ids(request)
+        # Build every record before changing anything, so a failure writes nothing.
+        versions: dict[str, int] = dict(request.expected)
+        head = len(self._log)
         now = datetime.now(UTC)
-        for new in request.events:
-            version = versions[new.stream_id] + 1
-            versions[new.stream_id] = version
-            position = len(self._log) + 1
-            record = RecordedEvent(
-                new.event_id,
-                new.stream_id,
-                version,
-                position,
-                new.event_type,
-                new.payload,
-                new.metadata,
-                now,
+        stored_metadata = _MetadataSnapshots()
+        records: list[RecordedEvent] = []
+        for offset, new in enumerate(request.events, 1):
+            versions[new.stream_id] += 1
+            records.append(
+                RecordedEvent(
+                    new.event_id,
+                    new.stream_id,
+                    versions[new.stream_id],
+                    head + offset,
+                    new.event_type,
+                    new.payload,
+                    stored_metadata.of(new.metadata),
+                    now,
+                )
             )
-            streams.setdefault(new.stream_id, []).append(record)
-            self._log.append(record)
-            positions.append(position)
-        return AppendResult(versions, tuple(positions))
+        for record in records:
+            streams.setdefault(record.stream_id, []).append(record)
+            self._event_ids.add(record.event_id)
+        self._log.extend(records)
+        return AppendResult(versions, tuple(range(head + 1, head + 1 + len(records))))
+
+    def _check_new_ids(self, request: AppendRequest) -> None:
+        ids = [new.event_id for new in request.events]
+        repeated = {i for i in ids if i in self._event_ids}
+        if len(set(ids)) != len(ids) or repeated:
+            duplicates = sorted(repeated | {i for i in ids if ids.count(i) > 1})
+            raise ValidationError(
+                f"event ids {duplicates!r} are already stored or repeated within the "
+                "append; every event needs a unique id"
+            )
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
@@ -82,7 +136,7 @@ class InMemoryEventStore:
         end = None if limit is None else start - 1 + limit
         return events[start - 1 : end]
 
-    async def read_streams(self, stream_ids: Iterable[str]) -> dict[StreamId, list[RecordedEvent]]:
+    async def read_streams(self, stream_ids: Iterable[str]) -> dict[str, list[RecordedEvent]]:
         self._check_open()
         wanted = [StreamId(s) for s in stream_ids]
         return {s: list(self._streams.get(s, [])) for s in wanted}
@@ -148,12 +202,13 @@ class InMemoryEventStore:
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         self._check_open()
-        check_checkpoint_args(name, position)
+        check_checkpoint_name(name)
+        check_checkpoint_position(position)
         self._checkpoints[name] = position
 
     async def load_checkpoint(self, name: str) -> int | None:
         self._check_open()
-        check_checkpoint_args(name)
+        check_checkpoint_name(name)
         return self._checkpoints.get(name)
 
     # -- leases --------------------------------------------------------------------

@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from eventcore.backends.sqlite import SQLiteEventStore
 from eventcore.demo.bank import Deposit, MoneyDeposited, Transfer, bank_codec
 from eventcore.errors import BusinessRuleViolation, RetriesExhausted
-from eventcore.execute import execute
+from eventcore.execute import ExecutionResult, execute
 from eventcore.retry import RetryPolicy
+from eventcore.store import EventStore
 from eventcore.types import new_event_id
 
 OPENING_BALANCE = 1_000
+RETRY = RetryPolicy.exponential(max_retries=8, base_delay=0.002)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,18 +34,33 @@ class DemoOptions:
     seed: int | None = None
 
 
-async def run_demo(options: DemoOptions, out: list[str] | None = None) -> dict[str, int]:
-    """Run the demo and return its tallies; lines are printed (or collected in ``out``)."""
+@dataclass(slots=True)
+class Tally:
+    committed: int = 0
+    refused: int = 0
+    exhausted: int = 0
+    retries: int = 0
+    total: int = 0
+    expected_total: int = 0
 
-    def say(line: str) -> None:
-        if out is None:
-            print(line, flush=True)
+    def count(self, outcome: ExecutionResult | BaseException) -> None:
+        if isinstance(outcome, BusinessRuleViolation):
+            self.refused += 1
+        elif isinstance(outcome, RetriesExhausted):
+            self.exhausted += 1
+        elif isinstance(outcome, BaseException):
+            raise outcome
         else:
-            out.append(line)
+            self.committed += 1
+            self.retries += outcome.attempts - 1
 
+
+async def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> Tally:
+    """Run the demo, reporting each step through ``say``; return what happened."""
     rng = random.Random(options.seed)
     run_id = new_event_id().hex[-8:]
     say(f"eventcore demo: bank on SQLite at {options.database} (run {run_id})")
+    tally = Tally()
     async with await SQLiteEventStore.open(options.database) as store:
         accounts = [f"demo-{run_id}-account-{i}" for i in range(options.accounts)]
         for account in accounts:
@@ -53,51 +71,44 @@ async def run_demo(options: DemoOptions, out: list[str] | None = None) -> dict[s
         for i in range(options.transfers):
             source, target = rng.sample(accounts, 2)
             transfers.append(Transfer(source, target, rng.randint(1, 400), f"t{i}"))
-        retry = RetryPolicy.exponential(max_retries=8, base_delay=0.002)
         started = time.perf_counter()
-        results = await asyncio.gather(
-            *(execute(store, t, codec=bank_codec, retry=retry) for t in transfers),
+        outcomes = await asyncio.gather(
+            *(execute(store, t, codec=bank_codec, retry=RETRY) for t in transfers),
             return_exceptions=True,
         )
         elapsed = time.perf_counter() - started
-
-        tally = {"committed": 0, "refused": 0, "exhausted": 0, "retries": 0}
-        for result in results:
-            if isinstance(result, BusinessRuleViolation):
-                tally["refused"] += 1
-            elif isinstance(result, RetriesExhausted):
-                tally["exhausted"] += 1
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                tally["committed"] += 1
-                tally["retries"] += result.attempts - 1
+        for outcome in outcomes:
+            tally.count(outcome)
         say(
             f"{len(transfers)} concurrent transfers in {elapsed:.2f} s "
-            f"({len(transfers) / elapsed:,.0f} commands/s): {tally['committed']} committed, "
-            f"{tally['refused']} refused (insufficient funds), "
-            f"{tally['exhausted']} gave up after retries; {tally['retries']} conflicts retried"
+            f"({len(transfers) / elapsed:,.0f} commands/s): {tally.committed} committed, "
+            f"{tally.refused} refused (insufficient funds), "
+            f"{tally.exhausted} gave up after retries; {tally.retries} conflicts retried"
         )
+        tally.total = await _money_in(store, accounts)
+        tally.expected_total = OPENING_BALANCE * len(accounts)
+        verdict = "conserved" if tally.total == tally.expected_total else "NOT CONSERVED"
+        say(f"money in all accounts: {tally.total} (expected {tally.expected_total}): {verdict}")
+        await _show_log_tail(store, say)
+    if tally.total != tally.expected_total:
+        raise SystemExit("money was not conserved")
+    return tally
 
-        total = 0
-        for account in accounts:
-            async for record in store.iter_stream(account):
-                event = bank_codec.decode(record)
-                total += event.amount if isinstance(event, MoneyDeposited) else -event.amount
-        expected = OPENING_BALANCE * len(accounts)
-        verdict = "conserved" if total == expected else "NOT CONSERVED"
-        say(f"money in all accounts: {total} (expected {expected}): {verdict}")
-        tally["total"] = total
-        tally["expected_total"] = expected
 
-        head = await store.head_position()
-        say(f"global log: {head} events; the last three:")
-        for record in await store.read_all(after=max(0, head - 3)):
+async def _money_in(store: EventStore, accounts: Sequence[str]) -> int:
+    total = 0
+    for account in accounts:
+        async for record in store.iter_stream(account):
             event = bank_codec.decode(record)
-            say(
-                f"  #{record.global_position} {record.stream_id} "
-                f"v{record.stream_version} {record.event_type} {event}"
-            )
-        if total != expected:
-            raise SystemExit("money was not conserved")
-        return tally
+            total += event.amount if isinstance(event, MoneyDeposited) else -event.amount
+    return total
+
+
+async def _show_log_tail(store: EventStore, say: Callable[[str], None]) -> None:
+    head = await store.head_position()
+    say(f"global log: {head} events; the last three:")
+    for record in await store.read_all(after=max(0, head - 3)):
+        say(
+            f"  #{record.global_position} {record.stream_id} v{record.stream_version} "
+            f"{record.event_type} {bank_codec.decode(record)}"
+        )

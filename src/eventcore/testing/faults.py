@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Collection, Iterable
 
 from eventcore.errors import StoreUnavailable, VersionConflict
 from eventcore.store import DEFAULT_PAGE_SIZE, EventStore
-from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent
 
 
 class FaultInjectingStore:
@@ -74,7 +74,7 @@ class FaultInjectingStore:
         await self._before_read()
         return await self.inner.read_stream(stream_id, from_version=from_version, limit=limit)
 
-    async def read_streams(self, stream_ids: Iterable[str]) -> dict[StreamId, list[RecordedEvent]]:
+    async def read_streams(self, stream_ids: Iterable[str]) -> dict[str, list[RecordedEvent]]:
         await self._before_read()
         return await self.inner.read_streams(stream_ids)
 

@@ -1,0 +1,186 @@
+"""The blocking transaction bodies, one function per store operation.
+
+They take a connection and run on the store's writer or reader threads, never on
+the event loop; they know nothing of asyncio.
+
+Why a reader tailing ``read_all(after=P)`` never misses an event, whatever the
+number of writer threads and processes: SQLite admits one writer at a time per
+file (``BEGIN IMMEDIATE`` takes the write lock before anything is read), and an
+append reads ``max(position)`` and inserts ``max + 1 ...`` while holding that
+lock, until ``COMMIT``. So a transaction can only number its events after every
+earlier writer has committed or rolled back, and commit order equals position
+order. A reader's snapshot (WAL: one per statement or read transaction) that
+contains position p therefore contains every position below p. A rolled-back
+append frees its numbers for the next writer, so the log has no gaps either.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from eventcore.backends.sqlite._rows import (
+    HEAD_SQL,
+    INSERT_SQL,
+    NO_LIMIT,
+    POSITION_COLUMN,
+    RECORDED_AT_COLUMN,
+    STREAM_SQL,
+    STREAM_VERSION_SQL,
+    Row,
+    decode_rows,
+    encode_rows,
+    log_query,
+)
+from eventcore.errors import ValidationError, VersionConflict
+from eventcore.store import LogFilter
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+
+T = TypeVar("T")
+
+
+def _in_transaction(conn: sqlite3.Connection, begin: str, body: Callable[[], T]) -> T:
+    conn.execute(begin)
+    try:
+        result = body()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _version(conn: sqlite3.Connection, stream: str) -> int:
+    row = conn.execute(STREAM_VERSION_SQL, (stream,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def append(conn: sqlite3.Connection, request: AppendRequest) -> AppendResult:
+    """Check every expected version and insert the events, in one transaction."""
+    # Rows are encoded before BEGIN, so the write lock is held only for the SQL.
+    rows, versions = encode_rows(request)
+
+    def body() -> tuple[int, ...]:
+        for stream, version in request.expected:
+            actual = _version(conn, stream)
+            if actual != version:
+                raise VersionConflict(stream, version, actual)
+        if not rows:
+            return ()
+        head = conn.execute(HEAD_SQL).fetchone()[0] or 0
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        for position, row in enumerate(rows, head + 1):
+            row[POSITION_COLUMN] = position
+            row[RECORDED_AT_COLUMN] = now
+        try:
+            conn.executemany(INSERT_SQL, rows)
+        except sqlite3.IntegrityError as exc:
+            if "event_id" not in str(exc):
+                raise
+            duplicates = _duplicate_ids(conn, rows, head)
+            raise ValidationError(
+                f"event ids {duplicates!r} are already stored or repeated within the "
+                "append; every event needs a unique id"
+            ) from exc
+        return tuple(range(head + 1, head + 1 + len(rows)))
+
+    # A pure check (no events) needs only a consistent snapshot, not the write lock.
+    positions = _in_transaction(conn, "BEGIN IMMEDIATE" if rows else "BEGIN", body)
+    return AppendResult(versions, positions)
+
+
+def _duplicate_ids(conn: sqlite3.Connection, rows: list[Row], head: int) -> list[object]:
+    seen: set[object] = set()
+    duplicates: list[object] = []
+    for row in rows:
+        event_id = row[1]
+        stored = conn.execute(
+            "SELECT 1 FROM events WHERE event_id = ? AND position <= ?", (event_id, head)
+        ).fetchone()
+        if stored is not None or event_id in seen:
+            duplicates.append(event_id)
+        seen.add(event_id)
+    return duplicates
+
+
+def read_stream(
+    conn: sqlite3.Connection, stream: StreamId, start: int, limit: int | None
+) -> list[RecordedEvent]:
+    cursor = conn.execute(STREAM_SQL, (stream, start, NO_LIMIT if limit is None else limit))
+    return decode_rows(cursor)
+
+
+def read_streams(
+    conn: sqlite3.Connection, streams: Sequence[StreamId]
+) -> dict[str, list[RecordedEvent]]:
+    """Every named stream, from one read transaction: a mutually consistent snapshot."""
+
+    def body() -> dict[str, list[RecordedEvent]]:
+        return {s: decode_rows(conn.execute(STREAM_SQL, (s, 1, NO_LIMIT))) for s in streams}
+
+    if len(streams) == 1:
+        return body()
+    return _in_transaction(conn, "BEGIN", body)
+
+
+def stream_version(conn: sqlite3.Connection, stream: StreamId) -> int:
+    return _version(conn, stream)
+
+
+def head_position(conn: sqlite3.Connection) -> int:
+    return int(conn.execute(HEAD_SQL).fetchone()[0] or 0)
+
+
+def read_log(
+    conn: sqlite3.Connection, after: int, limit: int | None, log_filter: LogFilter
+) -> list[RecordedEvent]:
+    sql, params = log_query(after, limit, log_filter)
+    return decode_rows(conn.execute(sql, params))
+
+
+# -- checkpoints --------------------------------------------------------------------
+
+
+def save_checkpoint(conn: sqlite3.Connection, name: str, position: int) -> None:
+    conn.execute(
+        "INSERT INTO checkpoints (name, position) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        (name, position),
+    )
+
+
+def load_checkpoint(conn: sqlite3.Connection, name: str) -> int | None:
+    row = conn.execute("SELECT position FROM checkpoints WHERE name = ?", (name,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+# -- leases: wall-clock expiry, because the holders may be different processes ------
+
+
+def acquire_lease(conn: sqlite3.Connection, name: str, holder: str, ttl: float) -> bool:
+    # One statement, so one atomic transaction: take the lease if it is free,
+    # expired, or already ours (which renews it).
+    now = time.time()
+    cursor = conn.execute(
+        "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+        " expires_at = excluded.expires_at"
+        " WHERE leases.holder = excluded.holder OR leases.expires_at <= ?",
+        (name, holder, now + ttl, now),
+    )
+    return cursor.rowcount == 1
+
+
+def release_lease(conn: sqlite3.Connection, name: str, holder: str) -> None:
+    conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+
+def lease_holder(conn: sqlite3.Connection, name: str) -> str | None:
+    row = conn.execute(
+        "SELECT holder FROM leases WHERE name = ? AND expires_at > ?", (name, time.time())
+    ).fetchone()
+    return None if row is None else str(row[0])

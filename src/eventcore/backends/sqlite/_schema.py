@@ -1,0 +1,138 @@
+"""The SQLite store's schema, its version, and how its connections are opened.
+
+The file stays inspectable with the ``sqlite3`` command-line tool: payloads and
+metadata are JSON text, times are ISO-8601 UTC text.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sqlite3
+from typing import Final, Literal
+
+from eventcore.errors import StoreUnavailable
+
+SCHEMA_VERSION: Final = 1  # kept in PRAGMA user_version; 0 means "no schema yet"
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+# ``position`` is the rowid: the global position. Writers assign it explicitly as
+# max + 1 inside their write transaction (see _ops.append), so the log is gapless.
+# The UNIQUE (stream_id, stream_version) index serves read_stream and the
+# one-seek-per-stream version check; a separate ``streams`` table would cost an
+# extra upsert per written stream and buy nothing, since the newest version of a
+# stream is the last entry of that index. There is no event_type index: read_all
+# walks the log in position order anyway, and every index slows every append.
+_DDL: Final = (
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        position       INTEGER PRIMARY KEY,
+        event_id       TEXT    NOT NULL UNIQUE,
+        stream_id      TEXT    NOT NULL,
+        stream_version INTEGER NOT NULL,
+        event_type     TEXT    NOT NULL,
+        payload        TEXT    NOT NULL,
+        metadata       TEXT    NOT NULL,
+        recorded_at    TEXT    NOT NULL,
+        UNIQUE (stream_id, stream_version)
+    )
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS events_are_not_updated BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'eventcore: stored events are immutable'); END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS events_are_not_deleted BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'eventcore: stored events are immutable'); END
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS checkpoints (
+        name     TEXT    PRIMARY KEY,
+        position INTEGER NOT NULL
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS leases (
+        name       TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        expires_at REAL NOT NULL  -- wall-clock Unix seconds: shared by processes
+    ) WITHOUT ROWID
+    """,
+)
+
+FNMATCH_FUNCTION: Final = "eventcore_fnmatch"
+
+
+def _fnmatch(stream_id: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(stream_id, pattern)
+
+
+def _connect(path: str, busy_timeout: float, *, check_same_thread: bool) -> sqlite3.Connection:
+    # isolation_level=None: the driver never opens transactions behind our back;
+    # every transaction here is an explicit BEGIN ... COMMIT.
+    return sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=check_same_thread
+    )
+
+
+def connect_writer(path: str, busy_timeout: float, synchronous: Synchronous) -> sqlite3.Connection:
+    """Open the writer connection (used only on the thread that opens it), switch the
+    file to WAL and create or check the schema."""
+    conn = _connect(path, busy_timeout, check_same_thread=True)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreUnavailable(
+                f"SQLite file {path!r} cannot use WAL journal mode (got {mode!r}); "
+                "use a file on a local file system"
+            )
+        # FULL syncs the WAL on every commit: durable against power loss. NORMAL
+        # (safe in WAL mode) syncs only at checkpoints: durable against an
+        # application crash, but the last transactions may be lost on power loss.
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        _ensure_schema(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_reader(path: str, busy_timeout: float) -> sqlite3.Connection:
+    """Open a read-only connection for one reader thread. check_same_thread=False only
+    because close() closes it from another thread once the reader pool has stopped."""
+    conn = _connect(path, busy_timeout, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA query_only=ON")
+        conn.create_function(FNMATCH_FUNCTION, 2, _fnmatch, deterministic=True)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
+    if _user_version(conn, path) == SCHEMA_VERSION:
+        return  # the common case: no write lock taken on open
+    # Several processes may open a new file at once: the IMMEDIATE transaction
+    # makes exactly one of them create the schema; the others see it done.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if _user_version(conn, path) == 0:
+            for statement in _DDL:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _user_version(conn: sqlite3.Connection, path: str) -> int:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StoreUnavailable(
+            f"SQLite file {path!r} has schema version {version}, newer than the "
+            f"{SCHEMA_VERSION} this eventcore understands; upgrade eventcore"
+        )
+    return version

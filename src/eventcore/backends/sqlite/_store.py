@@ -1,0 +1,319 @@
+"""The asyncio face of the SQLite store: argument checks here, SQL on worker threads.
+
+Threading: one writer thread owns the only connection that writes (appends,
+checkpoints, leases) and the schema; a small pool of reader threads each owns a
+read-only connection. Work crosses over with ``loop.run_in_executor``, one hop per
+call, so no sqlite3 call ever runs on the event loop thread. WAL mode lets the
+readers read while the writer writes; appends inside one process queue on the
+writer thread, and across processes on SQLite's write lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Final, Self, TypeVar, get_args
+
+from eventcore.backends._common import check_log_read, check_stream_read, walk_log, walk_stream
+from eventcore.backends.sqlite import _ops
+from eventcore.backends.sqlite._schema import Synchronous, connect_reader, connect_writer
+from eventcore.errors import StoreClosed, StoreUnavailable, ValidationError
+from eventcore.store import (
+    DEFAULT_PAGE_SIZE,
+    LogFilter,
+    check_checkpoint_name,
+    check_checkpoint_position,
+    check_lease_args,
+)
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], T]
+
+_NAME: Final = "SQLiteEventStore"
+
+
+class SQLiteEventStore:
+    """Implements :class:`~eventcore.store.EventStore`, checkpoints and leases on one
+    SQLite file, which several processes may share.
+
+    Open it with ``await SQLiteEventStore.open(path)`` or ``async with
+    SQLiteEventStore(path) as store``; the schema is created on first use.
+
+    ``busy_timeout``: seconds to wait for another process's write lock before an
+    operation fails with :class:`~eventcore.errors.StoreUnavailable`.
+    ``synchronous``: ``"FULL"`` (default) survives power loss; ``"NORMAL"`` is
+    faster and survives an application crash, but may lose the last transactions
+    on power loss.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 30.0,
+        synchronous: Synchronous = "FULL",
+        reader_threads: int = 2,
+    ) -> None:
+        self._path = _check_path(path)
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
+            raise ValidationError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
+        if not busy_timeout >= 0:
+            raise ValidationError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
+        if synchronous not in get_args(Synchronous):
+            raise ValidationError(f'synchronous must be "FULL" or "NORMAL", got {synchronous!r}')
+        if type(reader_threads) is not int or reader_threads < 1:
+            raise ValidationError(f"reader_threads must be a positive int, got {reader_threads!r}")
+        self._busy_timeout = float(busy_timeout)
+        self._synchronous = synchronous
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="eventcore-sqlite-writer")
+        self._readers = ThreadPoolExecutor(
+            reader_threads, thread_name_prefix="eventcore-sqlite-reader"
+        )
+        self._writer_conn: sqlite3.Connection | None = None
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_conns_lock = threading.Lock()
+        self._local = threading.local()
+        self._start_lock = asyncio.Lock()
+        self._started = False
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 30.0,
+        synchronous: Synchronous = "FULL",
+        reader_threads: int = 2,
+    ) -> Self:
+        """Open (creating if needed) the file and its schema."""
+        store = cls(
+            path,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous,
+            reader_threads=reader_threads,
+        )
+        await store._open_or_close()
+        return store
+
+    async def __aenter__(self) -> Self:
+        await self._open_or_close()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    # -- lifecycle and thread hand-over ------------------------------------------------
+
+    async def _open_or_close(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
+        async with self._start_lock:
+            if self._started:
+                return
+            self._check_open()
+            await self._submit(self._writer, self._open_writer)
+            self._started = True
+
+    def _open_writer(self) -> None:
+        try:
+            self._writer_conn = connect_writer(self._path, self._busy_timeout, self._synchronous)
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    async def close(self) -> None:
+        """Close every connection; idempotent. Work already handed over finishes first."""
+        if self._closing is None:
+            self._closed = True
+            loop = asyncio.get_running_loop()
+            self._closing = loop.run_in_executor(self._writer, self._close_connections)
+            self._writer.shutdown(wait=False)  # the thread exits after the queued close
+        await asyncio.shield(self._closing)
+
+    def _close_connections(self) -> None:
+        # On the writer thread, behind every append already queued there.
+        self._readers.shutdown(wait=True)  # reads already handed over finish first
+        with self._reader_conns_lock:
+            conns, self._reader_conns = self._reader_conns, []
+        if self._writer_conn is not None:
+            conns.append(self._writer_conn)
+            self._writer_conn = None
+        for conn in conns:
+            conn.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(_NAME)
+
+    async def _submit(self, executor: Executor, fn: Callable[[], T]) -> T:
+        try:
+            future = asyncio.get_running_loop().run_in_executor(executor, fn)
+        except RuntimeError as exc:  # the pool was shut down by close()
+            raise StoreClosed(_NAME) from exc
+        return await future
+
+    async def _write(self, job: Job[T]) -> T:
+        if not self._started:
+            await self._start()
+        return await self._submit(self._writer, lambda: self._on_writer(job))
+
+    async def _read(self, job: Job[T]) -> T:
+        if not self._started:
+            await self._start()
+        return await self._submit(self._readers, lambda: self._on_reader(job))
+
+    def _on_writer(self, job: Job[T]) -> T:
+        conn = self._writer_conn
+        if conn is None:
+            raise StoreClosed(_NAME)
+        try:
+            return job(conn)
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    def _on_reader(self, job: Job[T]) -> T:
+        try:
+            conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = connect_reader(self._path, self._busy_timeout)
+                with self._reader_conns_lock:
+                    self._reader_conns.append(conn)
+                self._local.conn = conn
+            return job(conn)
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
+            return StoreUnavailable(
+                f"SQLite file {self._path!r} stayed locked by another connection for "
+                f"longer than busy_timeout={self._busy_timeout}s ({exc}); retry later "
+                "or raise busy_timeout"
+            )
+        return StoreUnavailable(f"SQLite file {self._path!r} failed: {type(exc).__name__}: {exc}")
+
+    # -- events ------------------------------------------------------------------------
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        self._check_open()
+        return await self._write(lambda conn: _ops.append(conn, request))
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        stream, start, limit = check_stream_read(stream_id, from_version, limit)
+        return await self._read(lambda conn: _ops.read_stream(conn, stream, start, limit))
+
+    async def read_streams(self, stream_ids: Iterable[str]) -> dict[str, list[RecordedEvent]]:
+        self._check_open()
+        wanted = list(dict.fromkeys(StreamId(s) for s in stream_ids))
+        if not wanted:
+            return {}
+        return await self._read(lambda conn: _ops.read_streams(conn, wanted))
+
+    async def stream_version(self, stream_id: str) -> int:
+        self._check_open()
+        stream = StreamId(stream_id)
+        return await self._read(lambda conn: _ops.stream_version(conn, stream))
+
+    async def head_position(self) -> int:
+        self._check_open()
+        return await self._read(_ops.head_position)
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        after, limit = check_log_read(after, limit)
+        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
+        return await self._read(lambda conn: _ops.read_log(conn, after, limit, log_filter))
+
+    def iter_stream(
+        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[RecordedEvent]:
+        return walk_stream(self._read_page, stream_id, from_version, page_size)
+
+    async def _read_page(self, stream: StreamId, start: int, size: int) -> list[RecordedEvent]:
+        self._check_open()
+        return await self._read(lambda conn: _ops.read_stream(conn, stream, start, size))
+
+    def iter_all(
+        self,
+        *,
+        after: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
+        return walk_log(self._read_log_page, after, page_size, log_filter)
+
+    async def _read_log_page(
+        self, after: int, size: int, log_filter: LogFilter
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        return await self._read(lambda conn: _ops.read_log(conn, after, size, log_filter))
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        self._check_open()
+        check_checkpoint_name(name)
+        check_checkpoint_position(position)
+        await self._write(lambda conn: _ops.save_checkpoint(conn, name, position))
+
+    async def load_checkpoint(self, name: str) -> int | None:
+        self._check_open()
+        check_checkpoint_name(name)
+        return await self._read(lambda conn: _ops.load_checkpoint(conn, name))
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        self._check_open()
+        check_lease_args(name, holder, ttl)
+        return await self._write(lambda conn: _ops.acquire_lease(conn, name, holder, ttl))
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        self._check_open()
+        check_lease_args(name, holder)
+        await self._write(lambda conn: _ops.release_lease(conn, name, holder))
+
+    async def lease_holder(self, name: str) -> str | None:
+        self._check_open()
+        check_lease_args(name, "-")
+        return await self._read(lambda conn: _ops.lease_holder(conn, name))
+
+
+def _check_path(path: object) -> str:
+    if not isinstance(path, str | os.PathLike):
+        raise ValidationError(f"path must be a str or os.PathLike, got {path!r}")
+    text = os.fspath(path)
+    if not isinstance(text, str) or text in ("", ":memory:"):
+        raise ValidationError(
+            f"path must name a database file (several connections share it), got {path!r}"
+        )
+    return text
