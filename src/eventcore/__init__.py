@@ -7,6 +7,7 @@ automatic retry on conflict.
 """
 
 from eventcore.backends.memory import InMemoryEventStore
+from eventcore.backends.sqlite import SQLiteEventStore
 from eventcore.codec import Codec, default_codec, event_type
 from eventcore.command import Command
 from eventcore.errors import (
@@ -72,6 +73,7 @@ __all__ = [
     "RecordedEvent",
     "RetriesExhausted",
     "RetryPolicy",
+    "SQLiteEventStore",
     "StoreClosed",
     "StoreError",
     "StoreUnavailable",
