@@ -10,30 +10,49 @@ import pytest
 
 from eventcore.backends.memory import InMemoryEventStore
 from eventcore.store import EventStore
+from tests import pg
 
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 StoreFactory = Callable[[], Awaitable[EventStore]]
 
 
-async def open_store(kind: str, tmp_path: Path) -> EventStore:
+async def open_store(kind: str, tmp_path: Path, pg_schema: str | None = None) -> EventStore:
     if kind == "memory":
         return InMemoryEventStore()
     if kind == "sqlite":
         from eventcore.backends.sqlite import SQLiteEventStore
 
         return await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    if kind == "postgres":
+        assert pg_schema is not None
+        return await pg.fresh_store(pg_schema)
     raise ValueError(kind)
 
 
 @pytest.fixture(params=STORE_KINDS)
 async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
     """A fresh, empty store of every kind in turn."""
-    store = await open_store(request.param, tmp_path)
-    try:
-        yield store
-    finally:
-        await store.close()
+    if request.param != "postgres":
+        store = await open_store(request.param, tmp_path)
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    async for schema in pg.schema_fixture():
+        store = await open_store("postgres", tmp_path, schema)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+@pytest.fixture
+async def pg_schema() -> AsyncIterator[str]:
+    """A fresh schema name in the test PostgreSQL database, dropped afterwards."""
+    async for schema in pg.schema_fixture():
+        yield schema
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -18,11 +18,11 @@ Guarantees every backend gives:
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from eventcore._glob import matches as glob_matches
 from eventcore.errors import ValidationError
 from eventcore.types import AppendRequest, AppendResult, RecordedEvent
 
@@ -78,9 +78,7 @@ class LogFilter:
         """The reference semantics; SQL backends translate them into their WHERE."""
         if self.stream_prefix is not None and not stream_id.startswith(self.stream_prefix):
             return False
-        if self.stream_pattern is not None and not fnmatch.fnmatchcase(
-            stream_id, self.stream_pattern
-        ):
+        if self.stream_pattern is not None and not glob_matches(stream_id, self.stream_pattern):
             return False
         return self.event_types is None or event_type in self.event_types
 

@@ -155,7 +155,8 @@ def log_query(after: int, limit: int | None, log_filter: LogFilter) -> tuple[str
         params += (len(prefix), prefix)
     if pattern is not None:
         # GLOB agrees exactly with fnmatchcase on '*' and '?', and is case-sensitive,
-        # but its sets differ ('[^a]' vs '[!a]'), so sets go to Python's fnmatchcase.
+        # but its sets differ ('[^a]' vs '[!a]'), so sets go to eventcore's
+        # own matcher (eventcore._glob, the reference semantics).
         # The unary '+' keeps the planner from switching to the stream_id index.
         if "[" in pattern:
             conditions.append(f"{FNMATCH_FUNCTION}(stream_id, ?)")

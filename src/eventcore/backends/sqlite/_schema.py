@@ -6,10 +6,10 @@ metadata are JSON text, times are ISO-8601 UTC text.
 
 from __future__ import annotations
 
-import fnmatch
 import sqlite3
 from typing import Final, Literal
 
+from eventcore._glob import matches as glob_matches
 from eventcore.errors import StoreUnavailable
 
 SCHEMA_VERSION: Final = 1  # kept in PRAGMA user_version; 0 means "no schema yet"
@@ -64,7 +64,7 @@ FNMATCH_FUNCTION: Final = "eventcore_fnmatch"
 
 
 def _fnmatch(stream_id: str, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(stream_id, pattern)
+    return glob_matches(stream_id, pattern)
 
 
 def _connect(path: str, busy_timeout: float, *, check_same_thread: bool) -> sqlite3.Connection:

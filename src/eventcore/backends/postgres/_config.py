@@ -1,0 +1,127 @@
+"""Connection settings for the PostgreSQL store, with the seed's presets."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, fields, replace
+from typing import Any, Final
+
+from eventcore.errors import ValidationError
+
+DATABASE_URL_VARIABLE: Final = "EVENTCORE_DATABASE_URL"
+# Lower-case identifiers only: they need no quoting rules beyond double quotes,
+# and the notification channel built from them stays under 63 bytes.
+_SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+_DURATIONS: Final = (
+    "acquire_timeout",
+    "idle_timeout",
+    "max_lifetime",
+    "connect_timeout",
+    "command_timeout",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresConfig:
+    """How :class:`PostgresEventStore` connects. Durations are in seconds.
+
+    ``dsn`` is a ``postgresql://`` URL; when ``None``, the ``EVENTCORE_DATABASE_URL``
+    environment variable is read when the store opens. ``schema`` names the
+    PostgreSQL schema holding the store's tables, so several applications can share
+    a database. ``max_payload_bytes`` bounds one event's encoded payload.
+    """
+
+    dsn: str | None = None
+    schema: str = "eventcore"
+    max_connections: int = 20
+    min_connections: int = 5
+    acquire_timeout: float = 30.0
+    idle_timeout: float = 600.0
+    max_lifetime: float = 1800.0
+    connect_timeout: float = 5.0
+    command_timeout: float = 30.0
+    application_name: str = "eventcore"
+    max_payload_bytes: int = 16 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.dsn is not None and (not isinstance(self.dsn, str) or not self.dsn.strip()):
+            raise ValidationError(f"dsn must be a non-empty str or None, got {self.dsn!r}")
+        if not isinstance(self.schema, str) or not _SCHEMA_NAME.fullmatch(self.schema):
+            raise ValidationError(
+                f"schema must be a lower-case SQL identifier of at most 48 characters "
+                f"([a-z_][a-z0-9_]*), got {self.schema!r}"
+            )
+        for name in ("max_connections", "min_connections", "max_payload_bytes"):
+            value = getattr(self, name)
+            if type(value) is not int or value < (0 if name == "min_connections" else 1):
+                raise ValidationError(f"{name} must be a positive int, got {value!r}")
+        if self.min_connections > self.max_connections:
+            raise ValidationError(
+                f"min_connections ({self.min_connections}) exceeds "
+                f"max_connections ({self.max_connections})"
+            )
+        for name in _DURATIONS:
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise ValidationError(f"{name} must be a positive number of seconds, got {value!r}")
+        if not isinstance(self.application_name, str) or len(self.application_name) > 63:
+            raise ValidationError(
+                f"application_name must be a str of at most 63 characters, "
+                f"got {self.application_name!r}"
+            )
+
+    @classmethod
+    def production(cls, dsn: str | None = None, **overrides: Any) -> PostgresConfig:
+        """The seed's production pool: 20/5 connections, 30 s acquire, 10 min idle,
+        30 min lifetime, 5 s connect, 30 s command timeout."""
+        return replace(cls(dsn=dsn), **overrides)
+
+    @classmethod
+    def development(cls, dsn: str | None = None, **overrides: Any) -> PostgresConfig:
+        """A small pool for a laptop or a test run: 5/1 connections, 5 s acquire,
+        1 min idle, 5 min lifetime, 2 s connect, 10 s command timeout."""
+        base = cls(
+            dsn=dsn,
+            max_connections=5,
+            min_connections=1,
+            acquire_timeout=5.0,
+            idle_timeout=60.0,
+            max_lifetime=300.0,
+            connect_timeout=2.0,
+            command_timeout=10.0,
+            application_name="eventcore-dev",
+        )
+        return replace(base, **overrides)
+
+    def resolved_dsn(self) -> str:
+        """The DSN to connect to: the configured one, else the environment's."""
+        dsn = self.dsn if self.dsn is not None else os.environ.get(DATABASE_URL_VARIABLE)
+        if not dsn:
+            raise ValidationError(
+                f"no database given: pass dsn= or set {DATABASE_URL_VARIABLE} "
+                "(e.g. postgresql://user@127.0.0.1:5432/mydb)"
+            )
+        return dsn
+
+    @property
+    def quoted_schema(self) -> str:
+        return f'"{self.schema}"'
+
+    @property
+    def channel(self) -> str:
+        """The LISTEN/NOTIFY channel on which appends announce new positions."""
+        return f"eventcore_{self.schema}"
+
+    def __repr__(self) -> str:
+        # Never print a password that may be in the DSN.
+        shown = ", ".join(
+            f"{f.name}={'<dsn>' if f.name == 'dsn' and self.dsn else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"PostgresConfig({shown})"

@@ -1,0 +1,76 @@
+"""Wake-ups for tailing readers over LISTEN/NOTIFY, with polling as the fallback.
+
+Every append that writes events ends with ``pg_notify(channel, last_position)``,
+delivered when (and only if) it commits. One dedicated connection per store
+listens; waiting readers are woken as soon as a notification says the log has
+grown past what they have. If that connection is lost, waiters fall back to
+their poll interval until it is re-established.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from eventcore.backends.postgres._errors import CONNECTION_ERRORS
+
+
+class AppendListener:
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], channel: str):
+        self._connect = connect
+        self._channel = channel
+        self._conn: asyncpg.Connection | None = None
+        self._connecting: asyncio.Lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self.latest_position = 0
+
+    def listening(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def ensure_listening(self) -> bool:
+        """Start listening if not already; False (and polling) if it cannot."""
+        if self.listening():
+            return True
+        async with self._connecting:
+            if self.listening():
+                return True
+            try:
+                conn = await self._connect()
+                await conn.add_listener(self._channel, self._on_notify)
+            except CONNECTION_ERRORS:
+                return False
+            conn.add_termination_listener(self._on_terminated)
+            self._conn = conn
+            return True
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        with contextlib.suppress(ValueError):
+            self.latest_position = max(self.latest_position, int(str(payload)))
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _on_terminated(self, _conn: object) -> None:
+        self._conn = None
+        self._changed.set()  # let waiters re-check (and poll) at once
+        self._changed = asyncio.Event()
+
+    async def wait_past(self, position: int, max_wait: float) -> None:
+        """Return once a notification reports the log past ``position``, or after
+        ``max_wait`` seconds (the caller then reads the log anyway)."""
+        if not await self.ensure_listening():
+            await asyncio.sleep(max_wait)
+            return
+        if self.latest_position > position:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), max_wait)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await conn.close(timeout=2)

@@ -1,0 +1,129 @@
+"""The SQL of the PostgreSQL store, and decoding of its rows.
+
+Every statement is built once per store with the schema name (a validated
+identifier, see PostgresConfig) and takes its values as bound parameters only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from eventcore._glob import literal_prefix, postgres_regex
+from eventcore.codec import EMPTY_METADATA_JSON, decode_metadata
+from eventcore.store import LogFilter
+from eventcore.types import EMPTY_METADATA, RecordedEvent, trusted_stream_id
+
+_COLUMNS: Final = (
+    "position, event_id, stream_id, stream_version, event_type, payload, metadata, recorded_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The store's statements, rendered for one schema."""
+
+    schema: str
+    append_batch: str
+    read_stream: str
+    read_streams: str
+    stream_version: str
+    head_position: str
+    save_checkpoint: str
+    load_checkpoint: str
+    acquire_lease: str
+    release_lease: str
+    lease_holder: str
+    current_versions: str
+
+    @classmethod
+    def for_schema(cls, quoted_schema: str) -> Statements:
+        s = quoted_schema
+        return cls(
+            schema=s,
+            append_batch=f"SELECT * FROM {s}.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            read_stream=(
+                f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1 "
+                "AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
+            ),
+            read_streams=(
+                f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = ANY($1::text[]) "
+                "ORDER BY stream_id, stream_version"
+            ),
+            stream_version=f"SELECT version FROM {s}.streams WHERE stream_id = $1",
+            head_position=f"SELECT position FROM {s}.log_head WHERE id = 1",
+            save_checkpoint=(
+                f"INSERT INTO {s}.checkpoints (name, position) VALUES ($1, $2) "
+                "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, "
+                "saved_at = now()"
+            ),
+            load_checkpoint=f"SELECT position FROM {s}.checkpoints WHERE name = $1",
+            acquire_lease=(
+                f"INSERT INTO {s}.leases AS l (name, holder, expires_at) "
+                "VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) "
+                "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, "
+                "expires_at = EXCLUDED.expires_at "
+                "WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp() "
+                "RETURNING holder"
+            ),
+            release_lease=f"DELETE FROM {s}.leases WHERE name = $1 AND holder = $2",
+            lease_holder=(
+                f"SELECT holder FROM {s}.leases WHERE name = $1 AND expires_at > clock_timestamp()"
+            ),
+            current_versions=(
+                f"SELECT stream_id, version FROM {s}.streams WHERE stream_id = ANY($1::text[])"
+            ),
+        )
+
+    def read_log(
+        self, after: int, limit: int | None, log_filter: LogFilter
+    ) -> tuple[str, list[Any]] | None:
+        """SQL and parameters for the log after ``after`` with the filters applied
+        before the LIMIT; None when the filter can match nothing."""
+        conditions = ["position > $1"]
+        params: list[Any] = [after]
+
+        def bind(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        # starts_with is an exact, case-sensitive prefix test: unlike LIKE, it has no
+        # wildcards, so '%' and '_' in a prefix need no escaping at all.
+        prefixes = [log_filter.stream_prefix or ""]
+        if log_filter.stream_pattern is not None:
+            regex = postgres_regex(log_filter.stream_pattern)
+            if regex is None:
+                return None
+            prefixes.append(literal_prefix(log_filter.stream_pattern))
+            conditions.append(f"stream_id ~ {bind(regex)}")
+        for prefix in filter(None, prefixes):
+            conditions.append(f"starts_with(stream_id, {bind(prefix)})")
+        if log_filter.event_types:
+            conditions.append(f"event_type = ANY({bind(sorted(log_filter.event_types))}::text[])")
+        sql = (
+            f"SELECT {_COLUMNS} FROM {self.schema}.events WHERE {' AND '.join(conditions)} "
+            "ORDER BY position"
+        )
+        if limit is not None:
+            sql += f" LIMIT {bind(limit)}"
+        return sql, params
+
+
+def decode_rows(rows: Iterable[Any]) -> list[RecordedEvent]:
+    """Rows of ``_COLUMNS`` into records. Hot path: no per-row lookups beyond need."""
+    events: list[RecordedEvent] = []
+    append = events.append
+    last_stream = ""
+    stream = trusted_stream_id("-")
+    for position, event_id, stream_id, version, event_type, payload, meta, recorded in rows:
+        if stream_id != last_stream:
+            stream = trusted_stream_id(stream_id)
+            last_stream = stream_id
+        metadata = EMPTY_METADATA if meta == EMPTY_METADATA_JSON else decode_metadata(meta)
+        append(
+            RecordedEvent(
+                event_id, stream, version, position, event_type, payload, metadata, recorded
+            )
+        )
+    return events

@@ -1,0 +1,382 @@
+"""PostgresEventStore: the production store, on asyncpg.
+
+Appends are one round trip: a single call of the schema's ``append_batch``
+function, which locks the participating streams in a fixed order, checks every
+expected version, takes the global position counter, inserts the events and
+returns positions and versions (see ``migrations/0001_initial.sql`` and
+docs/adr/0004-postgres-store.md for why the log is commit-ordered and gapless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from typing import Any, Self, TypeAlias, TypeVar
+
+import asyncpg
+
+from eventcore.backends._common import check_log_read, check_stream_read, walk_log, walk_stream
+from eventcore.backends.postgres._config import PostgresConfig
+from eventcore.backends.postgres._errors import CONNECTION_ERRORS, describe_target, translated
+from eventcore.backends.postgres._listener import AppendListener
+from eventcore.backends.postgres._migrate import migrate as run_migrations
+from eventcore.backends.postgres._migrate import schema_version
+from eventcore.backends.postgres._sql import Statements, decode_rows
+from eventcore.backends.postgres._writes import (
+    BatchArrays,
+    conflict_from_lock_error,
+    duplicate_id_error,
+    outcome_of,
+)
+from eventcore.errors import StoreClosed, StoreUnavailable, ValidationError, VersionConflict
+from eventcore.store import (
+    DEFAULT_PAGE_SIZE,
+    LogFilter,
+    check_checkpoint_name,
+    check_checkpoint_position,
+    check_lease_args,
+)
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+
+T = TypeVar("T")
+# What a pool hands out: a proxy with the Connection interface (generic in the
+# stubs only, hence the string).
+Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+
+_LOCK_CONFLICTS = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.SerializationError,
+)
+
+
+async def _no_reset(_conn: asyncpg.Connection) -> None:
+    """asyncpg's default reset costs a round trip per release; we leave no session
+    state behind (no LISTEN on pool connections, only transaction-scoped locks)."""
+
+
+class PostgresEventStore:
+    """Implements :class:`~eventcore.store.EventStore`, checkpoints and leases.
+
+    Open it with :meth:`open`, which connects, and by default migrates the schema::
+
+        store = await PostgresEventStore.open("postgresql://app@db/app")
+        store = await PostgresEventStore.open(PostgresConfig.production(dsn, schema="bank"))
+    """
+
+    def __init__(self, pool: asyncpg.Pool, config: PostgresConfig, dsn: str) -> None:
+        self._pool = pool
+        self._config = config
+        self._dsn = dsn
+        self._sql = Statements.for_schema(config.quoted_schema)
+        self._listener = AppendListener(self._connect_one, config.channel)
+        self._recycler = asyncio.get_running_loop().create_task(self._recycle_connections())
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, config: PostgresConfig | str | None = None, *, migrate: bool = True
+    ) -> PostgresEventStore:
+        """Connect (DSN from ``config``, else ``EVENTCORE_DATABASE_URL``) and, unless
+        ``migrate=False``, bring the schema up to date."""
+        if config is None or isinstance(config, str):
+            config = PostgresConfig(dsn=config)
+        dsn = config.resolved_dsn()
+        pool = await _create_pool(config, dsn)
+        store = cls(pool, config, dsn)
+        if migrate:
+            try:
+                await store.migrate()
+            except BaseException:
+                await store.close()
+                raise
+        return store
+
+    async def migrate(self) -> int:
+        """Apply pending schema migrations; return how many. Safe to run concurrently."""
+        async with self._connection("migrate") as conn:
+            return await run_migrations(
+                conn, self._config.schema, self._config.quoted_schema, self._config.channel
+            )
+
+    async def schema_version(self) -> int:
+        async with self._connection("schema_version") as conn:
+            return await schema_version(conn, self._config.quoted_schema)
+
+    @property
+    def config(self) -> PostgresConfig:
+        return self._config
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._recycler.cancel()
+        await self._listener.close()
+        with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
+            await asyncio.wait_for(self._pool.close(), timeout=self._config.command_timeout)
+        self._pool.terminate()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("PostgresEventStore")
+
+    async def _recycle_connections(self) -> None:
+        # asyncpg has no per-connection lifetime; expiring the pool every
+        # max_lifetime replaces each connection (idle ones at once, busy ones on
+        # release), so none lives much longer than max_lifetime.
+        while True:
+            await asyncio.sleep(self._config.max_lifetime)
+            await self._pool.expire_connections()
+
+    async def _connect_one(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self._dsn, **_connect_kwargs(self._config))
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, operation: str) -> AsyncIterator[Connection]:
+        self._check_open()
+        try:
+            conn = await self._pool.acquire(timeout=self._config.acquire_timeout)
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                f"{operation}: no database connection free within "
+                f"{self._config.acquire_timeout} s (max_connections="
+                f"{self._config.max_connections})"
+            ) from exc
+        except asyncpg.InterfaceError as exc:
+            if self._closed:
+                raise StoreClosed("PostgresEventStore") from exc
+            with translated(operation):
+                raise
+        try:
+            with translated(operation):
+                yield conn
+        finally:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._pool.release(conn)
+
+    async def _read(self, operation: str, run: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run a read, once more on a fresh connection if the first one was lost
+        (after a server restart the pool may still hold dead connections)."""
+        try:
+            async with self._connection(operation) as conn:
+                return await run(conn)
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, CONNECTION_ERRORS):
+                raise
+        async with self._connection(operation) as conn:
+            return await run(conn)
+
+    # -- appends -------------------------------------------------------------------
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        (outcome,) = await self.append_many([request])
+        if isinstance(outcome, VersionConflict):
+            raise outcome
+        return outcome
+
+    async def append_many(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[AppendResult | VersionConflict]:
+        """Several independent appends in one transaction and one round trip.
+
+        Each is checked against the versions the ones before it left, exactly as if
+        they were made one after another; a conflict is returned in its place and
+        does not affect the others.
+        """
+        self._check_open()
+        if not requests:
+            return []
+        arrays = BatchArrays.build(requests, self._config.max_payload_bytes)
+        async with self._connection("append") as conn:
+            try:
+                rows = await conn.fetch(self._sql.append_batch, *arrays.parameters())
+            except asyncpg.UniqueViolationError as exc:
+                raise duplicate_id_error(exc, requests) from exc
+            except _LOCK_CONFLICTS as exc:
+                versions = await conn.fetch(self._sql.current_versions, arrays.all_streams())
+                raise conflict_from_lock_error(requests[0], versions) from exc
+        return [outcome_of(row, request) for row, request in zip(rows, requests, strict=True)]
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        stream, start, limit = check_stream_read(stream_id, from_version, limit)
+        return await self._read_page(stream, start, limit)
+
+    async def _read_page(
+        self, stream: StreamId, start: int, limit: int | None
+    ) -> list[RecordedEvent]:
+        async def run(conn: Connection) -> list[RecordedEvent]:
+            return decode_rows(await conn.fetch(self._sql.read_stream, stream, start, limit))
+
+        return await self._read("read_stream", run)
+
+    async def read_streams(self, stream_ids: Iterable[str]) -> dict[str, list[RecordedEvent]]:
+        wanted = list(dict.fromkeys(StreamId(s) for s in stream_ids))
+
+        async def run(conn: Connection) -> list[RecordedEvent]:
+            return decode_rows(await conn.fetch(self._sql.read_streams, wanted))
+
+        result: dict[str, list[RecordedEvent]] = {s: [] for s in wanted}
+        for event in await self._read("read_streams", run):
+            result[event.stream_id].append(event)
+        return result
+
+    async def stream_version(self, stream_id: str) -> int:
+        stream = StreamId(stream_id)
+
+        async def run(conn: Connection) -> int:
+            return int(await conn.fetchval(self._sql.stream_version, stream) or 0)
+
+        return await self._read("stream_version", run)
+
+    async def head_position(self) -> int:
+        async def run(conn: Connection) -> int:
+            return int(await conn.fetchval(self._sql.head_position))
+
+        return await self._read("head_position", run)
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RecordedEvent]:
+        after, limit = check_log_read(after, limit)
+        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
+        return await self._read_log(after, limit, log_filter)
+
+    async def _read_log(
+        self, after: int, limit: int | None, log_filter: LogFilter
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        query = self._sql.read_log(after, limit, log_filter)
+        if query is None:
+            return []
+        sql, params = query
+
+        async def run(conn: Connection) -> list[RecordedEvent]:
+            return decode_rows(await conn.fetch(sql, *params))
+
+        return await self._read("read_all", run)
+
+    def iter_stream(
+        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[RecordedEvent]:
+        return walk_stream(self._read_page, stream_id, from_version, page_size)
+
+    def iter_all(
+        self,
+        *,
+        after: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
+        return walk_log(self._read_log, after, page_size, log_filter)
+
+    async def wait_for_append(self, after: int, max_wait: float) -> None:
+        """Return soon after the log grows past ``after`` (LISTEN/NOTIFY), or after
+        ``max_wait`` seconds; the caller reads the log either way."""
+        self._check_open()
+        await self._listener.wait_past(after, max_wait)
+
+    # -- checkpoints and leases ----------------------------------------------------
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        check_checkpoint_name(name)
+        check_checkpoint_position(position)
+        async with self._connection("save_checkpoint") as conn:
+            await conn.execute(self._sql.save_checkpoint, name, position)
+
+    async def load_checkpoint(self, name: str) -> int | None:
+        check_checkpoint_name(name)
+
+        async def run(conn: Connection) -> int | None:
+            value = await conn.fetchval(self._sql.load_checkpoint, name)
+            return None if value is None else int(value)
+
+        return await self._read("load_checkpoint", run)
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        check_lease_args(name, holder, ttl)
+        async with self._connection("acquire_lease") as conn:
+            return (
+                await conn.fetchval(self._sql.acquire_lease, name, holder, float(ttl)) is not None
+            )
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        check_lease_args(name, holder)
+        async with self._connection("release_lease") as conn:
+            await conn.execute(self._sql.release_lease, name, holder)
+
+    async def lease_holder(self, name: str) -> str | None:
+        check_lease_args(name, "-")
+
+        async def run(conn: Connection) -> str | None:
+            holder: str | None = await conn.fetchval(self._sql.lease_holder, name)
+            return holder
+
+        return await self._read("lease_holder", run)
+
+
+def _connect_kwargs(config: PostgresConfig) -> dict[str, Any]:
+    return {
+        "timeout": config.connect_timeout,
+        "command_timeout": config.command_timeout,
+        "server_settings": {
+            "application_name": config.application_name,
+            # The server cancels a runaway statement even if the client is gone.
+            "statement_timeout": str(int(config.command_timeout * 1000)),
+        },
+    }
+
+
+async def _create_pool(config: PostgresConfig, dsn: str) -> asyncpg.Pool:
+    target = describe_target(dsn)
+    try:
+        pool = await asyncio.wait_for(
+            asyncpg.create_pool(
+                dsn,
+                min_size=config.min_connections,
+                max_size=config.max_connections,
+                max_inactive_connection_lifetime=config.idle_timeout,
+                reset=_no_reset,
+                **_connect_kwargs(config),
+            ),
+            # each connection has connect_timeout; this bounds the whole start-up
+            timeout=config.connect_timeout * 2,
+        )
+    except (asyncpg.exceptions.ClientConfigurationError, ValueError) as exc:
+        raise ValidationError(f"invalid PostgreSQL DSN for {target}: {exc}") from exc
+    except asyncpg.exceptions.InvalidAuthorizationSpecificationError as exc:
+        raise StoreUnavailable(f"PostgreSQL at {target} refused the login: {exc}") from exc
+    except asyncpg.exceptions.InvalidCatalogNameError as exc:
+        raise StoreUnavailable(f"PostgreSQL at {target}: {exc}") from exc
+    except TimeoutError as exc:
+        raise StoreUnavailable(
+            f"cannot connect to PostgreSQL at {target} within {config.connect_timeout} s"
+        ) from exc
+    except CONNECTION_ERRORS as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL at {target}: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL at {target}: {exc}") from exc
+    assert pool is not None
+    return pool

@@ -1,0 +1,119 @@
+"""Turning append requests into ``append_batch`` arguments, and its rows back
+into results: the pure half of the PostgreSQL append path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventcore.codec import encode_metadata
+from eventcore.errors import ValidationError, VersionConflict
+from eventcore.types import (
+    AppendRequest,
+    AppendResult,
+    EventMetadata,
+    StreamId,
+    trusted_stream_id,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchArrays:
+    """The flat, per-column arrays ``append_batch`` takes; command ``i`` owns the
+    slice between ``*_end[i-1]`` and ``*_end[i]``."""
+
+    expect_end: list[int]
+    expect_streams: list[str]
+    expect_versions: list[int]
+    event_end: list[int]
+    event_ids: list[Any]
+    event_streams: list[str]
+    event_types: list[str]
+    payloads: list[bytes]
+    metadata: list[bytes]
+
+    @classmethod
+    def build(cls, requests: Sequence[AppendRequest], max_payload_bytes: int) -> BatchArrays:
+        arrays = cls([], [], [], [], [], [], [], [], [])
+        encoded: dict[int, bytes] = {}  # metadata objects are shared by a command's events
+        for request in requests:
+            for stream, version in request.expected:
+                arrays.expect_streams.append(stream)
+                arrays.expect_versions.append(version)
+            arrays.expect_end.append(len(arrays.expect_streams))
+            for event in request.events:
+                if len(event.payload) > max_payload_bytes:
+                    raise ValidationError(
+                        f"payload of event {event.event_type!r} for stream {event.stream_id!r} "
+                        f"is {len(event.payload)} bytes; the limit (max_payload_bytes) is "
+                        f"{max_payload_bytes}"
+                    )
+                arrays.event_ids.append(event.event_id)
+                arrays.event_streams.append(event.stream_id)
+                arrays.event_types.append(event.event_type)
+                arrays.payloads.append(event.payload)
+                arrays.metadata.append(_metadata_json(event.metadata, encoded))
+            arrays.event_end.append(len(arrays.event_ids))
+        return arrays
+
+    def parameters(self) -> tuple[list[Any], ...]:
+        return (
+            self.expect_end,
+            self.expect_streams,
+            self.expect_versions,
+            self.event_end,
+            self.event_ids,
+            self.event_streams,
+            self.event_types,
+            self.payloads,
+            self.metadata,
+        )
+
+    def all_streams(self) -> list[str]:
+        return sorted(set(self.expect_streams))
+
+
+def _metadata_json(metadata: EventMetadata, cache: dict[int, bytes]) -> bytes:
+    found = cache.get(id(metadata))
+    if found is None:
+        found = cache[id(metadata)] = encode_metadata(metadata)
+    return found
+
+
+def outcome_of(row: Any, request: AppendRequest) -> AppendResult | VersionConflict:
+    """One ``append_batch`` row as the result of its request."""
+    _command, first, streams, versions, conflict_stream, expected, actual = row
+    if conflict_stream is not None:
+        return VersionConflict(trusted_stream_id(conflict_stream), expected, actual)
+    stream_versions: dict[str, int] = {
+        trusted_stream_id(s): v for s, v in zip(streams, versions, strict=True)
+    }
+    count = len(request.events)
+    positions = tuple(range(first, first + count)) if count else ()
+    return AppendResult(stream_versions, positions)
+
+
+def duplicate_id_error(exc: Exception, requests: Sequence[AppendRequest]) -> ValidationError:
+    """The only unique index an append can hit is the event id's: the stream rows
+    are locked, so (stream_id, stream_version) cannot collide."""
+    ids = [str(e.event_id) for r in requests for e in r.events]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    detail = getattr(exc, "detail", None) or str(exc)
+    return ValidationError(
+        f"an event id is already stored or repeated within the append "
+        f"({detail}{'; repeated: ' + ', '.join(repeated) if repeated else ''}); "
+        "every event needs a unique id"
+    )
+
+
+def conflict_from_lock_error(request: AppendRequest, current: Sequence[Any]) -> VersionConflict:
+    """A deadlock or lock timeout (which the fixed lock order should prevent) is
+    reported as a conflict on the first stream that moved, so the executor retries."""
+    versions = {row[0]: int(row[1]) for row in current}
+    for stream, expected in request.expected:
+        actual = versions.get(stream, 0)
+        if actual != expected:
+            return VersionConflict(stream, expected, actual)
+    stream, expected = request.expected[0]
+    return VersionConflict(StreamId(stream), expected, versions.get(stream, 0))
