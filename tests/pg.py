@@ -18,9 +18,7 @@ import pytest
 
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 
-PG_URL = os.environ.get(
-    "EVENTCORE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+PG_URL = os.environ.get("EVENTCORE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _reachable: bool | None = None
 
 
