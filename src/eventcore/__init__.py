@@ -38,6 +38,7 @@ from eventcore.store import (
     LeaseStore,
     LogFilter,
 )
+from eventcore.subscription import follow
 from eventcore.types import (
     AppendRequest,
     AppendResult,
@@ -85,4 +86,5 @@ __all__ = [
     "default_codec",
     "event_type",
     "execute",
+    "follow",
 ]

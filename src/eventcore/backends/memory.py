@@ -6,6 +6,8 @@ write happen in one step of the event loop, so no other task can interleave.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import time
 import uuid
@@ -65,6 +67,7 @@ class InMemoryEventStore:
         self._event_ids: set[uuid.UUID] = set()
         self._checkpoints: dict[str, int] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self._grown = asyncio.Event()
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -112,6 +115,9 @@ class InMemoryEventStore:
             streams.setdefault(record.stream_id, []).append(record)
             self._event_ids.add(record.event_id)
         self._log.extend(records)
+        if records:
+            self._grown.set()
+            self._grown = asyncio.Event()
         return AppendResult(versions, tuple(range(head + 1, head + 1 + len(records))))
 
     def _check_new_ids(self, request: AppendRequest) -> None:
@@ -197,6 +203,14 @@ class InMemoryEventStore:
     ) -> list[RecordedEvent]:
         self._check_open()
         return self._read_log(after, size, log_filter)
+
+    async def wait_for_append(self, after: int, max_wait: float) -> None:
+        """Return once the log is past ``after``, or after ``max_wait`` seconds."""
+        self._check_open()
+        if len(self._log) > after:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._grown.wait(), max_wait)
 
     # -- checkpoints ---------------------------------------------------------------
 

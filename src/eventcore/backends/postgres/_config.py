@@ -53,10 +53,16 @@ class PostgresConfig:
                 f"schema must be a lower-case SQL identifier of at most 48 characters "
                 f"([a-z_][a-z0-9_]*), got {self.schema!r}"
             )
+        if self.schema.startswith("pg_"):
+            raise ValidationError(
+                f"schema {self.schema!r} starts with 'pg_', which PostgreSQL reserves "
+                "for system schemas; choose another name"
+            )
         for name in ("max_connections", "min_connections", "max_payload_bytes"):
             value = getattr(self, name)
-            if type(value) is not int or value < (0 if name == "min_connections" else 1):
-                raise ValidationError(f"{name} must be a positive int, got {value!r}")
+            least = 0 if name == "min_connections" else 1
+            if type(value) is not int or value < least:
+                raise ValidationError(f"{name} must be an int of at least {least}, got {value!r}")
         if self.min_connections > self.max_connections:
             raise ValidationError(
                 f"min_connections ({self.min_connections}) exceeds "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -29,16 +30,19 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def describe_target(dsn: str) -> str:
-    """host:port/database of a DSN, without user or password, for messages."""
+    """host:port/database of a ``postgresql://`` DSN, for messages. Nothing of any
+    other string is echoed: it may be a key=value DSN or a URL without its scheme,
+    where the password sits outside the parts a URL parser keeps apart."""
+    unparsable = "<unparsable DSN>"
     try:
-        from urllib.parse import urlsplit
-
         parts = urlsplit(dsn)
+        if parts.scheme not in ("postgresql", "postgres") or "@" in parts.path:
+            return unparsable
         host = parts.hostname or "localhost"
         port = f":{parts.port}" if parts.port else ""
-        return f"{host}{port}{parts.path or ''}"
     except ValueError:
-        return "<unparsable DSN>"
+        return unparsable
+    return f"{host}{port}{parts.path}"
 
 
 @contextmanager

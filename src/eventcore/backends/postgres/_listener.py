@@ -18,11 +18,25 @@ import asyncpg
 
 from eventcore.backends.postgres._errors import CONNECTION_ERRORS
 
+# Setting up a fresh listening connection may also meet a server-side error (the
+# schema dropped, say): then the waiter polls rather than see a driver exception.
+_SETUP_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
+
 
 class AppendListener:
-    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], channel: str):
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        channel: str,
+        head_query: str | None = None,
+    ):
         self._connect = connect
         self._channel = channel
+        # Reads the log's head position. Run right after LISTEN, it covers every
+        # append committed while nobody listened (their notifications are lost);
+        # later appends notify. Without it, a waiter whose log is already past
+        # ``after`` sleeps out its max_wait.
+        self._head_query = head_query
         self._conn: asyncpg.Connection | None = None
         self._connecting: asyncio.Lock = asyncio.Lock()
         self._changed = asyncio.Event()
@@ -40,8 +54,16 @@ class AppendListener:
                 return True
             try:
                 conn = await self._connect()
-                await conn.add_listener(self._channel, self._on_notify)
             except CONNECTION_ERRORS:
+                return False
+            try:
+                await conn.add_listener(self._channel, self._on_notify)
+                if self._head_query is not None:
+                    head = int(await conn.fetchval(self._head_query))
+                    self.latest_position = max(self.latest_position, head)
+            except _SETUP_ERRORS:
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    await conn.close(timeout=2)
                 return False
             conn.add_termination_listener(self._on_terminated)
             self._conn = conn

@@ -1,0 +1,601 @@
+"""What is specific to the PostgreSQL store: configuration, connections, the server's
+own guarantees and failures, LISTEN/NOTIFY.
+
+All against the real server; where a test acts behind the store's back it uses a
+raw asyncpg connection. Each store gets an application_name of its own, so the
+test can find (and terminate) exactly its backends in pg_stat_activity even while
+other test runs share the server. The generic behaviour every store shares is
+checked by the contract suite (tests/test_contract_postgres.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import asyncpg
+import pytest
+
+from eventcore.backends.postgres import (
+    DATABASE_URL_VARIABLE,
+    PostgresConfig,
+    PostgresEventStore,
+)
+from eventcore.errors import StoreUnavailable, ValidationError
+from eventcore.types import AppendRequest, NewEvent, StreamId
+from tests import pg
+
+pytestmark = pytest.mark.postgres
+
+T = TypeVar("T")
+PASSWORD = "s3cret-pw"
+
+
+def event(stream: str, event_type: str = "Happened", payload: bytes = b"{}") -> NewEvent:
+    return NewEvent(StreamId(stream), event_type, payload)
+
+
+def request(expected: dict[str, int], *events: NewEvent) -> AppendRequest:
+    return AppendRequest.create(expected, events)
+
+
+def unique_application_name() -> str:
+    return f"ectest-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.asynccontextmanager
+async def raw_connection() -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(pg.PG_URL, timeout=5)
+    try:
+        yield conn
+    finally:
+        await conn.close(timeout=5)
+
+
+async def eventually(check: Callable[[], Awaitable[T]], what: str, timeout: float = 5.0) -> T:
+    """Poll ``check`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def finishes_within(task: asyncio.Task[Any], seconds: float) -> bool:
+    """Whether ``task`` ends within ``seconds``; cancelled if it does not."""
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task not in done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()  # re-raise whatever it failed with
+    return True
+
+
+async def backend_pids(admin: asyncpg.Connection, application_name: str, where: str = "") -> set[int]:
+    # pg_stat_activity is a per-transaction snapshot: clear it so polling sees news.
+    await admin.execute("SELECT pg_stat_clear_snapshot()")
+    rows = await admin.fetch(
+        "SELECT pid FROM pg_stat_activity "
+        f"WHERE application_name = $1 AND datname = current_database() {where}",
+        application_name,
+    )
+    return {row["pid"] for row in rows}
+
+
+async def lock_waiters(admin: asyncpg.Connection, application_name: str) -> set[int]:
+    return await backend_pids(admin, application_name, "AND wait_event_type = 'Lock'")
+
+
+async def listener_pids(admin: asyncpg.Connection, application_name: str) -> set[int]:
+    """Backends that have finished setting up LISTEN (their last statement is the
+    LISTEN itself or the head read that may follow it)."""
+    return await backend_pids(
+        admin,
+        application_name,
+        "AND state = 'idle' AND (query LIKE 'LISTEN %' OR query LIKE '%log_head%')",
+    )
+
+
+async def terminate(admin: asyncpg.Connection, pids: set[int]) -> None:
+    """Kill the backends, as a server restart would, and wait until they are gone."""
+    for pid in pids:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+
+    async def gone() -> bool:
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
+        alive = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", list(pids)
+        )
+        return alive == 0
+
+    await eventually(gone, f"backends {sorted(pids)} to exit")
+
+
+def free_port() -> int:
+    """A local port on which nothing listens (it was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- configuration ------------------------------------------------------------------
+
+
+def test_the_production_preset_has_exactly_the_seeds_pool_settings():
+    config = PostgresConfig.production("postgresql://app@db/app")
+    assert asdict(config) == {
+        "dsn": "postgresql://app@db/app",
+        "schema": "eventcore",
+        "max_connections": 20,
+        "min_connections": 5,
+        "acquire_timeout": 30.0,
+        "idle_timeout": 600.0,
+        "max_lifetime": 1800.0,
+        "connect_timeout": 5.0,
+        "command_timeout": 30.0,
+        "application_name": "eventcore",
+        "max_payload_bytes": 16 * 1024 * 1024,
+    }
+
+
+def test_the_development_preset_is_a_small_pool_with_short_timeouts():
+    config = PostgresConfig.development()
+    assert asdict(config) == {
+        "dsn": None,
+        "schema": "eventcore",
+        "max_connections": 5,
+        "min_connections": 1,
+        "acquire_timeout": 5.0,
+        "idle_timeout": 60.0,
+        "max_lifetime": 300.0,
+        "connect_timeout": 2.0,
+        "command_timeout": 10.0,
+        "application_name": "eventcore-dev",
+        "max_payload_bytes": 16 * 1024 * 1024,
+    }
+
+
+@pytest.mark.parametrize("preset", [PostgresConfig.production, PostgresConfig.development])
+def test_preset_overrides_replace_only_the_named_settings(preset: Callable[..., PostgresConfig]):
+    plain = preset("postgresql://app@db/app")
+    changed = preset("postgresql://app@db/app", schema="bank", max_connections=50)
+    assert (changed.schema, changed.max_connections) == ("bank", 50)
+    assert asdict(changed) == asdict(plain) | {"schema": "bank", "max_connections": 50}
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("schema", 'ev"ents'),
+        ("schema", "ev'ents"),
+        ("schema", "Events"),
+        ("schema", "a" * 49),
+        ("schema", "1events"),
+        ("schema", ""),
+        ("schema", "pg_events"),
+        ("max_connections", 0),
+        ("max_connections", True),
+        ("max_connections", 2.0),
+        ("min_connections", -1),
+        ("min_connections", True),
+        ("max_payload_bytes", 0),
+        ("max_payload_bytes", True),
+        ("acquire_timeout", 0),
+        ("idle_timeout", -1.0),
+        ("max_lifetime", math.inf),
+        ("connect_timeout", math.nan),
+        ("command_timeout", True),
+        ("command_timeout", "30"),
+        ("application_name", "x" * 64),
+    ],
+)
+def test_an_invalid_setting_is_refused_naming_the_value(setting: str, value: object):
+    with pytest.raises(ValidationError) as caught:
+        PostgresConfig.production(**{setting: value})
+    assert setting in str(caught.value) or setting == "schema"
+    assert repr(value) in str(caught.value)
+
+
+def test_a_schema_name_of_48_lower_case_characters_is_accepted():
+    assert PostgresConfig(schema="a" * 48).schema == "a" * 48
+    assert PostgresConfig(schema="_bank_2").schema == "_bank_2"
+
+
+def test_min_connections_above_max_connections_is_refused_naming_both():
+    with pytest.raises(ValidationError, match=r"min_connections \(6\).*max_connections \(5\)"):
+        PostgresConfig.development(min_connections=6)
+
+
+def test_repr_never_shows_the_password_of_the_dsn():
+    config = PostgresConfig.production(f"postgresql://app:{PASSWORD}@db:5432/app", schema="bank")
+    assert PASSWORD not in repr(config)
+    assert PASSWORD not in str(config)
+    assert "schema='bank'" in repr(config)
+
+
+# -- finding and reaching the server ------------------------------------------------
+
+
+async def test_opening_without_a_dsn_or_the_environment_variable_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.delenv(DATABASE_URL_VARIABLE, raising=False)
+    with pytest.raises(ValidationError, match=DATABASE_URL_VARIABLE):
+        await PostgresEventStore.open(PostgresConfig.development(schema="never_created"))
+
+
+async def test_the_environment_variable_gives_the_dsn_when_none_is_configured(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv(DATABASE_URL_VARIABLE, pg.PG_URL)
+    config = PostgresConfig.development(schema=pg_schema)
+    assert config.dsn is None
+    async with await PostgresEventStore.open(config) as store, raw_connection() as raw:
+        await store.append(request({"s": 0}, event("s")))
+        assert await raw.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 1
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        f"postgresql://app:{PASSWORD}@127.0.0.1:notaport/test",
+        f"host=127.0.0.1 user=app password={PASSWORD} dbname=test",
+        f"app:{PASSWORD}@127.0.0.1:5432/test",
+    ],
+    ids=["port-not-a-number", "key-value-form", "no-scheme"],
+)
+async def test_a_malformed_dsn_is_a_validation_error_that_hides_the_password(dsn: str):
+    with pytest.raises(ValidationError, match="DSN") as caught:
+        await PostgresEventStore.open(PostgresConfig.development(dsn, schema="never_created"))
+    assert PASSWORD not in str(caught.value)
+
+
+async def test_a_port_where_nothing_listens_raises_store_unavailable_at_once():
+    dsn = f"postgresql://app:{PASSWORD}@127.0.0.1:{free_port()}/test"
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as caught:
+        await PostgresEventStore.open(PostgresConfig.development(dsn, connect_timeout=5))
+    # a refused connection is known at once: no waiting out connect_timeout
+    assert time.monotonic() - started < 3
+    assert isinstance(caught.value.__cause__, OSError)
+    assert PASSWORD not in str(caught.value)
+
+
+async def test_a_server_that_never_answers_raises_store_unavailable_after_connect_timeout():
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # until the client gives up
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    dsn = f"postgresql://app:{PASSWORD}@127.0.0.1:{port}/test"
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as caught:
+            await PostgresEventStore.open(PostgresConfig.production(dsn, connect_timeout=0.5))
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+        for writer in accepted:
+            writer.close()
+        await server.wait_closed()
+    assert accepted, "the store never reached the silent server"
+    assert elapsed < 3, f"open() hung for {elapsed:.1f} s with connect_timeout=0.5"
+    assert PASSWORD not in str(caught.value)
+
+
+# -- the pool applies its settings --------------------------------------------------
+
+
+async def test_every_store_connection_carries_the_configured_application_name(pg_schema: str):
+    name = unique_application_name()
+    async with (
+        await pg.fresh_store(pg_schema, application_name=name, min_connections=2) as store,
+        raw_connection() as admin,
+    ):
+        await store.wait_for_append(after=0, max_wait=0.01)  # opens the listener too
+        assert len(await backend_pids(admin, name)) == 3  # two pooled, one listening
+
+
+@pytest.mark.parametrize(("command_timeout", "shown"), [(7, "7s"), (2.5, "2500ms")])
+async def test_store_connections_have_statement_timeout_equal_to_command_timeout(
+    pg_schema: str, command_timeout: float, shown: str
+):
+    async with await pg.fresh_store(pg_schema, command_timeout=command_timeout) as store:
+        # No public method runs arbitrary SQL, so ask through the private pool.
+        async with store._pool.acquire() as conn:
+            assert await conn.fetchval("SHOW statement_timeout") == shown
+
+
+async def test_an_append_outlasting_command_timeout_is_cancelled_and_writes_nothing(
+    pg_schema: str,
+):
+    # One connection: the cancelled one must come back to the pool usable.
+    async with (
+        await pg.fresh_store(
+            pg_schema, command_timeout=1, min_connections=1, max_connections=1
+        ) as store,
+        raw_connection() as locker,
+    ):
+        blocking = locker.transaction()
+        await blocking.start()
+        try:
+            await locker.execute(f'SELECT * FROM "{pg_schema}".log_head FOR UPDATE')
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await store.append(request({"a": 0, "b": 0}, event("a"), event("b")))
+            elapsed = time.monotonic() - started
+        finally:
+            await blocking.rollback()
+        assert elapsed < 5, f"the append waited {elapsed:.1f} s for a lock with command_timeout=1"
+        assert await store.read_all() == []
+        assert await store.head_position() == 0
+        assert [await store.stream_version(s) for s in ("a", "b")] == [0, 0]
+        written = await store.append(request({"a": 0, "b": 0}, event("a"), event("b")))
+        assert written.positions == (1, 2)
+
+
+# -- the server's own guarantees ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE {events} SET event_type = 'Forged'",
+        "DELETE FROM {events} WHERE position = 1",
+        "TRUNCATE {events}",
+    ],
+    ids=["update", "delete", "truncate"],
+)
+async def test_stored_events_cannot_be_changed_through_a_raw_connection(
+    pg_schema: str, statement: str
+):
+    async with await pg.fresh_store(pg_schema) as store, raw_connection() as raw:
+        await store.append(request({"s": 0}, event("s", "Real", b'{"real": true}')))
+        with pytest.raises(asyncpg.RaiseError, match="immutable"):
+            await raw.execute(statement.format(events=f'"{pg_schema}".events'))
+        [stored] = await store.read_all()
+        assert (stored.event_type, stored.payload) == ("Real", b'{"real": true}')
+
+
+UNUSUAL_STREAM_IDS = [
+    "it's a \"quoted\" id",
+    "back\\slash\\\\twice\\",
+    "100%_done_%%__",
+    "ünïcødé-ストリーム-🚀",
+    "tab\tand\nnewline inside",
+    "ü" * 255,
+]
+
+
+async def test_unusual_stream_ids_are_stored_byte_for_byte(pg_schema: str):
+    async with await pg.fresh_store(pg_schema) as store, raw_connection() as raw:
+        await store.append(
+            request({s: 0 for s in UNUSUAL_STREAM_IDS}, *map(event, UNUSUAL_STREAM_IDS))
+        )
+        rows = await raw.fetch(
+            f"SELECT stream_id, convert_to(stream_id, 'UTF8') AS utf8 "
+            f'FROM "{pg_schema}".events ORDER BY position'
+        )
+        assert [row["stream_id"] for row in rows] == UNUSUAL_STREAM_IDS
+        assert [bytes(row["utf8"]) for row in rows] == [s.encode() for s in UNUSUAL_STREAM_IDS]
+        streams = await raw.fetch(f'SELECT stream_id, version FROM "{pg_schema}".streams')
+        assert {row["stream_id"]: row["version"] for row in streams} == dict.fromkeys(
+            UNUSUAL_STREAM_IDS, 1
+        )
+
+
+async def test_stores_on_different_schemas_of_one_database_are_isolated(pg_schema: str):
+    other_schema = pg.new_schema_name()
+    try:
+        async with (
+            await pg.fresh_store(pg_schema) as first,
+            await pg.fresh_store(other_schema) as second,
+        ):
+            one = await first.append(request({"same-id": 0}, event("same-id", "InFirst")))
+            two = await second.append(
+                request({"same-id": 0}, *[event("same-id", "InSecond")] * 2)
+            )
+            assert (one.positions, two.positions) == ((1,), (1, 2))
+            assert [e.event_type for e in await first.read_all()] == ["InFirst"]
+            assert [e.event_type for e in await second.read_all()] == ["InSecond"] * 2
+            assert [await first.stream_version("same-id"), await first.head_position()] == [1, 1]
+            assert [await second.stream_version("same-id"), await second.head_position()] == [2, 2]
+    finally:
+        await pg.drop_schema(other_schema)
+
+
+# -- payload size -------------------------------------------------------------------
+
+
+async def test_a_payload_over_max_payload_bytes_is_refused_and_nothing_is_written(pg_schema: str):
+    bulky = b'{"text": "' + b"x" * 1000 + b'"}'
+    async with await pg.fresh_store(pg_schema, max_payload_bytes=1000) as store:
+        with pytest.raises(ValidationError) as caught:
+            await store.append(
+                request({"small": 0, "big-one": 0}, event("small"), event("big-one", "Bulky", bulky))
+            )
+        message = str(caught.value)
+        assert all(part in message for part in ("'big-one'", "'Bulky'", str(len(bulky)), "1000"))
+        assert await store.read_all() == []
+        assert await store.stream_version("small") == 0
+
+
+async def test_a_payload_over_the_limit_refuses_the_whole_append_many_batch(pg_schema: str):
+    async with await pg.fresh_store(pg_schema, max_payload_bytes=1000) as store:
+        with pytest.raises(ValidationError, match="'big-one'"):
+            await store.append_many(
+                [
+                    request({"small": 0}, event("small")),
+                    request({"big-one": 0}, event("big-one", payload=b'"' + b"x" * 999 + b'"')),
+                ]
+            )
+        assert await store.read_all() == []
+
+
+async def test_a_payload_of_exactly_max_payload_bytes_is_accepted(pg_schema: str):
+    exact = b'"' + b"x" * 998 + b'"'
+    async with await pg.fresh_store(pg_schema, max_payload_bytes=1000) as store:
+        await store.append(request({"s": 0}, event("s", payload=exact)))
+        [stored] = await store.read_all()
+        assert stored.payload == exact
+
+
+# -- connections lost ---------------------------------------------------------------
+
+
+async def test_the_store_recovers_after_the_server_drops_its_connections(pg_schema: str):
+    name = unique_application_name()
+    async with (
+        await pg.fresh_store(pg_schema, application_name=name, min_connections=3) as store,
+        raw_connection() as admin,
+    ):
+        await store.append(request({"s": 0}, event("s")))
+        await store.wait_for_append(after=0, max_wait=0.01)  # the listener too
+        await terminate(admin, await backend_pids(admin, name))
+
+        # Reads retry once on a fresh connection: none of them may fail.
+        assert await store.stream_version("s") == 1
+        assert [e.global_position for e in await store.read_all()] == [1]
+        assert await store.head_position() == 1
+        # An append is never retried (it may have committed): it may fail once ...
+        with contextlib.suppress(StoreUnavailable):
+            await store.append(request({"s": 1}, event("s")))
+        # ... but the store is usable again without being reopened.
+        version = await store.stream_version("s")
+        written = await store.append(request({"s": version}, event("s")))
+        assert written.positions == (version + 1,)
+
+
+async def test_an_append_whose_connection_dies_while_waiting_leaves_nothing_behind(
+    pg_schema: str,
+):
+    name = unique_application_name()
+    # One connection: the dead one's pool slot must be given back.
+    async with (
+        await pg.fresh_store(
+            pg_schema, application_name=name, min_connections=1, max_connections=1
+        ) as store,
+        raw_connection() as locker,
+        raw_connection() as admin,
+    ):
+        blocking = locker.transaction()
+        await blocking.start()
+        try:
+            await locker.execute(f'SELECT * FROM "{pg_schema}".log_head FOR UPDATE')
+            append = asyncio.create_task(
+                store.append(
+                    request({"a": 0, "b": 0}, event("a"), event("b"), event("a"), event("b"))
+                )
+            )
+            waiting = await eventually(
+                lambda: lock_waiters(admin, name), "the append to wait for the lock"
+            )
+            await terminate(admin, waiting)
+            with pytest.raises(StoreUnavailable):
+                await append
+        finally:
+            await blocking.rollback()
+        assert await store.read_all() == []
+        assert [await store.stream_version(s) for s in ("a", "b")] == [0, 0]
+        assert await store.head_position() == 0
+        written = await store.append(request({"a": 0, "b": 0}, event("b"), event("a")))
+        assert written.positions == (1, 2)
+
+
+# -- LISTEN/NOTIFY ------------------------------------------------------------------
+
+
+async def test_a_waiting_reader_wakes_promptly_when_another_store_appends(pg_schema: str):
+    name = unique_application_name()
+    async with (
+        await pg.fresh_store(pg_schema, application_name=name) as reader,
+        await pg.fresh_store(pg_schema) as writer,
+        raw_connection() as admin,
+    ):
+        waiter = asyncio.create_task(reader.wait_for_append(after=0, max_wait=30))
+        await eventually(lambda: listener_pids(admin, name), "the reader to LISTEN")
+        assert not waiter.done()
+        await writer.append(request({"s": 0}, event("s")))
+        assert await finishes_within(waiter, 5), "not woken by the append (max_wait is 30 s)"
+
+
+async def test_a_wait_after_an_already_announced_append_returns_at_once(pg_schema: str):
+    async with await pg.fresh_store(pg_schema) as reader, await pg.fresh_store(pg_schema) as writer:
+        waiter = asyncio.create_task(reader.wait_for_append(after=0, max_wait=30))
+        await asyncio.sleep(0.2)  # let it LISTEN (if not, the test is merely weaker)
+        await writer.append(request({"s": 0}, event("s")))
+        assert await finishes_within(waiter, 5)
+        again = asyncio.create_task(reader.wait_for_append(after=0, max_wait=30))
+        assert await finishes_within(again, 1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a new listener does not know the head, so a wait whose log is already "
+    "past `after` (appended before anyone listened) sleeps out max_wait; fixed once "
+    "_store.py passes its head query to AppendListener",
+)
+async def test_a_wait_returns_at_once_when_the_log_grew_before_anyone_listened(pg_schema: str):
+    async with await pg.fresh_store(pg_schema) as store:
+        await store.append(request({"s": 0}, event("s"), event("s")))
+        waiter = asyncio.create_task(store.wait_for_append(after=1, max_wait=30))
+        assert await finishes_within(waiter, 2)
+
+
+async def test_a_lost_listener_connection_means_polling_until_it_listens_again(pg_schema: str):
+    name = unique_application_name()
+    async with (
+        await pg.fresh_store(pg_schema, application_name=name) as reader,
+        await pg.fresh_store(pg_schema) as writer,
+        raw_connection() as admin,
+    ):
+        await reader.wait_for_append(after=0, max_wait=0.01)
+        first = await eventually(lambda: listener_pids(admin, name), "the reader to LISTEN")
+        await terminate(admin, first)
+
+        started = time.monotonic()
+        await reader.wait_for_append(after=0, max_wait=0.2)  # neither raises nor hangs
+        assert time.monotonic() - started < 3
+
+        waiter = asyncio.create_task(reader.wait_for_append(after=0, max_wait=30))
+
+        async def listening_again() -> set[int]:
+            return await listener_pids(admin, name) - first
+
+        await eventually(listening_again, "the reader to LISTEN again")
+        await writer.append(request({"s": 0}, event("s")))
+        assert await finishes_within(waiter, 5), "not woken after re-listening (max_wait 30 s)"
+
+
+async def test_a_waiter_is_not_woken_by_appends_to_another_schema(pg_schema: str):
+    name = unique_application_name()
+    other_schema = pg.new_schema_name()
+    try:
+        async with (
+            await pg.fresh_store(pg_schema, application_name=name) as reader,
+            await pg.fresh_store(other_schema) as elsewhere,
+            raw_connection() as admin,
+        ):
+            waiter = asyncio.create_task(reader.wait_for_append(after=0, max_wait=30))
+            await eventually(lambda: listener_pids(admin, name), "the reader to LISTEN")
+            await elsewhere.append(request({"s": 0}, event("s")))
+            assert not await finishes_within(waiter, 0.5)
+    finally:
+        await pg.drop_schema(other_schema)
