@@ -70,7 +70,7 @@ class PostgresEventStore:
         self._config = config
         self._dsn = dsn
         self._sql = Statements.for_schema(config.quoted_schema)
-        self._listener = AppendListener(self._connect_one, config.channel)
+        self._listener = AppendListener(self._connect_one, config.channel, self._sql.head_position)
         self._recycler = asyncio.get_running_loop().create_task(self._recycle_connections())
         self._closed = False
 
@@ -365,7 +365,11 @@ async def _create_pool(config: PostgresConfig, dsn: str) -> asyncpg.Pool:
             timeout=config.connect_timeout * 2,
         )
     except (asyncpg.exceptions.ClientConfigurationError, ValueError) as exc:
-        raise ValidationError(f"invalid PostgreSQL DSN for {target}: {exc}") from exc
+        # The driver's message may quote the DSN, password included: not repeated.
+        raise ValidationError(
+            f"invalid PostgreSQL DSN for {target} ({type(exc).__name__}); expected "
+            "postgresql://user:password@host:port/database"
+        ) from exc
     except asyncpg.exceptions.InvalidAuthorizationSpecificationError as exc:
         raise StoreUnavailable(f"PostgreSQL at {target} refused the login: {exc}") from exc
     except asyncpg.exceptions.InvalidCatalogNameError as exc:
