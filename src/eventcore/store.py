@@ -18,12 +18,12 @@ Guarantees every backend gives:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
 from eventcore._glob import matches as glob_matches
-from eventcore.errors import ValidationError
+from eventcore.errors import EventCoreError, ValidationError
 from eventcore.types import AppendRequest, AppendResult, RecordedEvent
 
 DEFAULT_PAGE_SIZE = 1000
@@ -144,6 +144,22 @@ class EventAppender(Protocol):
     """Appends atomically across streams with optimistic version checks."""
 
     async def append(self, request: AppendRequest) -> AppendResult: ...
+
+
+AppendOutcome: TypeAlias = AppendResult | EventCoreError
+"""What ``append_many`` returns per request: its result, or the error (a
+:class:`~eventcore.errors.VersionConflict`, a refused request) that was its alone."""
+
+
+@runtime_checkable
+class BatchAppender(Protocol):
+    """Appends several independent requests in one transaction."""
+
+    async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        """Apply ``requests`` in order, each checked against the versions the ones
+        before it left, exactly as if appended one after another; a conflict is
+        returned in the request's place and does not affect the others."""
+        ...
 
 
 @runtime_checkable

@@ -11,16 +11,17 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Self
 
 from eventcore.backends._common import check_log_read, check_stream_read, walk_log, walk_stream
 from eventcore.codec import decode_metadata, encode_metadata
-from eventcore.errors import StoreClosed, ValidationError, VersionConflict
+from eventcore.errors import EncodingError, StoreClosed, ValidationError, VersionConflict
 from eventcore.store import (
     DEFAULT_PAGE_SIZE,
+    AppendOutcome,
     LogFilter,
     check_checkpoint_name,
     check_checkpoint_position,
@@ -119,6 +120,17 @@ class InMemoryEventStore:
             self._grown.set()
             self._grown = asyncio.Event()
         return AppendResult(versions, tuple(range(head + 1, head + 1 + len(records))))
+
+    async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        """Each request in turn, as separate appends; a conflict or a refused request
+        is returned in its place. (Nothing to batch in memory: for API parity.)"""
+        outcomes: list[AppendOutcome] = []
+        for request in requests:
+            try:
+                outcomes.append(await self.append(request))
+            except (VersionConflict, ValidationError, EncodingError) as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def _check_new_ids(self, request: AppendRequest) -> None:
         ids = [new.event_id for new in request.events]

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final
 
+from eventcore.backends._group_commit import DEFAULT_GROUP_COMMIT, GroupCommitSettings
 from eventcore.errors import ValidationError
 
 DATABASE_URL_VARIABLE: Final = "EVENTCORE_DATABASE_URL"
@@ -31,6 +32,8 @@ class PostgresConfig:
     environment variable is read when the store opens. ``schema`` names the
     PostgreSQL schema holding the store's tables, so several applications can share
     a database. ``max_payload_bytes`` bounds one event's encoded payload.
+    ``group_commit``: concurrent appends share one transaction and one round trip
+    (on by default; see :class:`~eventcore.backends._group_commit.GroupCommitSettings`).
     """
 
     dsn: str | None = None
@@ -44,6 +47,7 @@ class PostgresConfig:
     command_timeout: float = 30.0
     application_name: str = "eventcore"
     max_payload_bytes: int = 16 * 1024 * 1024
+    group_commit: GroupCommitSettings = DEFAULT_GROUP_COMMIT
 
     def __post_init__(self) -> None:
         if self.dsn is not None and (not isinstance(self.dsn, str) or not self.dsn.strip()):

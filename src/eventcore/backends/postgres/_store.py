@@ -17,6 +17,7 @@ from typing import Any, Self, TypeAlias, TypeVar
 import asyncpg
 
 from eventcore.backends._common import check_log_read, check_stream_read, walk_log, walk_stream
+from eventcore.backends._group_commit import GroupCommitter
 from eventcore.backends.postgres._config import PostgresConfig
 from eventcore.backends.postgres._errors import CONNECTION_ERRORS, describe_target, translated
 from eventcore.backends.postgres._listener import AppendListener
@@ -25,13 +26,15 @@ from eventcore.backends.postgres._migrate import schema_version
 from eventcore.backends.postgres._sql import Statements, decode_rows
 from eventcore.backends.postgres._writes import (
     BatchArrays,
+    check_payload_sizes,
     conflict_from_lock_error,
     duplicate_id_error,
     outcome_of,
 )
-from eventcore.errors import StoreClosed, StoreUnavailable, ValidationError, VersionConflict
+from eventcore.errors import EventCoreError, StoreClosed, StoreUnavailable, ValidationError
 from eventcore.store import (
     DEFAULT_PAGE_SIZE,
+    AppendOutcome,
     LogFilter,
     check_checkpoint_name,
     check_checkpoint_position,
@@ -72,6 +75,8 @@ class PostgresEventStore:
         self._sql = Statements.for_schema(config.quoted_schema)
         self._listener = AppendListener(self._connect_one, config.channel, self._sql.head_position)
         self._recycler = asyncio.get_running_loop().create_task(self._recycle_connections())
+        settings = config.group_commit
+        self._committer = GroupCommitter(self.append_many, settings) if settings.enabled else None
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------
@@ -179,19 +184,23 @@ class PostgresEventStore:
     # -- appends -------------------------------------------------------------------
 
     async def append(self, request: AppendRequest) -> AppendResult:
+        self._check_open()
+        # Refuse an oversized request here, alone, before it can join a batch.
+        check_payload_sizes(request, self._config.max_payload_bytes)
+        if self._committer is not None:
+            return await self._committer.append(request)
         (outcome,) = await self.append_many([request])
-        if isinstance(outcome, VersionConflict):
+        if isinstance(outcome, EventCoreError):
             raise outcome
         return outcome
 
-    async def append_many(
-        self, requests: Sequence[AppendRequest]
-    ) -> list[AppendResult | VersionConflict]:
+    async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         """Several independent appends in one transaction and one round trip.
 
         Each is checked against the versions the ones before it left, exactly as if
         they were made one after another; a conflict is returned in its place and
-        does not affect the others.
+        does not affect the others. A request that fails the whole transaction (a
+        duplicate event id) raises for the batch.
         """
         self._check_open()
         if not requests:

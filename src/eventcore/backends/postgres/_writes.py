@@ -9,6 +9,7 @@ from typing import Any
 
 from eventcore.codec import encode_metadata
 from eventcore.errors import ValidationError, VersionConflict
+from eventcore.store import AppendOutcome
 from eventcore.types import (
     AppendRequest,
     AppendResult,
@@ -42,13 +43,8 @@ class BatchArrays:
                 arrays.expect_streams.append(stream)
                 arrays.expect_versions.append(version)
             arrays.expect_end.append(len(arrays.expect_streams))
+            check_payload_sizes(request, max_payload_bytes)
             for event in request.events:
-                if len(event.payload) > max_payload_bytes:
-                    raise ValidationError(
-                        f"payload of event {event.event_type!r} for stream {event.stream_id!r} "
-                        f"is {len(event.payload)} bytes; the limit (max_payload_bytes) is "
-                        f"{max_payload_bytes}"
-                    )
                 arrays.event_ids.append(event.event_id)
                 arrays.event_streams.append(event.stream_id)
                 arrays.event_types.append(event.event_type)
@@ -74,6 +70,16 @@ class BatchArrays:
         return sorted(set(self.expect_streams))
 
 
+def check_payload_sizes(request: AppendRequest, max_payload_bytes: int) -> None:
+    for event in request.events:
+        if len(event.payload) > max_payload_bytes:
+            raise ValidationError(
+                f"payload of event {event.event_type!r} for stream {event.stream_id!r} "
+                f"is {len(event.payload)} bytes; the limit (max_payload_bytes) is "
+                f"{max_payload_bytes}"
+            )
+
+
 def _metadata_json(metadata: EventMetadata, cache: dict[int, bytes]) -> bytes:
     found = cache.get(id(metadata))
     if found is None:
@@ -81,7 +87,7 @@ def _metadata_json(metadata: EventMetadata, cache: dict[int, bytes]) -> bytes:
     return found
 
 
-def outcome_of(row: Any, request: AppendRequest) -> AppendResult | VersionConflict:
+def outcome_of(row: Any, request: AppendRequest) -> AppendOutcome:
     """One ``append_batch`` row as the result of its request."""
     _command, first, streams, versions, conflict_stream, expected, actual = row
     if conflict_stream is not None:

@@ -35,8 +35,8 @@ from eventcore.backends.sqlite._rows import (
     encode_rows,
     log_query,
 )
-from eventcore.errors import ValidationError, VersionConflict
-from eventcore.store import LogFilter
+from eventcore.errors import EventCoreError, ValidationError, VersionConflict
+from eventcore.store import AppendOutcome, LogFilter
 from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
 
 T = TypeVar("T")
@@ -59,38 +59,72 @@ def _version(conn: sqlite3.Connection, stream: str) -> int:
     return 0 if row is None else int(row[0])
 
 
+def _apply(conn: sqlite3.Connection, request: AppendRequest, rows: list[Row]) -> tuple[int, ...]:
+    """Inside the write transaction: check every expected version, insert the rows."""
+    for stream, version in request.expected:
+        actual = _version(conn, stream)
+        if actual != version:
+            raise VersionConflict(stream, version, actual)
+    if not rows:
+        return ()
+    head = conn.execute(HEAD_SQL).fetchone()[0] or 0
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    for position, row in enumerate(rows, head + 1):
+        row[POSITION_COLUMN] = position
+        row[RECORDED_AT_COLUMN] = now
+    try:
+        conn.executemany(INSERT_SQL, rows)
+    except sqlite3.IntegrityError as exc:
+        if "event_id" not in str(exc):
+            raise
+        duplicates = _duplicate_ids(conn, rows, head)
+        raise ValidationError(
+            f"event ids {duplicates!r} are already stored or repeated within the "
+            "append; every event needs a unique id"
+        ) from exc
+    return tuple(range(head + 1, head + 1 + len(rows)))
+
+
 def append(conn: sqlite3.Connection, request: AppendRequest) -> AppendResult:
     """Check every expected version and insert the events, in one transaction."""
     # Rows are encoded before BEGIN, so the write lock is held only for the SQL.
     rows, versions = encode_rows(request)
-
-    def body() -> tuple[int, ...]:
-        for stream, version in request.expected:
-            actual = _version(conn, stream)
-            if actual != version:
-                raise VersionConflict(stream, version, actual)
-        if not rows:
-            return ()
-        head = conn.execute(HEAD_SQL).fetchone()[0] or 0
-        now = datetime.now(UTC).isoformat(timespec="microseconds")
-        for position, row in enumerate(rows, head + 1):
-            row[POSITION_COLUMN] = position
-            row[RECORDED_AT_COLUMN] = now
-        try:
-            conn.executemany(INSERT_SQL, rows)
-        except sqlite3.IntegrityError as exc:
-            if "event_id" not in str(exc):
-                raise
-            duplicates = _duplicate_ids(conn, rows, head)
-            raise ValidationError(
-                f"event ids {duplicates!r} are already stored or repeated within the "
-                "append; every event needs a unique id"
-            ) from exc
-        return tuple(range(head + 1, head + 1 + len(rows)))
-
     # A pure check (no events) needs only a consistent snapshot, not the write lock.
-    positions = _in_transaction(conn, "BEGIN IMMEDIATE" if rows else "BEGIN", body)
+    begin = "BEGIN IMMEDIATE" if rows else "BEGIN"
+    positions = _in_transaction(conn, begin, lambda: _apply(conn, request, rows))
     return AppendResult(versions, positions)
+
+
+def append_many(conn: sqlite3.Connection, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+    """Several appends in one transaction (one commit, one fsync), each inside its
+    own savepoint: a request that conflicts or is refused is rolled back alone and
+    its error returned in its place."""
+    encoded: list[tuple[list[Row], dict[str, int]] | EventCoreError] = []
+    for request in requests:
+        try:
+            encoded.append(encode_rows(request))
+        except EventCoreError as exc:  # metadata that is not JSON, say
+            encoded.append(exc)
+
+    def body() -> list[AppendOutcome]:
+        outcomes: list[AppendOutcome] = []
+        for request, prepared in zip(requests, encoded, strict=True):
+            if isinstance(prepared, EventCoreError):
+                outcomes.append(prepared)
+                continue
+            rows, versions = prepared
+            conn.execute("SAVEPOINT eventcore_append")
+            try:
+                positions = _apply(conn, request, rows)
+            except (VersionConflict, ValidationError) as exc:
+                conn.execute("ROLLBACK TO eventcore_append")
+                outcomes.append(exc)
+            else:
+                outcomes.append(AppendResult(versions, positions))
+            conn.execute("RELEASE eventcore_append")
+        return outcomes
+
+    return _in_transaction(conn, "BEGIN IMMEDIATE", body)
 
 
 def _duplicate_ids(conn: sqlite3.Connection, rows: list[Row], head: int) -> list[object]:
