@@ -151,7 +151,7 @@ class AppendRequest:
     @classmethod
     def create(
         cls,
-        expected: Mapping[str, int] | Iterable[tuple[str, int]],
+        expected: Mapping[StreamId, int] | Mapping[str, int] | Iterable[tuple[str, int]],
         events: Sequence[NewEvent] = (),
     ) -> AppendRequest:
         pairs = expected.items() if isinstance(expected, Mapping) else expected

@@ -42,7 +42,9 @@ class Statements:
         s = quoted_schema
         return cls(
             schema=s,
-            append_batch=f"SELECT * FROM {s}.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            append_batch=(
+                f"SELECT * FROM {s}.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ),
             read_stream=(
                 f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1 "
                 "AND stream_version >= $2 ORDER BY stream_version LIMIT $3"

@@ -25,9 +25,11 @@ class BatchArrays:
     slice between ``*_end[i-1]`` and ``*_end[i]``."""
 
     expect_end: list[int]
+    expect_cmd: list[int]
     expect_streams: list[str]
     expect_versions: list[int]
     event_end: list[int]
+    event_cmd: list[int]
     event_ids: list[Any]
     event_streams: list[str]
     event_types: list[str]
@@ -36,15 +38,17 @@ class BatchArrays:
 
     @classmethod
     def build(cls, requests: Sequence[AppendRequest], max_payload_bytes: int) -> BatchArrays:
-        arrays = cls([], [], [], [], [], [], [], [], [])
+        arrays = cls([], [], [], [], [], [], [], [], [], [], [])
         encoded: dict[int, bytes] = {}  # metadata objects are shared by a command's events
-        for request in requests:
+        for command, request in enumerate(requests, 1):
             for stream, version in request.expected:
+                arrays.expect_cmd.append(command)
                 arrays.expect_streams.append(stream)
                 arrays.expect_versions.append(version)
             arrays.expect_end.append(len(arrays.expect_streams))
             check_payload_sizes(request, max_payload_bytes)
             for event in request.events:
+                arrays.event_cmd.append(command)
                 arrays.event_ids.append(event.event_id)
                 arrays.event_streams.append(event.stream_id)
                 arrays.event_types.append(event.event_type)
@@ -56,9 +60,11 @@ class BatchArrays:
     def parameters(self) -> tuple[list[Any], ...]:
         return (
             self.expect_end,
+            self.expect_cmd,
             self.expect_streams,
             self.expect_versions,
             self.event_end,
+            self.event_cmd,
             self.event_ids,
             self.event_streams,
             self.event_types,
@@ -93,7 +99,7 @@ def outcome_of(row: Any, request: AppendRequest) -> AppendOutcome:
     if conflict_stream is not None:
         return VersionConflict(trusted_stream_id(conflict_stream), expected, actual)
     stream_versions: dict[str, int] = {
-        trusted_stream_id(s): v for s, v in zip(streams, versions, strict=True)
+        trusted_stream_id(s): v for s, v in zip(streams or (), versions or (), strict=True)
     }
     count = len(request.events)
     positions = tuple(range(first, first + count)) if count else ()
