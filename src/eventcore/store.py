@@ -18,7 +18,7 @@ Guarantees every backend gives:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
 
@@ -96,8 +96,16 @@ class EventReader(Protocol):
         """Events of one stream with version >= ``from_version``, oldest first."""
         ...
 
-    async def read_streams(self, stream_ids: Iterable[str]) -> dict[str, list[RecordedEvent]]:
-        """Every event of each named stream, in one call; missing streams map to []."""
+    async def read_streams(
+        self,
+        stream_ids: Iterable[str],
+        *,
+        from_versions: Mapping[str, int] | None = None,
+        limit: int | None = None,
+    ) -> dict[str, list[RecordedEvent]]:
+        """Several streams in one call: for each, its events from version
+        ``from_versions.get(stream, 1)`` on, at most ``limit`` of them; a missing
+        stream maps to []. The keys keep the order of ``stream_ids``."""
         ...
 
     async def stream_version(self, stream_id: str) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 from eventcore.errors import ValidationError
 from eventcore.store import LogFilter
@@ -23,6 +23,28 @@ def check_stream_read(
     if start < 1:
         raise ValidationError(f"from_version must be >= 1 (versions start at 1), got {start!r}")
     return stream, start, check_limit(limit)
+
+
+def check_streams_read(
+    stream_ids: Iterable[str], from_versions: Mapping[str, int] | None, limit: object
+) -> tuple[list[tuple[StreamId, int]], int | None]:
+    """Validate ``read_streams`` arguments: the distinct streams, in the order given,
+    each with the version to start from (1 unless ``from_versions`` says otherwise)."""
+    if isinstance(stream_ids, str):
+        raise ValidationError(f"stream_ids must be a collection of ids, not the str {stream_ids!r}")
+    wanted = list(dict.fromkeys(StreamId(s) for s in stream_ids))
+    starts = dict.fromkeys(wanted, 1)
+    for raw, version in (from_versions or {}).items():
+        stream = StreamId(raw)
+        if stream not in starts:
+            raise ValidationError(
+                f"from_versions names stream {stream!r}, which is not among the streams read"
+            )
+        start = check_version(version, f"from_versions[{stream!r}]")
+        if start < 1:
+            raise ValidationError(f"from_versions[{stream!r}] must be >= 1, got {start!r}")
+        starts[stream] = start
+    return list(starts.items()), check_limit(limit)
 
 
 def check_log_read(after: object, limit: object) -> tuple[int, int | None]:

@@ -11,12 +11,18 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Self
 
-from eventcore.backends._common import check_log_read, check_stream_read, walk_log, walk_stream
+from eventcore.backends._common import (
+    check_log_read,
+    check_stream_read,
+    check_streams_read,
+    walk_log,
+    walk_stream,
+)
 from eventcore.codec import decode_metadata, encode_metadata
 from eventcore.errors import EncodingError, StoreClosed, ValidationError, VersionConflict
 from eventcore.store import (
@@ -154,10 +160,16 @@ class InMemoryEventStore:
         end = None if limit is None else start - 1 + limit
         return events[start - 1 : end]
 
-    async def read_streams(self, stream_ids: Iterable[str]) -> dict[str, list[RecordedEvent]]:
+    async def read_streams(
+        self,
+        stream_ids: Iterable[str],
+        *,
+        from_versions: Mapping[str, int] | None = None,
+        limit: int | None = None,
+    ) -> dict[str, list[RecordedEvent]]:
         self._check_open()
-        wanted = [StreamId(s) for s in stream_ids]
-        return {s: list(self._streams.get(s, [])) for s in wanted}
+        starts, limit = check_streams_read(stream_ids, from_versions, limit)
+        return {stream: self._slice(stream, start, limit) for stream, start in starts}
 
     async def stream_version(self, stream_id: str) -> int:
         self._check_open()

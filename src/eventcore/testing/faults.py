@@ -12,7 +12,7 @@ through to the real thing, so tests keep real storage semantics::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 
 from eventcore.errors import StoreUnavailable, VersionConflict
 from eventcore.store import DEFAULT_PAGE_SIZE, EventStore
@@ -74,9 +74,15 @@ class FaultInjectingStore:
         await self._before_read()
         return await self.inner.read_stream(stream_id, from_version=from_version, limit=limit)
 
-    async def read_streams(self, stream_ids: Iterable[str]) -> dict[str, list[RecordedEvent]]:
+    async def read_streams(
+        self,
+        stream_ids: Iterable[str],
+        *,
+        from_versions: Mapping[str, int] | None = None,
+        limit: int | None = None,
+    ) -> dict[str, list[RecordedEvent]]:
         await self._before_read()
-        return await self.inner.read_streams(stream_ids)
+        return await self.inner.read_streams(stream_ids, from_versions=from_versions, limit=limit)
 
     async def stream_version(self, stream_id: str) -> int:
         return await self.inner.stream_version(stream_id)

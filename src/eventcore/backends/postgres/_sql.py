@@ -49,9 +49,15 @@ class Statements:
                 f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1 "
                 "AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
             ),
+            # One keyset-paged read per stream (the LATERAL subquery walks the
+            # (stream_id, stream_version) index), all in one statement.
             read_streams=(
-                f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = ANY($1::text[]) "
-                "ORDER BY stream_id, stream_version"
+                f"SELECT e.* FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY "
+                "AS w(stream_id, first_version, n) CROSS JOIN LATERAL ("
+                f"SELECT {_COLUMNS} FROM {s}.events "
+                "WHERE stream_id = w.stream_id AND stream_version >= w.first_version "
+                "ORDER BY stream_version LIMIT $3) AS e "
+                "ORDER BY w.n, e.stream_version"
             ),
             stream_version=f"SELECT version FROM {s}.streams WHERE stream_id = $1",
             head_position=f"SELECT position FROM {s}.log_head WHERE id = 1",

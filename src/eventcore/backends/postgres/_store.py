@@ -11,12 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Self, TypeAlias, TypeVar
 
 import asyncpg
 
-from eventcore.backends._common import check_log_read, check_stream_read, walk_log, walk_stream
+from eventcore.backends._common import (
+    check_log_read,
+    check_stream_read,
+    check_streams_read,
+    walk_log,
+    walk_stream,
+)
 from eventcore.backends._group_commit import GroupCommitter
 from eventcore.backends.postgres._config import PostgresConfig
 from eventcore.backends.postgres._errors import CONNECTION_ERRORS, describe_target, translated
@@ -232,13 +246,21 @@ class PostgresEventStore:
 
         return await self._read("read_stream", run)
 
-    async def read_streams(self, stream_ids: Iterable[str]) -> dict[str, list[RecordedEvent]]:
-        wanted = list(dict.fromkeys(StreamId(s) for s in stream_ids))
+    async def read_streams(
+        self,
+        stream_ids: Iterable[str],
+        *,
+        from_versions: Mapping[str, int] | None = None,
+        limit: int | None = None,
+    ) -> dict[str, list[RecordedEvent]]:
+        starts, limit = check_streams_read(stream_ids, from_versions, limit)
+        streams = [s for s, _ in starts]
+        firsts = [v for _, v in starts]
 
         async def run(conn: Connection) -> list[RecordedEvent]:
-            return decode_rows(await conn.fetch(self._sql.read_streams, wanted))
+            return decode_rows(await conn.fetch(self._sql.read_streams, streams, firsts, limit))
 
-        result: dict[str, list[RecordedEvent]] = {s: [] for s in wanted}
+        result: dict[str, list[RecordedEvent]] = {s: [] for s in streams}
         for event in await self._read("read_streams", run):
             result[event.stream_id].append(event)
         return result

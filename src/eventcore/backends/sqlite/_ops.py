@@ -149,12 +149,14 @@ def read_stream(
 
 
 def read_streams(
-    conn: sqlite3.Connection, streams: Sequence[StreamId]
+    conn: sqlite3.Connection, streams: Sequence[tuple[StreamId, int]], limit: int | None
 ) -> dict[str, list[RecordedEvent]]:
-    """Every named stream, from one read transaction: a mutually consistent snapshot."""
+    """Several streams (each from its start version) in one read transaction: a
+    mutually consistent snapshot."""
+    page = NO_LIMIT if limit is None else limit
 
     def body() -> dict[str, list[RecordedEvent]]:
-        return {s: decode_rows(conn.execute(STREAM_SQL, (s, 1, NO_LIMIT))) for s in streams}
+        return {s: decode_rows(conn.execute(STREAM_SQL, (s, start, page))) for s, start in streams}
 
     if len(streams) == 1:
         return body()

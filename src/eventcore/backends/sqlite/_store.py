@@ -14,11 +14,17 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Final, Self, TypeVar, get_args
 
-from eventcore.backends._common import check_log_read, check_stream_read, walk_log, walk_stream
+from eventcore.backends._common import (
+    check_log_read,
+    check_stream_read,
+    check_streams_read,
+    walk_log,
+    walk_stream,
+)
 from eventcore.backends._group_commit import GroupCommitSettings, GroupCommitter
 from eventcore.backends.sqlite import _ops
 from eventcore.backends.sqlite._schema import Synchronous, connect_reader, connect_writer
@@ -238,12 +244,18 @@ class SQLiteEventStore:
         stream, start, limit = check_stream_read(stream_id, from_version, limit)
         return await self._read(lambda conn: _ops.read_stream(conn, stream, start, limit))
 
-    async def read_streams(self, stream_ids: Iterable[str]) -> dict[str, list[RecordedEvent]]:
+    async def read_streams(
+        self,
+        stream_ids: Iterable[str],
+        *,
+        from_versions: Mapping[str, int] | None = None,
+        limit: int | None = None,
+    ) -> dict[str, list[RecordedEvent]]:
         self._check_open()
-        wanted = list(dict.fromkeys(StreamId(s) for s in stream_ids))
-        if not wanted:
+        starts, limit = check_streams_read(stream_ids, from_versions, limit)
+        if not starts:
             return {}
-        return await self._read(lambda conn: _ops.read_streams(conn, wanted))
+        return await self._read(lambda conn: _ops.read_streams(conn, starts, limit))
 
     async def stream_version(self, stream_id: str) -> int:
         self._check_open()

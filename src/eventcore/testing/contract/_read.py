@@ -140,6 +140,42 @@ class StreamReadContract(ContractFixtures):
         assert got["missing"] == []
 
     @pytest.mark.asyncio
+    async def test_read_streams_starts_each_stream_at_its_own_version_and_keeps_order(
+        self, store: EventStore
+    ) -> None:
+        a = await append_new(store, "a", 5)
+        b = await append_new(store, "b", 3)
+        got = await store.read_streams(["b", "a", "c"], from_versions={"a": 4, "c": 2})
+        assert list(got) == ["b", "a", "c"]
+        assert positions(got["a"]) == list(a.positions[3:])
+        assert positions(got["b"]) == list(b.positions)
+        assert got["c"] == []
+
+    @pytest.mark.asyncio
+    async def test_read_streams_limit_applies_to_each_stream(self, store: EventStore) -> None:
+        a = await append_new(store, "a", 5)
+        b = await append_new(store, "b", 3)
+        got = await store.read_streams(["a", "b"], from_versions={"a": 2}, limit=2)
+        assert positions(got["a"]) == list(a.positions[1:3])
+        assert positions(got["b"]) == list(b.positions[:2])
+
+    @pytest.mark.asyncio
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"from_versions": {"a": 0}},
+            {"from_versions": {"a": -1}},
+            {"from_versions": {"elsewhere": 2}},
+            {"limit": 0},
+        ],
+    )
+    async def test_read_streams_rejects_bad_start_versions_and_limits(
+        self, store: EventStore, kwargs: dict[str, Any]
+    ) -> None:
+        with pytest.raises(ValidationError):
+            await store.read_streams(["a"], **kwargs)
+
+    @pytest.mark.asyncio
     async def test_stream_version_counts_events_without_reading_them(
         self, store: EventStore
     ) -> None:
