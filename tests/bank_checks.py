@@ -17,6 +17,7 @@ from eventcore import (
     RetryPolicy,
     execute,
 )
+from eventcore.cache import StateCache
 from eventcore.demo.bank import Deposit, MoneyDeposited, MoneyWithdrawn, Transfer, bank_codec
 from eventcore.store import EventStore
 
@@ -42,7 +43,12 @@ async def open_accounts(store: EventStore, count: int) -> list[str]:
 
 
 async def run_transfers(
-    store: EventStore, accounts: list[str], count: int, seed: int, retry: RetryPolicy
+    store: EventStore,
+    accounts: list[str],
+    count: int,
+    seed: int,
+    retry: RetryPolicy,
+    cache: StateCache | None = None,
 ) -> TransferOutcomes:
     rng = random.Random(seed)
     transfers = []
@@ -50,7 +56,7 @@ async def run_transfers(
         source, target = rng.sample(accounts, 2)
         transfers.append(Transfer(source, target, rng.randint(1, 60), reference=f"t{i}"))
     results = await asyncio.gather(
-        *(execute(store, t, codec=bank_codec, retry=retry) for t in transfers),
+        *(execute(store, t, codec=bank_codec, retry=retry, cache=cache) for t in transfers),
         return_exceptions=True,
     )
     outcomes = TransferOutcomes([], [], [])

@@ -130,8 +130,8 @@ class _MovesStreamAfterFirstRead(FaultInjectingStore):
         self.victim = victim
         self.moved = False
 
-    async def read_streams(self, stream_ids: Iterable[str]) -> Any:
-        result = await super().read_streams(stream_ids)
+    async def read_streams(self, stream_ids: Iterable[str], **kwargs: Any) -> Any:
+        result = await super().read_streams(stream_ids, **kwargs)
         if not self.moved and self.victim in result:
             self.moved = True
             await _seed(self.inner, self.victim, "sneaky")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from eventcore import AppendResult, EventMetadata, RetriesExhausted, RetryPolicy, VersionConflict
+from eventcore._plan import DEFAULT_FOLD_PAGE_SIZE
 from eventcore.demo.bank import MoneyDeposited, Transfer, bank_codec
 from eventcore.execute import AppendEvents, Plan, ReadStreams, Sleep, plan_execution
 from eventcore.types import RecordedEvent, StreamId, new_event_id
@@ -40,7 +41,7 @@ def _plan(retry: RetryPolicy | None = None) -> Plan:
 def test_plan_reads_then_appends_with_every_read_version() -> None:
     plan = _plan()
     step = next(plan)
-    assert step == ReadStreams(("a", "b"))
+    assert step == ReadStreams(("a", "b"), (1, 1), DEFAULT_FOLD_PAGE_SIZE)
     step = plan.send({"a": [_deposit("a", 1, 50), _deposit("a", 2, 50)], "b": []})
     assert isinstance(step, AppendEvents)
     assert step.request.expected == (("a", 2), ("b", 0))
@@ -59,7 +60,7 @@ def test_plan_sleeps_with_backoff_then_rereads_after_a_conflict() -> None:
     step = plan.throw(VersionConflict("a", 1, 2))
     assert isinstance(step, Sleep)
     assert 0.008 <= step.seconds <= 0.012
-    assert plan.send(None) == ReadStreams(("a", "b"))
+    assert plan.send(None) == ReadStreams(("a", "b"), (1, 1), DEFAULT_FOLD_PAGE_SIZE)
     step = plan.send({"a": [_deposit("a", 1, 100), _deposit("a", 2, 5)], "b": []})
     assert isinstance(step, AppendEvents)
     assert step.request.expected == (("a", 2), ("b", 0))

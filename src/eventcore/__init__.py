@@ -8,6 +8,7 @@ automatic retry on conflict.
 
 from eventcore.backends.memory import InMemoryEventStore
 from eventcore.backends.sqlite import SQLiteEventStore
+from eventcore.cache import StateCache
 from eventcore.codec import Codec, default_codec, event_type
 from eventcore.command import Command
 from eventcore.errors import (
@@ -75,6 +76,7 @@ __all__ = [
     "RetriesExhausted",
     "RetryPolicy",
     "SQLiteEventStore",
+    "StateCache",
     "StoreClosed",
     "StoreError",
     "StoreUnavailable",

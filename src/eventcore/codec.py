@@ -163,16 +163,22 @@ class Codec:
 
     def decode(self, record: RecordedEvent) -> Any:
         """Decode a stored record into its registered event class."""
-        registration = self._by_name.get(record.event_type)
+        return self.decode_payload(
+            record.event_type, record.payload, record.stream_id, record.stream_version
+        )
+
+    def decode_payload(
+        self, event_type: str, payload: bytes, stream_id: str, stream_version: int
+    ) -> Any:
+        """Decode a payload; ``stream_id`` and ``stream_version`` go into errors."""
+        registration = self._by_name.get(event_type)
         if registration is None:
-            raise UnknownEventType(record.event_type, record.stream_id, record.stream_version)
+            raise UnknownEventType(event_type, stream_id, stream_version)
         try:
-            return registration.decode(record.payload)
+            return registration.decode(payload)
         except (ValueError, TypeError, msgspec.DecodeError) as exc:
             # msgspec.ValidationError and pydantic's ValidationError are ValueErrors.
-            raise DeserializationError(
-                record.stream_id, record.stream_version, record.event_type, str(exc)
-            ) from exc
+            raise DeserializationError(stream_id, stream_version, event_type, str(exc)) from exc
 
 
 class _StoredMetadata(msgspec.Struct, omit_defaults=True):

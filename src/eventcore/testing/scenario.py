@@ -75,6 +75,12 @@ class Scenario:
     streams: Mapping[StreamId, list[RecordedEvent]]
     codec: Codec
 
+    def _read(self, step: ReadStreams) -> dict[str, list[RecordedEvent]]:
+        return {
+            stream: _page(self.streams.get(stream, []), first, step.limit)
+            for stream, first in zip(step.stream_ids, step.from_versions, strict=True)
+        }
+
     def when(self, command: Command[Any, Any]) -> Outcome:
         """Run ``command`` against the given history and capture what it decides."""
         plan = plan_execution(
@@ -86,7 +92,7 @@ class Scenario:
             while True:
                 if isinstance(step, ReadStreams):
                     read.extend(step.stream_ids)
-                    step = plan.send({s: list(self.streams.get(s, [])) for s in step.stream_ids})
+                    step = plan.send(self._read(step))
                 elif isinstance(step, AppendEvents):
                     decided = [
                         (e.stream_id, self.codec.decode(_as_recorded(e.stream_id, e)))
@@ -100,6 +106,10 @@ class Scenario:
             return Outcome([], None, tuple(read))
         except Exception as exc:  # the outcome under test may be an error
             return Outcome([], exc, tuple(read))
+
+
+def _page(events: list[RecordedEvent], first: int, limit: int | None) -> list[RecordedEvent]:
+    return events[first - 1 : None if limit is None else first - 1 + limit]
 
 
 def _as_recorded(stream: StreamId, event: NewEvent) -> RecordedEvent:

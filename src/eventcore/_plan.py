@@ -1,0 +1,251 @@
+"""The executor's decision logic: a pure generator of I/O steps.
+
+:func:`plan_execution` yields :class:`ReadStreams`, :class:`AppendEvents` and
+:class:`Sleep` steps and is sent their results (a version conflict is thrown into
+it). It never touches a store or an event loop, so it can be driven by
+:func:`eventcore.execute.run_plan`, by the scenario helper with no store at all,
+or by hand in tests.
+
+Per attempt: the streams are read and folded in order, page by page (a long
+stream is never held in memory whole); after each stream the command's resolver
+may name more, which are read in turn (every stream once per attempt). ``handle``
+then decides; every event must target a stream that was read; the append carries
+an expected version for **every** stream read. Only version conflicts are
+retried. With a :class:`~eventcore.cache.StateCache`, folding starts from the
+cached state and reads only newer events, or none at all (see that module).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Generator, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias, cast
+
+from eventcore.cache import CachedState, StateCache
+from eventcore.codec import Codec
+from eventcore.command import Command
+from eventcore.errors import (
+    BusinessRuleViolation,
+    RetriesExhausted,
+    UndeclaredStreamError,
+    ValidationError,
+    VersionConflict,
+)
+from eventcore.retry import RetryPolicy
+from eventcore.types import (
+    AppendRequest,
+    AppendResult,
+    EventMetadata,
+    NewEvent,
+    RecordedEvent,
+    StreamId,
+)
+
+DEFAULT_FOLD_PAGE_SIZE = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ReadStreams:
+    """Step: read each stream from its version, at most ``limit`` events each;
+    reply with ``dict[str, list[RecordedEvent]]``."""
+
+    stream_ids: tuple[StreamId, ...]
+    from_versions: tuple[int, ...]
+    limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEvents:
+    """Step: append; reply with :class:`AppendResult`, or throw ``VersionConflict``."""
+
+    request: AppendRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Step: wait this many seconds (backoff before a retry); reply with ``None``."""
+
+    seconds: float
+
+
+Step: TypeAlias = ReadStreams | AppendEvents | Sleep
+Plan: TypeAlias = Generator[Step, Any, "ExecutionResult"]
+Versions: TypeAlias = dict[StreamId, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResult:
+    """What a successful :func:`eventcore.execute` did.
+
+    ``attempts`` counts how many times the command decided (1 unless a conflict,
+    or a stale cached state, made it decide again); ``stream_versions`` holds every
+    stream the command read, at its version after the append; ``positions`` the
+    global position of each written event in the order ``handle`` returned them.
+    """
+
+    attempts: int
+    events_written: int
+    stream_versions: Mapping[str, int]
+    positions: tuple[int, ...]
+
+
+def _unique_streams(raw: Iterable[str], source: str) -> list[StreamId]:
+    if isinstance(raw, str) or raw is None:
+        raise ValidationError(f"{source} must return an iterable of stream ids, got {raw!r}")
+    return list(dict.fromkeys(StreamId(s) for s in raw))
+
+
+def _fold(
+    command: Command[Any, Any],
+    codec: Codec,
+    start: CachedState,
+    page_size: int | None,
+) -> Generator[Step, Any, tuple[Any, Versions]]:
+    """Fold every event after ``start``'s versions onto its state, stream by stream
+    in fold order, asking the resolver after each; return the state and versions."""
+    state = start.state
+    versions: Versions = dict(start.versions)
+    pending = list(versions)
+    while pending:
+        batch = tuple(pending)
+        pending = []
+        pages: Mapping[str, list[RecordedEvent]] = yield ReadStreams(
+            batch, tuple(versions[s] + 1 for s in batch), page_size
+        )
+        for stream in batch:
+            events = pages[stream]
+            while True:
+                for record in events:
+                    state = command.apply(state, stream, codec.decode(record))
+                if events:
+                    versions[stream] = events[-1].stream_version
+                if page_size is None or len(events) < page_size:
+                    break
+                more = yield ReadStreams((stream,), (versions[stream] + 1,), page_size)
+                events = more[stream]
+            for found in _unique_streams(command.resolve_streams(state), "resolve_streams()"):
+                if found not in versions:
+                    versions[found] = 0
+                    pending.append(found)
+    return state, versions
+
+
+def _decide(
+    command: Command[Any, Any], state: object, versions: Versions
+) -> list[tuple[StreamId, Any]]:
+    decided = command.handle(state)
+    if decided is None:
+        raise ValidationError(
+            f"{type(command).__qualname__}.handle() returned None; return a list of "
+            "(stream id, event) pairs, or [] to write nothing"
+        )
+    pairs: list[tuple[StreamId, Any]] = []
+    for item in decided:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise ValidationError(
+                f"{type(command).__qualname__}.handle() must return (stream id, event) "
+                f"pairs, got {item!r}"
+            )
+        stream = StreamId(item[0])
+        if stream not in versions:
+            raise UndeclaredStreamError(stream, versions)
+        pairs.append((stream, item[1]))
+    return pairs
+
+
+def _decide_on(
+    command: Command[Any, Any], state: object, versions: Versions, verified: bool
+) -> list[tuple[StreamId, Any]] | None:
+    """The decision, or None when it was a refusal or "nothing to do" made on cached
+    state alone: the version check cannot catch those, so they are re-checked on
+    a freshly read state before anyone is told."""
+    try:
+        decided = _decide(command, state, versions)
+    except BusinessRuleViolation:
+        if verified:
+            raise
+        return None
+    return decided if decided or verified else None
+
+
+def _fold_own_events(
+    command: Command[Any, Any], codec: Codec, state: Any, written: list[NewEvent], after: Versions
+) -> Any:
+    """The state after the events this command just wrote, as a fresh read would
+    fold them (decoded from their payloads, so it equals what a read returns)."""
+    for event in written:
+        domain = codec.decode_payload(
+            event.event_type, event.payload, event.stream_id, after[event.stream_id]
+        )
+        state = command.apply(state, event.stream_id, domain)
+    return state
+
+
+def _initial(command: Command[Any, Any], declared: tuple[StreamId, ...]) -> CachedState:
+    return CachedState(command.initial_state(), tuple((s, 0) for s in declared))
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """Counts decisions and conflicts; conflicts are what the retry policy bounds."""
+
+    retry: RetryPolicy
+    rng: random.Random | None
+    made: int = 0
+    conflicts: int = 0
+
+    def backoff_after(self, conflict: VersionConflict) -> float:
+        self.conflicts += 1
+        if self.conflicts > self.retry.max_retries:
+            raise RetriesExhausted(self.made, conflict) from conflict
+        return self.retry.delay(self.conflicts - 1, self.rng)
+
+
+def plan_execution(
+    command: Command[Any, Any],
+    *,
+    codec: Codec,
+    retry: RetryPolicy,
+    metadata: EventMetadata,
+    rng: random.Random | None = None,
+    cache: StateCache | None = None,
+    page_size: int | None = DEFAULT_FOLD_PAGE_SIZE,
+) -> Plan:
+    """The pure decision logic of :func:`eventcore.execute`, as a generator of steps."""
+    declared = tuple(_unique_streams(command.streams(), "streams()"))
+    key: Hashable = StateCache.key_for(command, declared) if cache is not None else None
+    trust_cache = cache is not None and cache.optimistic
+    attempts = _Attempts(retry, rng)
+    while True:
+        attempts.made += 1
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None and trust_cache:
+            state, versions, verified = cached.state, dict(cached.versions), False
+        else:
+            start = cached or _initial(command, declared)
+            state, versions = yield from _fold(command, codec, start, page_size)
+            verified = True
+        decided = _decide_on(command, state, versions, verified)
+        if decided is None:
+            trust_cache = False
+            continue
+        if not decided:
+            if cache is not None:
+                cache.put(key, state, versions)
+            return ExecutionResult(attempts.made, 0, cast(Mapping[str, int], versions), ())
+        new_events = [codec.new_event(s, e, metadata) for s, e in decided]
+        request = AppendRequest(tuple(versions.items()), tuple(new_events))
+        try:
+            result: AppendResult = yield AppendEvents(request)
+        except VersionConflict as conflict:
+            trust_cache = False
+            if verified:  # a stale cache is not contention: re-read at once
+                yield Sleep(attempts.backoff_after(conflict))
+            continue
+        if cache is not None:
+            after = {s: result.stream_versions[s] for s in versions}
+            cache.put(key, _fold_own_events(command, codec, state, new_events, after), after)
+        return ExecutionResult(
+            attempts.made, len(new_events), result.stream_versions, result.positions
+        )

@@ -1,0 +1,98 @@
+"""The state cache: folded command state kept between executions.
+
+With a cache, :func:`eventcore.execute` remembers, per command type and declared
+stream set, the state it folded and the stream versions it was built from. The
+next execution of such a command does not read those streams again:
+
+- by default (``optimistic=True``) it decides straight from the cached state and
+  appends with the cached versions; if any stream moved meanwhile (another task or
+  process wrote), the version check refuses the append and the command is re-run
+  after reading only the events newer than the cache;
+- a decision that writes nothing — ``handle`` raising
+  :class:`~eventcore.errors.BusinessRuleViolation` or returning no events — is
+  never reported on cached state alone: it is re-checked after such a catch-up
+  read, since nothing else would have caught a stale cache;
+- with ``optimistic=False`` every execution reads the newer events first.
+
+So a cached state can never cause a wrong write or a wrong refusal: at worst it
+costs one extra round trip. Entries are evicted least-recently-used beyond
+``max_entries``.
+
+Requirements on commands (as for any fold, but they matter more here):
+``initial_state`` and ``apply`` must depend only on the command's *type* (not on
+its fields) and must not mutate the state they are given; and a command's state
+must not depend on how events of *different* streams interleave — catching up
+applies a stream's newer events after the older events of every stream.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eventcore.command import Command
+from eventcore.errors import ValidationError
+from eventcore.types import StreamId
+
+
+@dataclass(frozen=True, slots=True)
+class CachedState:
+    """A folded state and the version of every stream it was folded from, in fold
+    order (declared streams first, then discovered ones)."""
+
+    state: Any
+    versions: tuple[tuple[StreamId, int], ...]
+
+
+class StateCache:
+    """A bounded, least-recently-used cache of folded command states.
+
+    Use one per event loop (it is not thread-safe) and per store: entries describe
+    that store's streams.
+    """
+
+    def __init__(self, max_entries: int = 10_000, *, optimistic: bool = True) -> None:
+        if type(max_entries) is not int or max_entries < 1:
+            raise ValidationError(f"max_entries must be a positive int, got {max_entries!r}")
+        self.max_entries = max_entries
+        self.optimistic = optimistic
+        self._entries: OrderedDict[Hashable, CachedState] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key_for(command: Command[Any, Any], declared: tuple[StreamId, ...]) -> Hashable:
+        return (type(command), declared)
+
+    def get(self, key: Hashable) -> CachedState | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def put(self, key: Hashable, state: Any, versions: Mapping[StreamId, int]) -> None:
+        """Remember ``state`` as of ``versions``, unless the entry already there was
+        folded from newer events (a slower concurrent execution finishing late)."""
+        current = self._entries.get(key)
+        if current is not None and any(
+            version > versions.get(stream, -1) for stream, version in current.versions
+        ):
+            return
+        self._entries[key] = CachedState(state, tuple(versions.items()))
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def discard(self, key: Hashable) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,211 @@
+"""The state cache and paged folds: faster, never different."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventcore import (
+    BusinessRuleViolation,
+    InMemoryEventStore,
+    RetryPolicy,
+    StreamId,
+    ValidationError,
+    execute,
+)
+from eventcore.cache import StateCache
+from eventcore.demo.bank import Deposit, Transfer, bank_codec
+from eventcore.store import EventStore
+from eventcore.testing.faults import FaultInjectingStore
+from tests.bank_checks import check_bank_invariants, open_accounts, run_transfers
+
+FAST = RetryPolicy.fixed(0)
+
+
+class RecordingStore(FaultInjectingStore):
+    """Remembers the arguments of every read_streams call."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner)
+        self.reads: list[dict[str, Any]] = []
+
+    async def read_streams(self, stream_ids: Any, **kwargs: Any) -> Any:
+        self.reads.append({"streams": list(stream_ids), **kwargs})
+        return await super().read_streams(stream_ids, **kwargs)
+
+
+async def _balance(store: EventStore, account: str) -> int:
+    total = 0
+    for record in await store.read_stream(account):
+        event = bank_codec.decode(record)
+        total += event.amount if type(event).__name__ == "MoneyDeposited" else -event.amount
+    return total
+
+
+async def test_a_cached_command_appends_without_reading(any_store: EventStore) -> None:
+    store = RecordingStore(any_store)
+    cache = StateCache()
+    await execute(store, Deposit("acc", 10), codec=bank_codec, cache=cache)
+    assert len(store.reads) == 1
+    for _ in range(3):
+        result = await execute(store, Deposit("acc", 10), codec=bank_codec, cache=cache)
+        assert result.attempts == 1
+    assert len(store.reads) == 1, "cached executions must not read"
+    assert await any_store.stream_version("acc") == 4
+    assert cache.hits == 3
+
+
+async def test_a_write_that_bypassed_the_cache_is_caught_by_the_version_check(
+    any_store: EventStore,
+) -> None:
+    store = RecordingStore(any_store)
+    cache = StateCache()
+    await execute(store, Deposit("a", 100), codec=bank_codec, cache=cache)
+    await execute(store, Transfer("a", "b", 10), codec=bank_codec, cache=cache)
+    # Another writer (another process, or code without this cache) moves "a".
+    await execute(any_store, Deposit("a", 5), codec=bank_codec)
+    store.reads.clear()
+    result = await execute(store, Transfer("a", "b", 10), codec=bank_codec, cache=cache)
+    assert result.attempts == 2  # the optimistic append conflicted, then caught up
+    # Only the events newer than the cache were read.
+    assert store.reads == [
+        {"streams": ["a", "b"], "from_versions": {"a": 3, "b": 2}, "limit": 2000}
+    ]
+    assert await _balance(any_store, "a") == 100 - 10 + 5 - 10
+
+
+async def test_a_refusal_on_stale_cached_state_is_checked_against_the_store(
+    any_store: EventStore,
+) -> None:
+    cache = StateCache()
+    await execute(any_store, Deposit("a", 100), codec=bank_codec, cache=cache)
+    await execute(any_store, Transfer("a", "b", 60), codec=bank_codec, cache=cache)
+    await execute(any_store, Deposit("a", 1000), codec=bank_codec)  # bypasses the cache
+    # The cache says 40 is left; the store says 1,040: the transfer must go through.
+    result = await execute(any_store, Transfer("a", "b", 500), codec=bank_codec, cache=cache)
+    assert result.events_written == 2
+    assert await _balance(any_store, "a") == 540
+
+
+async def test_a_real_refusal_is_still_reported_with_a_cache(any_store: EventStore) -> None:
+    cache = StateCache()
+    await execute(any_store, Deposit("a", 10), codec=bank_codec, cache=cache)
+    await execute(any_store, Transfer("a", "b", 5), codec=bank_codec, cache=cache)
+    with pytest.raises(BusinessRuleViolation, match="insufficient"):
+        await execute(any_store, Transfer("a", "b", 50), codec=bank_codec, cache=cache)
+
+
+async def test_a_pessimistic_cache_reads_only_newer_events_every_time(
+    any_store: EventStore,
+) -> None:
+    store = RecordingStore(any_store)
+    cache = StateCache(optimistic=False)
+    await execute(store, Deposit("acc", 1), codec=bank_codec, cache=cache)
+    await execute(store, Deposit("acc", 1), codec=bank_codec, cache=cache)
+    assert [r["from_versions"] for r in store.reads] == [{"acc": 1}, {"acc": 2}]
+
+
+def test_the_cache_evicts_the_least_recently_used_entry() -> None:
+    cache = StateCache(max_entries=2)
+    cache.put("a", 1, {})
+    cache.put("b", 2, {})
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("c", 3, {})
+    assert cache.get("b") is None
+    assert len(cache) == 2
+
+
+def test_an_older_state_never_replaces_a_newer_one() -> None:
+    cache = StateCache()
+    a = StreamId("a")
+    cache.put("k", "new", {a: 5})
+    cache.put("k", "old", {a: 3})
+    entry = cache.get("k")
+    assert entry is not None
+    assert entry.state == "new"
+    cache.put("k", "newer", {a: 6})
+    assert cache.get("k").state == "newer"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, None])
+def test_cache_size_must_be_a_positive_int(bad: object) -> None:
+    with pytest.raises(ValidationError):
+        StateCache(bad)  # type: ignore[arg-type]
+
+
+async def test_a_long_stream_is_folded_page_by_page(any_store: EventStore) -> None:
+    for _ in range(10):
+        await execute(any_store, Deposit("acc", 1), codec=bank_codec)
+    store = RecordingStore(any_store)
+    await execute(store, Deposit("acc", 1), codec=bank_codec, fold_page_size=3)
+    assert [r["from_versions"] for r in store.reads] == [
+        {"acc": 1},
+        {"acc": 4},
+        {"acc": 7},
+        {"acc": 10},
+    ]
+    assert all(r["limit"] == 3 for r in store.reads)
+    assert await _balance(any_store, "acc") == 11
+
+
+# One operation: (kind, source, target, amount); "external" writes bypass the cache,
+# as another process would.
+operation = st.tuples(
+    st.sampled_from(["deposit", "transfer", "external-deposit", "external-transfer"]),
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.integers(1, 80),
+)
+
+
+async def _run(ops: list[tuple[str, int, int, int]], cached: bool) -> tuple[list[str], list[int]]:
+    store = InMemoryEventStore()
+    cache = StateCache() if cached else None
+    outcomes: list[str] = []
+    for kind, source, target, amount in ops:
+        if kind.endswith("deposit"):
+            command: Any = Deposit(f"acc-{source}", amount)
+        elif source == target:
+            continue
+        else:
+            command = Transfer(f"acc-{source}", f"acc-{target}", amount)
+        use = cache if not kind.startswith("external") else None
+        try:
+            result = await execute(store, command, codec=bank_codec, cache=use, retry=FAST)
+            outcomes.append(f"ok {result.positions}")
+        except BusinessRuleViolation as refusal:
+            outcomes.append(f"refused {refusal}")
+    balances = [await _balance(store, f"acc-{n}") for n in range(4)]
+    return outcomes, balances
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(operation, max_size=30))
+def test_cached_and_uncached_executions_give_identical_results(
+    ops: list[tuple[str, int, int, int]],
+) -> None:
+    async def both() -> None:
+        assert await _run(ops, cached=True) == await _run(ops, cached=False)
+
+    asyncio.run(both())
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 1000), transfers=st.integers(2, 30))
+def test_concurrent_cached_transfers_keep_every_invariant(seed: int, transfers: int) -> None:
+    async def run() -> None:
+        store = FaultInjectingStore(InMemoryEventStore(), latency=0)
+        names = await open_accounts(store, 4)
+        cache = StateCache()
+        outcomes = await run_transfers(
+            store, names, transfers, seed, RetryPolicy.fixed(0, 20), cache
+        )
+        await check_bank_invariants(store, names, outcomes)
+        if transfers > 12:  # more transfers than account pairs: some key repeats
+            assert cache.hits > 0
+
+    asyncio.run(run())
