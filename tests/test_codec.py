@@ -170,3 +170,10 @@ def test_metadata_round_trips() -> None:
 def test_metadata_that_is_not_json_is_an_encoding_error() -> None:
     with pytest.raises(EncodingError, match="metadata"):
         encode_metadata(EventMetadata(user={"when": object()}))
+
+
+def test_stream_ids_inside_events_and_metadata_encode_as_plain_strings(codec: Codec) -> None:
+    _, payload = codec.encode(Renamed(StreamId("acc-1"), [StreamId("acc-2")]))
+    assert payload == b'{"name":"acc-1","tags":["acc-2"]}'
+    metadata = EventMetadata(user={"account": StreamId("acc-3")})
+    assert decode_metadata(encode_metadata(metadata)).user == {"account": "acc-3"}

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from eventcore.backends.memory import InMemoryEventStore
-from eventcore.backends.sqlite import SQLiteEventStore
+from eventcore.backends.sqlite import SQLiteEventStore, _schema
+from eventcore.backends.sqlite._schema import SCHEMA_VERSION
 from eventcore.errors import (
     DeserializationError,
     StoreClosed,
@@ -78,7 +79,7 @@ async def test_file_is_in_wal_mode_and_records_its_schema_version(store, db_path
     await store.append(request({"s": 0}, event("s")))
     with raw_connection(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 
@@ -465,3 +466,19 @@ async def test_a_tailing_reader_sees_every_event_of_concurrent_writer_processes_
     # The test proves something only if writers really raced and the reader tailed.
     assert sum(c["conflicts"] for c in counts) > 0
     assert reads_while_writing > 10
+
+
+async def test_a_version_1_file_is_upgraded_in_place_when_opened(db_path: Path):
+    conn = sqlite3.connect(db_path)
+    for statement in _schema._VERSION_1:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    async with await SQLiteEventStore.open(db_path) as store:
+        assert await store.load_snapshot("k") is None  # the version-2 table exists
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()

@@ -38,7 +38,16 @@ from eventcore.types import EventMetadata, NewEvent, RecordedEvent, StreamId
 
 T = TypeVar("T")
 
-_json_encode: Final = msgspec.json.Encoder().encode
+
+def _encode_str_subclass(value: Any) -> Any:
+    # msgspec encodes exact str only; StreamId (and other str subclasses) are str.
+    if isinstance(value, str):
+        return str(value)
+    raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
+
+
+_json_encode: Final = msgspec.json.Encoder(enc_hook=_encode_str_subclass).encode
+json_encode = _json_encode  # for the backends' own JSON columns
 MAX_TYPE_NAME_LENGTH: Final = 200
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from eventcore.types import StreamId
 
@@ -47,7 +47,19 @@ class Command(ABC, Generic[S, E]):
     ``apply`` and ``handle`` must be pure: a command may be run several times
     (each retry starts again from fresh state), and ``apply`` must return a new
     state rather than change the one it was given.
+
+    Snapshots (opt-in): set ``snapshot_every`` to N > 0, ``snapshot_name`` to a
+    stable name (like an event type name) and ``state_type`` to the state's class
+    (a dataclass, msgspec Struct, or anything msgspec encodes). After a fold that
+    replayed at least N events, the state is saved in the store, and the next fold
+    starts from it, reading only the events after it. A snapshot that no longer
+    decodes (the state class changed) is ignored. As with the state cache, the
+    state must not depend on how events of different streams interleave.
     """
+
+    snapshot_every: ClassVar[int] = 0
+    snapshot_name: ClassVar[str | None] = None
+    state_type: ClassVar[Any] = None
 
     @abstractmethod
     def streams(self) -> Iterable[str]:

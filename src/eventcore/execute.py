@@ -11,16 +11,19 @@ at all (see :mod:`eventcore.testing.scenario`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from eventcore._plan import (
     DEFAULT_FOLD_PAGE_SIZE,
     AppendEvents,
     ExecutionResult,
+    LoadSnapshot,
     Plan,
     ReadStreams,
+    SaveSnapshot,
     Sleep,
     Step,
     plan_execution,
@@ -28,16 +31,18 @@ from eventcore._plan import (
 from eventcore.cache import StateCache
 from eventcore.codec import Codec, default_codec, encode_metadata
 from eventcore.command import Command
-from eventcore.errors import VersionConflict
+from eventcore.errors import StoreUnavailable, VersionConflict
 from eventcore.retry import DEFAULT_RETRY_POLICY, RetryPolicy
-from eventcore.store import EventStore
-from eventcore.types import EventMetadata, check_limit
+from eventcore.store import EventStore, SnapshotStore
+from eventcore.types import EventMetadata, Snapshot, check_limit
 
 __all__ = [
     "AppendEvents",
     "ExecutionResult",
+    "LoadSnapshot",
     "Plan",
     "ReadStreams",
+    "SaveSnapshot",
     "Sleep",
     "Step",
     "execute",
@@ -70,8 +75,25 @@ async def run_plan(plan: Plan, store: EventStore) -> ExecutionResult:
                 conflict = exc
         elif type(step) is Sleep:
             await asyncio.sleep(step.seconds)
+        elif type(step) is LoadSnapshot:
+            reply = await store.load_snapshot(step.key) if _keeps_snapshots(store) else None
+        elif type(step) is SaveSnapshot:
+            await _save_snapshot(store, step.snapshot)
         else:  # pragma: no cover - the plan only yields the steps above
             raise TypeError(f"unknown step {step!r}")
+
+
+def _keeps_snapshots(store: object) -> TypeGuard[SnapshotStore]:
+    return isinstance(store, SnapshotStore)
+
+
+async def _save_snapshot(store: EventStore, snapshot: Snapshot) -> None:
+    if not _keeps_snapshots(store):
+        return
+    # A snapshot only saves future work: failing to store one must not fail the
+    # command whose fold produced it.
+    with contextlib.suppress(StoreUnavailable):
+        await store.save_snapshot(snapshot)
 
 
 async def execute(

@@ -24,7 +24,7 @@ from typing import Protocol, TypeAlias, runtime_checkable
 
 from eventcore._glob import matches as glob_matches
 from eventcore.errors import EventCoreError, ValidationError
-from eventcore.types import AppendRequest, AppendResult, RecordedEvent
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot
 
 DEFAULT_PAGE_SIZE = 1000
 
@@ -175,6 +175,24 @@ class EventStore(EventReader, EventAppender, Protocol):
     """A full event store: reads, appends, and a lifecycle."""
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """Snapshots of folded command state, kept beside the events."""
+
+    async def save_snapshot(self, snapshot: Snapshot) -> bool:
+        """Store ``snapshot`` unless the one stored under its key is as new or newer
+        (see :meth:`Snapshot.supersedes`); return whether it was stored."""
+        ...
+
+    async def load_snapshot(self, key: str) -> Snapshot | None: ...
+
+
+def check_snapshot_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValidationError(f"snapshot key must be a non-empty str, got {key!r}")
+    return key
 
 
 @runtime_checkable

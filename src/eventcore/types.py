@@ -196,3 +196,23 @@ class AppendResult:
     @property
     def last_position(self) -> int | None:
         return self.positions[-1] if self.positions else None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A command's folded state, encoded, as of the given stream versions."""
+
+    key: str
+    versions: tuple[tuple[StreamId, int], ...]
+    state: bytes
+
+    def supersedes(self, other: Snapshot) -> bool:
+        """True if this snapshot was folded from at least every event ``other`` was
+        (and more): only then may it replace ``other``."""
+        mine = dict(self.versions)
+        newer = False
+        for stream, version in other.versions:
+            if mine.get(stream, -1) < version:
+                return False
+            newer = newer or mine[stream] > version
+        return newer or len(mine) > len(other.versions)

@@ -32,6 +32,7 @@ from eventcore.store import (
     check_checkpoint_name,
     check_checkpoint_position,
     check_lease_args,
+    check_snapshot_key,
 )
 from eventcore.types import (
     EMPTY_METADATA,
@@ -39,6 +40,7 @@ from eventcore.types import (
     AppendResult,
     EventMetadata,
     RecordedEvent,
+    Snapshot,
     StreamId,
 )
 
@@ -73,6 +75,7 @@ class InMemoryEventStore:
         self._log: list[RecordedEvent] = []
         self._event_ids: set[uuid.UUID] = set()
         self._checkpoints: dict[str, int] = {}
+        self._snapshots: dict[str, Snapshot] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._grown = asyncio.Event()
         self._closed = False
@@ -235,6 +238,21 @@ class InMemoryEventStore:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._grown.wait(), max_wait)
+
+    # -- snapshots -----------------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: Snapshot) -> bool:
+        self._check_open()
+        check_snapshot_key(snapshot.key)
+        current = self._snapshots.get(snapshot.key)
+        if current is not None and not snapshot.supersedes(current):
+            return False
+        self._snapshots[snapshot.key] = snapshot
+        return True
+
+    async def load_snapshot(self, key: str) -> Snapshot | None:
+        self._check_open()
+        return self._snapshots.get(check_snapshot_key(key))
 
     # -- checkpoints ---------------------------------------------------------------
 

@@ -15,8 +15,8 @@ import asyncio
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 
 from eventcore.errors import StoreUnavailable, VersionConflict
-from eventcore.store import DEFAULT_PAGE_SIZE, EventStore
-from eventcore.types import AppendRequest, AppendResult, RecordedEvent
+from eventcore.store import DEFAULT_PAGE_SIZE, EventStore, SnapshotStore
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot
 
 
 class FaultInjectingStore:
@@ -128,6 +128,17 @@ class FaultInjectingStore:
             stream_pattern=stream_pattern,
             event_types=event_types,
         )
+
+    async def save_snapshot(self, snapshot: Snapshot) -> bool:
+        """Delegated when the inner store keeps snapshots; refused otherwise."""
+        if isinstance(self.inner, SnapshotStore):
+            return await self.inner.save_snapshot(snapshot)
+        return False
+
+    async def load_snapshot(self, key: str) -> Snapshot | None:
+        if isinstance(self.inner, SnapshotStore):
+            return await self.inner.load_snapshot(key)
+        return None
 
     async def close(self) -> None:
         await self.inner.close()

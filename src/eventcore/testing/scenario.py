@@ -30,7 +30,13 @@ from typing import Any
 
 from eventcore.codec import Codec, default_codec
 from eventcore.command import Command
-from eventcore.execute import AppendEvents, ReadStreams, plan_execution
+from eventcore.execute import (
+    AppendEvents,
+    LoadSnapshot,
+    ReadStreams,
+    SaveSnapshot,
+    plan_execution,
+)
 from eventcore.retry import RetryPolicy
 from eventcore.types import (
     EMPTY_METADATA,
@@ -100,6 +106,8 @@ class Scenario:
                     ]
                     plan.close()
                     return Outcome(decided, None, tuple(read))
+                elif isinstance(step, LoadSnapshot | SaveSnapshot):
+                    step = plan.send(None)  # a scenario starts from its given events
                 else:
                     raise AssertionError(f"a scenario has no conflicts to retry, got {step!r}")
         except StopIteration:

@@ -36,6 +36,8 @@ class Statements:
     release_lease: str
     lease_holder: str
     current_versions: str
+    save_snapshot: str
+    load_snapshot: str
 
     @classmethod
     def for_schema(cls, quoted_schema: str) -> Statements:
@@ -82,6 +84,22 @@ class Statements:
             current_versions=(
                 f"SELECT stream_id, version FROM {s}.streams WHERE stream_id = ANY($1::text[])"
             ),
+            # Replaces the stored snapshot only if the new one was folded from at
+            # least every event the old one was, and more (Snapshot.supersedes).
+            save_snapshot=(
+                f"INSERT INTO {s}.snapshots AS old (key, streams, versions, state) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET "
+                "streams = EXCLUDED.streams, versions = EXCLUDED.versions, "
+                "state = EXCLUDED.state, taken_at = now() "
+                "WHERE NOT EXISTS (SELECT 1 FROM unnest(old.streams, old.versions) AS o(s, v) "
+                "LEFT JOIN unnest(EXCLUDED.streams, EXCLUDED.versions) AS n(s, v) "
+                "ON n.s = o.s WHERE n.v IS NULL OR n.v < o.v) "
+                "AND EXISTS (SELECT 1 FROM unnest(EXCLUDED.streams, EXCLUDED.versions) AS n(s, v) "
+                "LEFT JOIN unnest(old.streams, old.versions) AS o(s, v) "
+                "ON o.s = n.s WHERE o.v IS NULL OR n.v > o.v) "
+                "RETURNING true"
+            ),
+            load_snapshot=f"SELECT key, streams, versions, state FROM {s}.snapshots WHERE key = $1",
         )
 
     def read_log(

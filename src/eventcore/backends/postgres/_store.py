@@ -53,8 +53,16 @@ from eventcore.store import (
     check_checkpoint_name,
     check_checkpoint_position,
     check_lease_args,
+    check_snapshot_key,
 )
-from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+from eventcore.types import (
+    AppendRequest,
+    AppendResult,
+    RecordedEvent,
+    Snapshot,
+    StreamId,
+    trusted_stream_id,
+)
 
 T = TypeVar("T")
 # What a pool hands out: a proxy with the Connection interface (generic in the
@@ -328,6 +336,32 @@ class PostgresEventStore:
         ``max_wait`` seconds; the caller reads the log either way."""
         self._check_open()
         await self._listener.wait_past(after, max_wait)
+
+    # -- snapshots -----------------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: Snapshot) -> bool:
+        check_snapshot_key(snapshot.key)
+        streams = [s for s, _ in snapshot.versions]
+        versions = [v for _, v in snapshot.versions]
+        async with self._connection("save_snapshot") as conn:
+            stored = await conn.fetchval(
+                self._sql.save_snapshot, snapshot.key, streams, versions, snapshot.state
+            )
+        return stored is not None
+
+    async def load_snapshot(self, key: str) -> Snapshot | None:
+        check_snapshot_key(key)
+
+        async def run(conn: Connection) -> Snapshot | None:
+            row = await conn.fetchrow(self._sql.load_snapshot, key)
+            if row is None:
+                return None
+            pairs = tuple(
+                (trusted_stream_id(s), int(v)) for s, v in zip(row[1], row[2], strict=True)
+            )
+            return Snapshot(row[0], pairs, bytes(row[3]))
+
+        return await self._read("load_snapshot", run)
 
     # -- checkpoints and leases ----------------------------------------------------
 

@@ -20,7 +20,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Final, TypeVar
+
+import msgspec
 
 from eventcore.backends.sqlite._rows import (
     HEAD_SQL,
@@ -35,9 +37,17 @@ from eventcore.backends.sqlite._rows import (
     encode_rows,
     log_query,
 )
+from eventcore.codec import json_encode
 from eventcore.errors import EventCoreError, ValidationError, VersionConflict
 from eventcore.store import AppendOutcome, LogFilter
-from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+from eventcore.types import (
+    AppendRequest,
+    AppendResult,
+    RecordedEvent,
+    Snapshot,
+    StreamId,
+    trusted_stream_id,
+)
 
 T = TypeVar("T")
 
@@ -220,3 +230,44 @@ def lease_holder(conn: sqlite3.Connection, name: str) -> str | None:
         "SELECT holder FROM leases WHERE name = ? AND expires_at > ?", (name, time.time())
     ).fetchone()
     return None if row is None else str(row[0])
+
+
+_versions_decoder: Final = msgspec.json.Decoder(list[tuple[str, int]])
+_SNAPSHOT_SQL: Final = "SELECT key, versions, state FROM snapshots WHERE key = ?"
+
+
+def _snapshot_row(row: tuple[str, str, bytes]) -> Snapshot:
+    key, versions, state = row
+    pairs = tuple((trusted_stream_id(s), v) for s, v in _versions_decoder.decode(versions))
+    return Snapshot(key, pairs, bytes(state))
+
+
+def save_snapshot(conn: sqlite3.Connection, snapshot: Snapshot) -> bool:
+    """Store the snapshot unless a newer one is there, read and written under the
+    write lock so two processes cannot both think theirs is the newest."""
+
+    def body() -> bool:
+        row = conn.execute(_SNAPSHOT_SQL, (snapshot.key,)).fetchone()
+        if row is not None and not snapshot.supersedes(_snapshot_row(row)):
+            return False
+        conn.execute(
+            "INSERT INTO snapshots (key, versions, state, taken_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET versions = excluded.versions, "
+            "state = excluded.state, taken_at = excluded.taken_at",
+            (
+                snapshot.key,
+                json_encode(snapshot.versions).decode(),
+                snapshot.state,
+                datetime.now(UTC).isoformat(timespec="microseconds"),
+            ),
+        )
+        return True
+
+    return _in_transaction(conn, "BEGIN IMMEDIATE", body)
+
+
+def load_snapshot(conn: sqlite3.Connection, key: str) -> Snapshot | None:
+    row = conn.execute(
+        "SELECT key, versions, state FROM snapshots WHERE key = ?", (key,)
+    ).fetchone()
+    return None if row is None else _snapshot_row(row)

@@ -12,7 +12,9 @@ from typing import Final, Literal
 from eventcore._glob import matches as glob_matches
 from eventcore.errors import StoreUnavailable
 
-SCHEMA_VERSION: Final = 1  # kept in PRAGMA user_version; 0 means "no schema yet"
+# Kept in PRAGMA user_version; 0 means "no schema yet". Migration n (below) takes a
+# file from version n - 1 to n.
+SCHEMA_VERSION: Final = 2
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -23,7 +25,7 @@ Synchronous = Literal["FULL", "NORMAL"]
 # extra upsert per written stream and buy nothing, since the newest version of a
 # stream is the last entry of that index. There is no event_type index: read_all
 # walks the log in position order anyway, and every index slows every append.
-_DDL: Final = (
+_VERSION_1: Final = (
     """
     CREATE TABLE IF NOT EXISTS events (
         position       INTEGER PRIMARY KEY,
@@ -59,6 +61,21 @@ _DDL: Final = (
     ) WITHOUT ROWID
     """,
 )
+
+# Snapshots of folded command state; ``versions`` is a JSON list of
+# [stream_id, version] pairs, the streams the state was folded from.
+_VERSION_2: Final = (
+    """
+    CREATE TABLE IF NOT EXISTS snapshots (
+        key      TEXT PRIMARY KEY,
+        versions TEXT NOT NULL,
+        state    BLOB NOT NULL,
+        taken_at TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
+_MIGRATIONS: Final = (_VERSION_1, _VERSION_2)
 
 FNMATCH_FUNCTION: Final = "eventcore_fnmatch"
 
@@ -117,10 +134,10 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
     # makes exactly one of them create the schema; the others see it done.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if _user_version(conn, path) == 0:
-            for statement in _DDL:
+        for statements in _MIGRATIONS[_user_version(conn, path) :]:
+            for statement in statements:
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -36,8 +36,9 @@ from eventcore.store import (
     check_checkpoint_name,
     check_checkpoint_position,
     check_lease_args,
+    check_snapshot_key,
 )
-from eventcore.types import AppendRequest, AppendResult, RecordedEvent, StreamId
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot, StreamId
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
@@ -306,6 +307,18 @@ class SQLiteEventStore:
     ) -> list[RecordedEvent]:
         self._check_open()
         return await self._read(lambda conn: _ops.read_log(conn, after, size, log_filter))
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: Snapshot) -> bool:
+        self._check_open()
+        check_snapshot_key(snapshot.key)
+        return await self._write(lambda conn: _ops.save_snapshot(conn, snapshot))
+
+    async def load_snapshot(self, key: str) -> Snapshot | None:
+        self._check_open()
+        check_snapshot_key(key)
+        return await self._read(lambda conn: _ops.load_snapshot(conn, key))
 
     # -- checkpoints -------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from eventcore.testing.contract._checkpoints import CheckpointStoreContract
 from eventcore.testing.contract._leases import LeaseStoreContract
 from eventcore.testing.contract._log import LogReadContract
 from eventcore.testing.contract._read import StreamReadContract
+from eventcore.testing.contract._snapshots import SnapshotStoreContract
 from eventcore.testing.contract._support import (
     ContractFixtures,
     PeerFactory,
@@ -65,8 +66,10 @@ class EventStoreContract(AppendContract, StreamReadContract, LogReadContract):
     """Every :class:`~eventcore.store.EventStore`: appends, stream reads, the global log."""
 
 
-class StoreContract(EventStoreContract, CheckpointStoreContract, LeaseStoreContract):
-    """A store with every capability: events, checkpoints and leases."""
+class StoreContract(
+    EventStoreContract, CheckpointStoreContract, LeaseStoreContract, SnapshotStoreContract
+):
+    """A store with every capability: events, checkpoints, leases and snapshots."""
 
 
 __all__ = [
@@ -77,6 +80,7 @@ __all__ = [
     "LeaseStoreContract",
     "LogReadContract",
     "PeerFactory",
+    "SnapshotStoreContract",
     "StoreContract",
     "StreamReadContract",
     "append_new",
