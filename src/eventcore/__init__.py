@@ -30,6 +30,7 @@ from eventcore.errors import (
     VersionConflict,
 )
 from eventcore.execute import ExecutionResult, execute
+from eventcore.parallel import execute_all
 from eventcore.retry import RetryPolicy
 from eventcore.store import (
     CheckpointStore,
@@ -88,5 +89,6 @@ __all__ = [
     "default_codec",
     "event_type",
     "execute",
+    "execute_all",
     "follow",
 ]
