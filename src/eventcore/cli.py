@@ -31,7 +31,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--accounts", type=_positive_int, default=10)
     demo.add_argument("--transfers", type=_positive_int, default=200)
     demo.add_argument("--seed", type=int, default=None, help="make the run repeatable")
+    _add_bench(commands)
     return parser
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from eventcore.bench.cli import DESCRIPTION, add_arguments
+
+    bench = commands.add_parser(
+        "bench",
+        help="run the benchmark suite (memory, SQLite, PostgreSQL)",
+        description=DESCRIPTION,
+    )
+    add_arguments(bench)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,4 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.accounts < 2:
             raise SystemExit("eventcore demo: --accounts must be at least 2 for transfers")
         asyncio.run(run_demo(DemoOptions(args.db, args.accounts, args.transfers, args.seed)))
+    elif args.command == "bench":
+        from eventcore.bench.cli import run as run_bench
+
+        return run_bench(args)
     return 0
