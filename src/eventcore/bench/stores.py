@@ -1,0 +1,181 @@
+"""The two seams every scenario goes through: :func:`open_backend` builds a store,
+:func:`run_command` runs a command on it.
+
+Speed mechanisms (group commit, a state cache, a parallel executor, snapshots)
+arrive as store or executor settings. Scenarios never build a store or call the
+executor themselves, so a new toggle is wired here once, and reaches every
+scenario through ``--option KEY=VALUE`` without touching them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import typing
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from eventcore.command import Command
+from eventcore.demo.bank import bank_codec
+from eventcore.execute import ExecutionResult, execute
+from eventcore.store import EventStore
+
+BACKENDS: Final = ("memory", "sqlite", "postgres")
+DEFAULT_DSN: Final = "postgresql://postgres@127.0.0.1:5432/test"
+DATABASE_URL_VARIABLE: Final = "EVENTCORE_DATABASE_URL"
+
+
+class BenchSetupError(Exception):
+    """A backend could not be set up as asked (bad option, unreachable server)."""
+
+
+async def run_command(store: EventStore, command: Command[Any, Any]) -> ExecutionResult:
+    """Run one command the way every scenario does."""
+    return await execute(store, command, codec=bank_codec)
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """--dsn, else EVENTCORE_DATABASE_URL, else the local test database."""
+    return dsn or os.environ.get(DATABASE_URL_VARIABLE) or DEFAULT_DSN
+
+
+@contextlib.asynccontextmanager
+async def open_backend(name: str, options: Mapping[str, Any]) -> AsyncIterator[EventStore]:
+    """A fresh, empty store of backend ``name``, removed again on exit.
+
+    ``options`` go to the store unchanged: ``InMemoryEventStore(**options)``,
+    ``SQLiteEventStore.open(path, **options)``, or ``PostgresConfig(**options)``
+    for PostgreSQL, whose ``dsn`` option names the server. The harness chooses
+    the place: a temporary SQLite file, a fresh PostgreSQL schema ``bench_<hex>``
+    that is dropped afterwards.
+    """
+    if name == "memory":
+        async with _memory_store(options) as store:
+            yield store
+    elif name == "sqlite":
+        async with _sqlite_store(options) as store:
+            yield store
+    elif name == "postgres":
+        async with _postgres_store(options) as store:
+            yield store
+    else:
+        raise BenchSetupError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+
+
+def _structured(
+    backend: str, options: Mapping[str, Any], target: Callable[..., object]
+) -> dict[str, Any]:
+    """Turn JSON objects given on the command line into the settings objects the
+    store's parameters are typed with: ``group_commit={"enabled": false}`` becomes
+    ``GroupCommitSettings(enabled=False)``. Other values pass through unchanged."""
+    try:
+        hints = typing.get_type_hints(target)
+    except (NameError, TypeError):  # unresolvable annotations: pass values as given
+        hints = {}
+    structured: dict[str, Any] = {}
+    for name, value in options.items():
+        if isinstance(value, dict | list) and name in hints:
+            try:
+                value = msgspec.convert(value, hints[name])
+            except msgspec.ValidationError as exc:
+                raise _rejected(backend, options, exc) from exc
+        structured[name] = value
+    return structured
+
+
+def _rejected(backend: str, options: Mapping[str, Any], exc: Exception) -> BenchSetupError:
+    shown = {key: value for key, value in options.items() if key != "dsn"}  # may hold a password
+    return BenchSetupError(
+        f"the {backend} store refused the options {shown!r}: {exc}. "
+        "Check the --option names against the store's constructor"
+    )
+
+
+@contextlib.asynccontextmanager
+async def _memory_store(options: Mapping[str, Any]) -> AsyncIterator[EventStore]:
+    from eventcore.backends.memory import InMemoryEventStore
+
+    try:
+        store = InMemoryEventStore(**_structured("memory", options, InMemoryEventStore.__init__))
+    except TypeError as exc:
+        raise _rejected("memory", options, exc) from exc
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_store(options: Mapping[str, Any]) -> AsyncIterator[EventStore]:
+    from eventcore.backends.sqlite import SQLiteEventStore
+    from eventcore.errors import ValidationError
+
+    with tempfile.TemporaryDirectory(prefix="eventcore-bench-") as directory:
+        settings = _structured("sqlite", options, SQLiteEventStore.open)
+        try:
+            store = await SQLiteEventStore.open(Path(directory) / "events.sqlite", **settings)
+        except (TypeError, ValidationError) as exc:
+            raise _rejected("sqlite", options, exc) from exc
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+def new_schema_name() -> str:
+    return f"bench_{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.asynccontextmanager
+async def _postgres_store(options: Mapping[str, Any]) -> AsyncIterator[EventStore]:
+    from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
+    from eventcore.errors import ValidationError
+
+    if "schema" in options:
+        raise BenchSetupError("the postgres schema is chosen by the harness (bench_<random>)")
+    settings = _structured("postgres", options, PostgresConfig)
+    dsn = resolve_dsn(settings.pop("dsn", None))
+    schema = new_schema_name()
+    try:
+        config = PostgresConfig(dsn=dsn, schema=schema, **settings)
+    except (TypeError, ValidationError) as exc:
+        raise _rejected("postgres", options, exc) from exc
+    # open() migrates in one transaction: if it fails, no schema is left behind.
+    store = await PostgresEventStore.open(config)
+    try:
+        async with store:
+            yield store
+    finally:
+        await drop_schema(dsn, schema)
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def postgres_server_version(dsn: str) -> str:
+    """The server's version string; raises :class:`BenchSetupError` if unreachable."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise BenchSetupError(
+            f"cannot reach PostgreSQL ({type(exc).__name__}: {exc}); pass --dsn or set "
+            f"{DATABASE_URL_VARIABLE}, or leave postgres out of --backend"
+        ) from exc
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
