@@ -6,6 +6,7 @@ read, with an optimistic version check on each (read-only streams included) and
 automatic retry on conflict.
 """
 
+from eventcore.backends._group_commit import GroupCommitSettings
 from eventcore.backends.memory import InMemoryEventStore
 from eventcore.backends.sqlite import SQLiteEventStore
 from eventcore.cache import StateCache
@@ -33,12 +34,14 @@ from eventcore.execute import ExecutionResult, execute
 from eventcore.parallel import execute_all
 from eventcore.retry import RetryPolicy
 from eventcore.store import (
+    BatchAppender,
     CheckpointStore,
     EventAppender,
     EventReader,
     EventStore,
     LeaseStore,
     LogFilter,
+    SnapshotStore,
 )
 from eventcore.subscription import follow
 from eventcore.types import (
@@ -47,12 +50,14 @@ from eventcore.types import (
     EventMetadata,
     NewEvent,
     RecordedEvent,
+    Snapshot,
     StreamId,
 )
 
 __all__ = [
     "AppendRequest",
     "AppendResult",
+    "BatchAppender",
     "BusinessRuleViolation",
     "CheckpointStore",
     "Codec",
@@ -67,6 +72,7 @@ __all__ = [
     "EventReader",
     "EventStore",
     "ExecutionResult",
+    "GroupCommitSettings",
     "InMemoryEventStore",
     "InvalidExpectedVersions",
     "InvalidStreamId",
@@ -77,6 +83,8 @@ __all__ = [
     "RetriesExhausted",
     "RetryPolicy",
     "SQLiteEventStore",
+    "Snapshot",
+    "SnapshotStore",
     "StateCache",
     "StoreClosed",
     "StoreError",
