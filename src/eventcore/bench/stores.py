@@ -14,12 +14,14 @@ import os
 import tempfile
 import typing
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
+from eventcore.cache import StateCache
 from eventcore.command import Command
 from eventcore.demo.bank import bank_codec
 from eventcore.execute import ExecutionResult, execute
@@ -34,9 +36,22 @@ class BenchSetupError(Exception):
     """A backend could not be set up as asked (bad option, unreachable server)."""
 
 
+# The state cache of each open store (the "cache" option, on by default): commands
+# run with the executor's state cache, as an application that wants speed would.
+_CACHES: weakref.WeakKeyDictionary[EventStore, StateCache] = weakref.WeakKeyDictionary()
+
+
 async def run_command(store: EventStore, command: Command[Any, Any]) -> ExecutionResult:
     """Run one command the way every scenario does."""
-    return await execute(store, command, codec=bank_codec)
+    return await execute(store, command, codec=bank_codec, cache=_CACHES.get(store))
+
+
+def _split_cache_option(options: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+    rest = dict(options)
+    cache = rest.pop("cache", True)
+    if isinstance(cache, str):
+        cache = cache.strip().lower() not in ("false", "off", "0", "no")
+    return bool(cache), rest
 
 
 def resolve_dsn(dsn: str | None) -> str:
@@ -48,23 +63,26 @@ def resolve_dsn(dsn: str | None) -> str:
 async def open_backend(name: str, options: Mapping[str, Any]) -> AsyncIterator[EventStore]:
     """A fresh, empty store of backend ``name``, removed again on exit.
 
-    ``options`` go to the store unchanged: ``InMemoryEventStore(**options)``,
-    ``SQLiteEventStore.open(path, **options)``, or ``PostgresConfig(**options)``
-    for PostgreSQL, whose ``dsn`` option names the server. The harness chooses
+    ``options`` go to the store unchanged (but for ``cache``, default true, which
+    turns the executor's state cache on for commands run on this store):
+    ``InMemoryEventStore(**options)``, ``SQLiteEventStore.open(path, **options)``,
+    or ``PostgresConfig(**options)`` for PostgreSQL, whose ``dsn`` option names the server. The harness chooses
     the place: a temporary SQLite file, a fresh PostgreSQL schema ``bench_<hex>``
     that is dropped afterwards.
     """
+    use_cache, options = _split_cache_option(options)
     if name == "memory":
-        async with _memory_store(options) as store:
-            yield store
+        opened = _memory_store(options)
     elif name == "sqlite":
-        async with _sqlite_store(options) as store:
-            yield store
+        opened = _sqlite_store(options)
     elif name == "postgres":
-        async with _postgres_store(options) as store:
-            yield store
+        opened = _postgres_store(options)
     else:
         raise BenchSetupError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    async with opened as store:
+        if use_cache:
+            _CACHES[store] = StateCache()
+        yield store
 
 
 def _structured(
