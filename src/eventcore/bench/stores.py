@@ -66,9 +66,9 @@ async def open_backend(name: str, options: Mapping[str, Any]) -> AsyncIterator[E
     ``options`` go to the store unchanged (but for ``cache``, default true, which
     turns the executor's state cache on for commands run on this store):
     ``InMemoryEventStore(**options)``, ``SQLiteEventStore.open(path, **options)``,
-    or ``PostgresConfig(**options)`` for PostgreSQL, whose ``dsn`` option names the server. The harness chooses
-    the place: a temporary SQLite file, a fresh PostgreSQL schema ``bench_<hex>``
-    that is dropped afterwards.
+    or ``PostgresConfig(**options)`` for PostgreSQL, whose ``dsn`` option names
+    the server. The harness chooses the place: a temporary SQLite file, a fresh
+    PostgreSQL schema ``bench_<hex>`` that is dropped afterwards.
     """
     use_cache, options = _split_cache_option(options)
     if name == "memory":
