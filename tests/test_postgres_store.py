@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import shutil
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -607,3 +610,37 @@ async def test_a_waiter_is_not_woken_by_appends_to_another_schema(pg_schema: str
             assert not await finishes_within(waiter, 0.5)
     finally:
         await pg.drop_schema(other_schema)
+
+
+def _local_cluster() -> list[str] | None:
+    """The command that restarts the local PostgreSQL cluster, if this test may."""
+    etc = Path("/etc/postgresql")
+    if os.geteuid() != 0 or shutil.which("pg_ctlcluster") is None or not etc.is_dir():
+        return None
+    if "127.0.0.1" not in pg.PG_URL and "localhost" not in pg.PG_URL:
+        return None
+    versions = sorted(p.name for p in etc.iterdir())
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"]
+
+
+async def test_the_store_recovers_after_a_real_server_restart(pg_schema: str):
+    restart = _local_cluster()
+    if restart is None:
+        pytest.skip("restarting the server needs root, pg_ctlcluster and a local server")
+    async with await pg.fresh_store(pg_schema) as store:
+        await store.append(request({"s": 0}, event("s")))
+        proc = await asyncio.create_subprocess_exec(*restart)
+        assert await proc.wait() == 0
+        # Reads transparently retry on a fresh connection; an append that meets a
+        # dead pooled connection fails cleanly, and the next one goes through.
+        assert await store.stream_version("s") == 1
+        failures = 0
+        while True:
+            try:
+                await store.append(request({"s": 1}, event("s")))
+                break
+            except StoreUnavailable:
+                failures += 1
+                assert failures == 1, "only an append that met a dead connection may fail"
+        assert [e.stream_version for e in await store.read_stream("s")] == [1, 2]
+        assert await store.head_position() == 2
