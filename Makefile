@@ -18,8 +18,8 @@ demo: $(BIN)/.installed
 test: lint typecheck pytest
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
