@@ -319,3 +319,11 @@ async def test_deposited_events_decode_to_the_users_classes(any_store: EventStor
     await execute(any_store, Deposit("acc-1", 5), codec=bank_codec)
     (record,) = await any_store.read_stream("acc-1")
     assert bank_codec.decode(record) == MoneyDeposited(5)
+
+
+@pytest.mark.parametrize("field", ["correlation_id", "causation_id"])
+async def test_correlation_and_causation_ids_must_be_strings(field: str) -> None:
+    store = FaultInjectingStore(InMemoryEventStore())
+    with pytest.raises(ValidationError, match=f"{field} must be a str or None, got 42"):
+        await execute(store, Deposit("acc", 1), codec=bank_codec, **{field: 42})  # type: ignore[arg-type]
+    assert store.read_calls == 0

@@ -2,7 +2,14 @@ import uuid
 
 import pytest
 
-from eventcore import AppendRequest, InvalidExpectedVersions, InvalidStreamId, NewEvent, StreamId
+from eventcore import (
+    AppendRequest,
+    EventMetadata,
+    InvalidExpectedVersions,
+    InvalidStreamId,
+    NewEvent,
+    StreamId,
+)
 from eventcore.errors import ValidationError
 from eventcore.types import check_limit, check_version, new_event_id
 
@@ -96,3 +103,20 @@ def test_version_and_limit_checks() -> None:
         check_limit(0)
     with pytest.raises(ValidationError):
         check_version(-3)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        (EventMetadata(correlation_id=7), "correlation_id must be a str or None, got 7"),  # type: ignore[arg-type]
+        (EventMetadata(causation_id=b"x"), "causation_id must be a str or None"),  # type: ignore[arg-type]
+        (EventMetadata(user=[1]), "user must be a mapping"),  # type: ignore[arg-type]
+        ("not metadata", "must be an EventMetadata"),
+    ],
+)
+def test_malformed_metadata_is_refused_before_anything_is_stored(
+    metadata: object, message: str
+) -> None:
+    event = NewEvent(StreamId("a"), "t", b"{}", metadata)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=message):
+        AppendRequest.create({"a": 0}, [event])

@@ -31,7 +31,7 @@ from eventcore._plan import (
 from eventcore.cache import StateCache
 from eventcore.codec import Codec, default_codec, encode_metadata
 from eventcore.command import Command
-from eventcore.errors import StoreUnavailable, VersionConflict
+from eventcore.errors import StoreUnavailable, ValidationError, VersionConflict
 from eventcore.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from eventcore.store import EventStore, SnapshotStore
 from eventcore.types import EventMetadata, Snapshot, check_limit
@@ -120,12 +120,16 @@ async def execute(
     unchanged, :class:`~eventcore.errors.RetriesExhausted` when conflicts outlast
     ``retry``, and store errors unchanged; none of these leaves anything written.
     """
+    for name, value in (("correlation_id", correlation_id), ("causation_id", causation_id)):
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(f"{name} must be a str or None, got {value!r}")
     event_metadata = EventMetadata(
         correlation_id if correlation_id is not None else str(uuid.uuid4()),
         causation_id,
         dict(metadata) if metadata else {},
     )
-    encode_metadata(event_metadata)  # fail before any I/O if it is not JSON-encodable
+    if metadata:
+        encode_metadata(event_metadata)  # fail before any I/O if it is not JSON-encodable
     plan = plan_execution(
         command,
         codec=codec or default_codec,

@@ -133,6 +133,17 @@ class RecordedEvent:
     recorded_at: datetime
 
 
+def _check_metadata(metadata: object) -> None:
+    if not isinstance(metadata, EventMetadata):
+        raise ValidationError(f"event metadata must be an EventMetadata, got {metadata!r}")
+    for name in ("correlation_id", "causation_id"):
+        value = getattr(metadata, name)
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(f"metadata {name} must be a str or None, got {value!r}")
+    if not isinstance(metadata.user, Mapping):
+        raise ValidationError(f"metadata user must be a mapping, got {metadata.user!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class AppendRequest:
     """One atomic append: the version every participating stream must be at, and the
@@ -170,9 +181,13 @@ class AppendRequest:
                     f"{seen[stream]} and {version}; name each stream once"
                 )
             seen[stream] = version
+        checked: set[int] = set()
         for event in events:
             if not isinstance(event, NewEvent):
                 raise ValidationError(f"append takes NewEvent objects, got {event!r}")
+            if id(event.metadata) not in checked:
+                _check_metadata(event.metadata)
+                checked.add(id(event.metadata))
             if event.stream_id not in seen:
                 raise InvalidExpectedVersions(
                     f"event {event.event_type!r} is addressed to stream "

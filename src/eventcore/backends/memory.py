@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Self
+from typing import Any, Final, Self
 
 from eventcore.backends._common import (
     check_log_read,
@@ -58,13 +58,26 @@ class _MetadataSnapshots:
             return metadata
         snapshot = self._seen.get(id(metadata))
         if snapshot is None:
-            decoded = decode_metadata(encode_metadata(metadata))
-            # Records are shared with every reader: hand out a read-only view.
-            snapshot = EventMetadata(
-                decoded.correlation_id, decoded.causation_id, MappingProxyType(dict(decoded.user))
-            )
-            self._seen[id(metadata)] = snapshot
+            snapshot = self._seen[id(metadata)] = _stored_copy(metadata)
         return snapshot
+
+
+_NO_USER_METADATA: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+def _stored_copy(metadata: EventMetadata) -> EventMetadata:
+    correlation, causation = metadata.correlation_id, metadata.causation_id
+    if (
+        not metadata.user
+        and type(correlation) in (str, type(None))
+        and (type(causation) in (str, type(None)))
+    ):
+        return EventMetadata(correlation, causation, _NO_USER_METADATA)  # nothing to copy
+    decoded = decode_metadata(encode_metadata(metadata))
+    # Records are shared with every reader: hand out a read-only view.
+    return EventMetadata(
+        decoded.correlation_id, decoded.causation_id, MappingProxyType(dict(decoded.user))
+    )
 
 
 class InMemoryEventStore:
