@@ -33,7 +33,8 @@ class PostgresConfig:
     PostgreSQL schema holding the store's tables, so several applications can share
     a database. ``max_payload_bytes`` bounds one event's encoded payload.
     ``group_commit``: concurrent appends share one transaction and one round trip
-    (on by default; see :class:`~eventcore.backends._group_commit.GroupCommitSettings`).
+    (on by default; see :class:`~eventcore.backends._group_commit.GroupCommitSettings`);
+    ``group_reads``: concurrent ``read_streams`` calls share one query (on by default).
     """
 
     dsn: str | None = None
@@ -48,6 +49,7 @@ class PostgresConfig:
     application_name: str = "eventcore"
     max_payload_bytes: int = 16 * 1024 * 1024
     group_commit: GroupCommitSettings = DEFAULT_GROUP_COMMIT
+    group_reads: bool = True
 
     def __post_init__(self) -> None:
         if self.dsn is not None and (not isinstance(self.dsn, str) or not self.dsn.strip()):

@@ -54,7 +54,7 @@ class Statements:
             # One keyset-paged read per stream (the LATERAL subquery walks the
             # (stream_id, stream_version) index), all in one statement.
             read_streams=(
-                f"SELECT e.* FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY "
+                f"SELECT e.*, w.n FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY "
                 "AS w(stream_id, first_version, n) CROSS JOIN LATERAL ("
                 f"SELECT {_COLUMNS} FROM {s}.events "
                 "WHERE stream_id = w.stream_id AND stream_version >= w.first_version "
@@ -134,6 +134,27 @@ class Statements:
         if limit is not None:
             sql += f" LIMIT {bind(limit)}"
         return sql, params
+
+
+def decode_slots(rows: Iterable[Any]) -> dict[int, list[RecordedEvent]]:
+    """Rows of the read_streams query (``_COLUMNS`` plus the slot number) into
+    records per slot."""
+    slots: dict[int, list[RecordedEvent]] = {}
+    for row in rows:
+        position, event_id, stream_id, version, event_type, payload, meta, recorded, n = row
+        metadata = EMPTY_METADATA if meta == EMPTY_METADATA_JSON else decode_metadata(meta)
+        record = RecordedEvent(
+            event_id,
+            trusted_stream_id(stream_id),
+            version,
+            position,
+            event_type,
+            payload,
+            metadata,
+            recorded,
+        )
+        slots.setdefault(n, []).append(record)
+    return slots
 
 
 def decode_rows(rows: Iterable[Any]) -> list[RecordedEvent]:

@@ -34,10 +34,11 @@ from eventcore.backends._common import (
 from eventcore.backends._group_commit import GroupCommitter
 from eventcore.backends.postgres._config import PostgresConfig
 from eventcore.backends.postgres._errors import CONNECTION_ERRORS, describe_target, translated
+from eventcore.backends.postgres._group_read import GroupReader
 from eventcore.backends.postgres._listener import AppendListener
 from eventcore.backends.postgres._migrate import migrate as run_migrations
 from eventcore.backends.postgres._migrate import schema_version
-from eventcore.backends.postgres._sql import Statements, decode_rows
+from eventcore.backends.postgres._sql import Statements, decode_rows, decode_slots
 from eventcore.backends.postgres._writes import (
     BatchArrays,
     check_payload_sizes,
@@ -99,6 +100,7 @@ class PostgresEventStore:
         self._recycler = asyncio.get_running_loop().create_task(self._recycle_connections())
         settings = config.group_commit
         self._committer = GroupCommitter(self.append_many, settings) if settings.enabled else None
+        self._group_reader = GroupReader(self._fetch_slots) if config.group_reads else None
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------
@@ -262,16 +264,22 @@ class PostgresEventStore:
         limit: int | None = None,
     ) -> dict[str, list[RecordedEvent]]:
         starts, limit = check_streams_read(stream_ids, from_versions, limit)
-        streams = [s for s, _ in starts]
+        streams: list[str] = [s for s, _ in starts]
         firsts = [v for _, v in starts]
+        if self._group_reader is not None:
+            return await self._group_reader.read(streams, firsts, limit)
+        slots = await self._fetch_slots(streams, firsts, limit)
+        return {stream: slots.get(n, []) for n, stream in enumerate(streams, 1)}
 
-        async def run(conn: Connection) -> list[RecordedEvent]:
-            return decode_rows(await conn.fetch(self._sql.read_streams, streams, firsts, limit))
+    async def _fetch_slots(
+        self, streams: list[str], firsts: list[int], limit: int | None
+    ) -> dict[int, list[RecordedEvent]]:
+        self._check_open()
 
-        result: dict[str, list[RecordedEvent]] = {s: [] for s in streams}
-        for event in await self._read("read_streams", run):
-            result[event.stream_id].append(event)
-        return result
+        async def run(conn: Connection) -> dict[int, list[RecordedEvent]]:
+            return decode_slots(await conn.fetch(self._sql.read_streams, streams, firsts, limit))
+
+        return await self._read("read_streams", run)
 
     async def stream_version(self, stream_id: str) -> int:
         stream = StreamId(stream_id)
