@@ -177,3 +177,29 @@ def test_stream_ids_inside_events_and_metadata_encode_as_plain_strings(codec: Co
     assert payload == b'{"name":"acc-1","tags":["acc-2"]}'
     metadata = EventMetadata(user={"account": StreamId("acc-3")})
     assert decode_metadata(encode_metadata(metadata)).user == {"account": "acc-3"}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Renamed(5, []),  # type: ignore[arg-type]  # an int where a str belongs
+        Opened("ann", "ten", datetime(2026, 1, 1, tzinfo=UTC)),  # type: ignore[arg-type]
+    ],
+)
+def test_an_event_that_would_not_decode_again_is_refused_before_it_is_stored(
+    codec: Codec, event: object
+) -> None:
+    with pytest.raises(EncodingError, match="does not decode back"):
+        codec.encode(event)
+
+
+def test_a_nan_that_json_would_turn_into_null_is_refused() -> None:
+    codec = Codec()
+
+    @codec.register("t.Measured")
+    @dataclass
+    class Measured:
+        value: float
+
+    with pytest.raises(EncodingError, match="does not decode back"):
+        codec.encode(Measured(float("nan")))

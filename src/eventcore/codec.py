@@ -159,11 +159,22 @@ class Codec:
                 "event class; register it with Codec.register(name)"
             )
         try:
-            return registration.name, registration.encode(event)
+            payload = registration.encode(event)
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             raise EncodingError(
                 f"cannot encode event {registration.name!r} ({event!r}): {exc}"
             ) from exc
+        # Stored events are immutable: one that could not be decoded again would
+        # make its stream unreadable for good (a str in an int field, a NaN
+        # encoded as null). So every payload must decode before it is written.
+        try:
+            registration.decode(payload)
+        except (ValueError, TypeError, msgspec.DecodeError) as exc:
+            raise EncodingError(
+                f"event {registration.name!r} ({event!r}) would be stored as {payload!r}, "
+                f"which does not decode back into {registration.cls.__qualname__}: {exc}"
+            ) from exc
+        return registration.name, payload
 
     def new_event(self, stream_id: StreamId, event: object, metadata: EventMetadata) -> NewEvent:
         """Encode ``event`` into a :class:`NewEvent` for ``stream_id``."""
