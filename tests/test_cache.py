@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -10,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventcore import (
+    AppendRequest,
     BusinessRuleViolation,
+    Codec,
+    Command,
+    EventMetadata,
     InMemoryEventStore,
     RetryPolicy,
     StreamId,
@@ -209,3 +214,90 @@ def test_concurrent_cached_transfers_keep_every_invariant(seed: int, transfers: 
             assert cache.hits > 0
 
     asyncio.run(run())
+
+
+# -- a resolver that finds a stream through the command's own events -----------------
+
+link_codec = Codec()
+
+
+@link_codec.register("test.Linked")
+@dataclass(frozen=True)
+class Linked:
+    target: str
+
+
+@link_codec.register("test.Deposited")
+@dataclass(frozen=True)
+class Deposited:
+    amount: int
+
+
+@link_codec.register("test.LowBalanceWarning")
+@dataclass(frozen=True)
+class LowBalanceWarning:
+    balance: int
+
+
+@dataclass(frozen=True)
+class Linking:
+    linked: str | None = None
+    balance: int = 0
+
+
+@dataclass(frozen=True)
+class WarnIfLow(Command[Linking, Any]):
+    """Links its order to an account once; then warns only while the account holds
+    under 10. The account is found through the command's own Linked event."""
+
+    order: str
+    account: str
+
+    def streams(self) -> list[str]:
+        return [self.order]
+
+    def initial_state(self) -> Linking:
+        return Linking()
+
+    def resolve_streams(self, state: Linking) -> list[str]:
+        return [state.linked] if state.linked else []
+
+    def apply(self, state: Linking, stream_id: StreamId, event: Any) -> Linking:
+        if isinstance(event, Linked):
+            return replace(state, linked=event.target)
+        if isinstance(event, Deposited) and stream_id == state.linked:
+            return replace(state, balance=state.balance + event.amount)
+        return state
+
+    def handle(self, state: Linking) -> list[tuple[str, Any]]:
+        if state.linked is None:
+            return [(self.order, Linked(self.account))]
+        if state.balance < 10:
+            return [(self.order, LowBalanceWarning(state.balance))]
+        return []
+
+
+@dataclass(frozen=True)
+class SpendFromLinked(WarnIfLow):
+    def handle(self, state: Linking) -> list[tuple[str, Any]]:
+        if state.linked is None:
+            return [(self.order, Linked(self.account))]
+        return [(state.linked, Deposited(-1))]
+
+
+@pytest.mark.parametrize("command_type", [WarnIfLow, SpendFromLinked])
+async def test_a_stream_found_through_the_commands_own_events_is_read_and_checked(
+    any_store: EventStore, command_type: type[WarnIfLow]
+) -> None:
+    outcomes = []
+    for name, cache in (("plain", None), ("cached", StateCache())):
+        command = command_type(f"{name}-order", f"{name}-account")
+        await execute(any_store, command, codec=link_codec, cache=cache)  # links
+        # Another writer deposits 100 into the linked account.
+        deposit = link_codec.new_event(StreamId(command.account), Deposited(100), EventMetadata())
+        await any_store.append(AppendRequest.create({command.account: 0}, [deposit]))
+        result = await execute(any_store, command, codec=link_codec, cache=cache)
+        versions = {s.split("-", 1)[1]: v for s, v in result.stream_versions.items()}
+        outcomes.append((result.events_written, versions))
+    assert outcomes[0] == outcomes[1], "the cache must not change the outcome"
+    assert "account" in outcomes[1][1], "the linked account must be read and version-checked"

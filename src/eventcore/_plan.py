@@ -184,11 +184,20 @@ def _decide_on(
     a freshly read state before anyone is told."""
     try:
         decided = _decide(command, state, versions)
-    except BusinessRuleViolation:
+    except (BusinessRuleViolation, UndeclaredStreamError):
         if verified:
             raise
         return None
     return decided if decided or verified else None
+
+
+def _closed_under_resolver(command: Command[Any, Any], entry: CachedState) -> bool:
+    """Whether every stream the resolver names for this state was folded into it.
+    A cached state that points at an unread stream (its own events named it, say)
+    must not be decided on without reading that stream and version-checking it."""
+    known = {stream for stream, _ in entry.versions}
+    found = _unique_streams(command.resolve_streams(entry.state), "resolve_streams()")
+    return all(stream in known for stream in found)
 
 
 def _fold_own_events(
@@ -299,7 +308,7 @@ def plan_execution(
     while True:
         attempts.made += 1
         cached = cache.get(key) if cache is not None else None
-        if cached is not None and trust_cache:
+        if cached is not None and trust_cache and _closed_under_resolver(command, cached):
             state, versions, verified = cached.state, dict(cached.versions), False
         else:
             state, versions = yield from _read_state(command, codec, declared, cached, page_size)
@@ -323,7 +332,12 @@ def plan_execution(
             continue
         if cache is not None:
             after = {s: result.stream_versions[s] for s in versions}
-            cache.put(key, _fold_own_events(command, codec, state, new_events, after), after)
+            folded = _fold_own_events(command, codec, state, new_events, after)
+            entry = CachedState(folded, tuple(after.items()))
+            if _closed_under_resolver(command, entry):
+                cache.put(key, folded, after)
+            else:  # its own events point at a stream it has not read: refold next time
+                cache.discard(key)
         return ExecutionResult(
             attempts.made, len(new_events), result.stream_versions, result.positions
         )
