@@ -135,3 +135,51 @@ async def test_max_batch_bounds_each_transaction() -> None:
 def test_bad_group_commit_settings_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         GroupCommitSettings(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_an_append_cancelled_before_it_was_sent_is_not_written() -> None:
+    store = InMemoryEventStore()
+    release = asyncio.Event()
+
+    async def slow(requests: list[AppendRequest]) -> list[AppendOutcome]:
+        await release.wait()  # the first batch is in flight while others queue
+        return await store.append_many(requests)
+
+    committer = GroupCommitter(slow, GroupCommitSettings())  # type: ignore[arg-type]
+    first = asyncio.ensure_future(committer.append(_request({"a": 0}, "a")))
+    await asyncio.sleep(0)  # the first batch is sent and waits
+    queued = asyncio.ensure_future(committer.append(_request({"b": 0}, "b")))
+    await asyncio.sleep(0)
+    queued.cancel()  # its caller gives up while it is still queued
+    release.set()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await asyncio.sleep(0.01)
+    assert await store.stream_version("b") == 0
+    assert committer.batches == 1
+
+
+async def test_cancelling_the_flusher_while_it_retries_one_by_one_leaves_nobody_waiting() -> None:
+    store = InMemoryEventStore()
+    gate = asyncio.Event()
+    retrying = asyncio.Event()
+
+    async def spoiled_then_slow(requests: list[AppendRequest]) -> list[AppendOutcome]:
+        if len(requests) == 1:
+            retrying.set()
+        if len(requests) > 1:
+            raise ValidationError("one request spoilt the batch")
+        await gate.wait()  # each one-by-one retry blocks until the flusher is cancelled
+        return await store.append_many(requests)
+
+    committer = GroupCommitter(spoiled_then_slow, GroupCommitSettings())  # type: ignore[arg-type]
+    waiters = [
+        asyncio.ensure_future(committer.append(_request({f"s{i}": 0}, f"s{i}"))) for i in range(3)
+    ]
+    await retrying.wait()
+    assert committer._flusher is not None
+    committer._flusher.cancel()
+    done, pending = await asyncio.wait(waiters, timeout=1)
+    assert not pending, "every caller must be answered (cancelled), none left hanging"
+    assert all(w.cancelled() for w in done)

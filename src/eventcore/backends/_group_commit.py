@@ -77,9 +77,13 @@ class GroupCommitter:
             while self._waiting:
                 if self._settings.max_wait and len(self._waiting) < self._settings.max_batch:
                     await asyncio.sleep(self._settings.max_wait)
+                # A caller cancelled before its append was sent (a timeout, say)
+                # must not be written behind its back: drop it.
+                self._waiting = [w for w in self._waiting if not w[1].done()]
                 batch = self._waiting[: self._settings.max_batch]
                 del self._waiting[: len(batch)]
-                await self._commit(batch)
+                if batch:
+                    await self._commit(batch)
         except asyncio.CancelledError:
             for _, future in self._waiting:
                 future.cancel()
@@ -100,8 +104,7 @@ class GroupCommitter:
             # A StoreError means the connection or server failed: nobody got through.
             # Anything else that fails a whole batch is one request's fault.
             if len(batch) > 1 and not isinstance(exc, StoreError):
-                for one in batch:
-                    await self._commit([one])
+                await self._commit_one_by_one(batch)
             else:
                 _fail_all(batch, exc)
         except Exception as exc:
@@ -110,6 +113,16 @@ class GroupCommitter:
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
+
+    async def _commit_one_by_one(self, batch: list[_Waiting]) -> None:
+        try:
+            for one in batch:
+                if not one[1].done():
+                    await self._commit([one])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()  # a no-op for those already answered
+            raise
 
 
 def _fail_all(batch: list[_Waiting], exc: Exception) -> None:
