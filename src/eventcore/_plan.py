@@ -110,9 +110,15 @@ class ExecutionResult:
 
 
 def _unique_streams(raw: Iterable[str], source: str) -> list[StreamId]:
-    if isinstance(raw, str) or raw is None:
+    if not _is_collection(raw):
         raise ValidationError(f"{source} must return an iterable of stream ids, got {raw!r}")
     return list(dict.fromkeys(StreamId(s) for s in raw))
+
+
+def _is_collection(value: object) -> bool:
+    """An iterable that is not a string (which would iterate as characters) nor a
+    mapping (which would iterate as its keys)."""
+    return isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping)
 
 
 def _fold(
@@ -157,9 +163,9 @@ def _decide(
     command: Command[Any, Any], state: object, versions: Versions
 ) -> list[tuple[StreamId, Any]]:
     decided = command.handle(state)
-    if decided is None:
+    if not _is_collection(decided):
         raise ValidationError(
-            f"{type(command).__qualname__}.handle() returned None; return a list of "
+            f"{type(command).__qualname__}.handle() returned {decided!r}; return a list of "
             "(stream id, event) pairs, or [] to write nothing"
         )
     pairs: list[tuple[StreamId, Any]] = []

@@ -96,6 +96,29 @@ async def _save_snapshot(store: EventStore, snapshot: Snapshot) -> None:
         await store.save_snapshot(snapshot)
 
 
+def _check_execute_args(
+    command: object, codec: object, retry: object, cache: object, metadata: object
+) -> None:
+    """Refuse mistyped arguments before any I/O, naming the value."""
+    expected: tuple[tuple[str, object, type | tuple[type, ...]], ...] = (
+        ("command", command, Command),
+        ("codec", codec, (Codec, type(None))),
+        ("retry", retry, RetryPolicy),
+        ("cache", cache, (StateCache, type(None))),
+        ("metadata", metadata, (Mapping, type(None))),
+    )
+    for name, value, kind in expected:
+        if not isinstance(value, kind):
+            raise ValidationError(
+                f"execute() got {name}={value!r}, which is not a {_describe(kind)}"
+            )
+
+
+def _describe(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+
+
 async def execute(
     store: EventStore,
     command: Command[Any, Any],
@@ -120,6 +143,7 @@ async def execute(
     unchanged, :class:`~eventcore.errors.RetriesExhausted` when conflicts outlast
     ``retry``, and store errors unchanged; none of these leaves anything written.
     """
+    _check_execute_args(command, codec, retry, cache, metadata)
     for name, value in (("correlation_id", correlation_id), ("causation_id", causation_id)):
         if value is not None and not isinstance(value, str):
             raise ValidationError(f"{name} must be a str or None, got {value!r}")

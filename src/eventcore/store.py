@@ -24,7 +24,7 @@ from typing import Protocol, TypeAlias, runtime_checkable
 
 from eventcore._glob import matches as glob_matches
 from eventcore.errors import EventCoreError, ValidationError
-from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot, check_version
 
 DEFAULT_PAGE_SIZE = 1000
 
@@ -189,6 +189,17 @@ class SnapshotStore(Protocol):
     async def load_snapshot(self, key: str) -> Snapshot | None: ...
 
 
+def check_requests(*requests: object) -> None:
+    """Backends trust an AppendRequest (``create`` validated it); anything else is
+    refused before it can reach the storage."""
+    for request in requests:
+        if not isinstance(request, AppendRequest):
+            raise ValidationError(
+                "append takes an AppendRequest (build one with AppendRequest.create("
+                f"expected, events)), got {request!r}"
+            )
+
+
 def check_snapshot_key(key: object) -> str:
     if not isinstance(key, str) or not key:
         raise ValidationError(f"snapshot key must be a non-empty str, got {key!r}")
@@ -220,13 +231,23 @@ class LeaseStore(Protocol):
     async def lease_holder(self, name: str) -> str | None: ...
 
 
+MAX_LEASE_TTL = 365 * 24 * 3600  # a year: longer is a mistake, and overflows timestamps
+
+
 def check_lease_args(name: object, holder: object, ttl: object | None = None) -> None:
     """Validate lease arguments the same way in every backend."""
     for what, value in (("lease name", name), ("lease holder", holder)):
         if not isinstance(value, str) or not value:
             raise ValidationError(f"{what} must be a non-empty str, got {value!r}")
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
-        raise ValidationError(f"lease ttl must be a positive number of seconds, got {ttl!r}")
+    if ttl is not None and (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int | float)
+        or not 0 < ttl <= MAX_LEASE_TTL  # also refuses NaN
+    ):
+        raise ValidationError(
+            f"lease ttl must be a number of seconds above 0 and at most {MAX_LEASE_TTL}, "
+            f"got {ttl!r}"
+        )
 
 
 def check_checkpoint_name(name: object) -> str:
@@ -236,6 +257,4 @@ def check_checkpoint_name(name: object) -> str:
 
 
 def check_checkpoint_position(position: object) -> int:
-    if type(position) is not int or position < 0:
-        raise ValidationError(f"checkpoint position must be a non-negative int, got {position!r}")
-    return position
+    return check_version(position, "checkpoint position")

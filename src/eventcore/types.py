@@ -66,10 +66,15 @@ def trusted_stream_id(value: str) -> StreamId:
     return str.__new__(StreamId, value)
 
 
+# Versions, positions and limits are stored as 64-bit integers by every database.
+MAX_INT64: Final = 2**63 - 1
+
+
 def check_version(value: object, what: str = "version") -> int:
-    """Return ``value`` if it is a non-negative int (not a bool), else raise."""
-    if type(value) is not int or value < 0:
-        raise ValidationError(f"{what} must be a non-negative int, got {value!r}")
+    """Return ``value`` if it is a non-negative int (not a bool) that fits in 64
+    bits, else raise."""
+    if type(value) is not int or not 0 <= value <= MAX_INT64:
+        raise ValidationError(f"{what} must be an int from 0 to 2**63-1, got {value!r}")
     return value
 
 
@@ -77,8 +82,10 @@ def check_limit(value: object) -> int | None:
     """Return ``value`` if it is ``None`` or a positive int, else raise."""
     if value is None:
         return None
-    if type(value) is not int or value < 1:
-        raise ValidationError(f"limit must be a positive int or None, got {value!r}")
+    if type(value) is not int or not 1 <= value <= MAX_INT64:
+        raise ValidationError(
+            f"limit must be a positive int (up to 2**63-1) or None, got {value!r}"
+        )
     return value
 
 
@@ -133,6 +140,31 @@ class RecordedEvent:
     recorded_at: datetime
 
 
+def _check_collection(value: object, name: str, wanted: str, *, mapping_ok: bool = True) -> None:
+    """Refuse what is not a collection, and strings that would iterate as one."""
+    if (
+        isinstance(value, str | bytes)
+        or not isinstance(value, Iterable)
+        or (not mapping_ok and isinstance(value, Mapping))
+    ):
+        raise ValidationError(f"{name} must be {wanted}, got {value!r}")
+
+
+def _check_new_event(event: NewEvent) -> None:
+    if not isinstance(event.event_type, str) or not event.event_type:
+        raise ValidationError(
+            f"event_type must be a non-empty str, got {event.event_type!r} "
+            f"(event for stream {event.stream_id!r})"
+        )
+    if not isinstance(event.payload, bytes):
+        raise ValidationError(
+            f"payload must be bytes (the encoded event), got {type(event.payload).__name__} "
+            f"(event {event.event_type!r} for stream {event.stream_id!r})"
+        )
+    if not isinstance(event.event_id, uuid.UUID):
+        raise ValidationError(f"event_id must be a uuid.UUID, got {event.event_id!r}")
+
+
 def _check_metadata(metadata: object) -> None:
     if not isinstance(metadata, EventMetadata):
         raise ValidationError(f"event metadata must be an EventMetadata, got {metadata!r}")
@@ -165,14 +197,16 @@ class AppendRequest:
         expected: Mapping[StreamId, int] | Mapping[str, int] | Iterable[tuple[str, int]],
         events: Sequence[NewEvent] = (),
     ) -> AppendRequest:
+        _check_collection(expected, "expected", "a mapping of stream id to version")
+        _check_collection(events, "events", "a sequence of NewEvent", mapping_ok=False)
         pairs = expected.items() if isinstance(expected, Mapping) else expected
         seen: dict[StreamId, int] = {}
         for raw_stream, version in pairs:
             stream = StreamId(raw_stream)
-            if type(version) is not int or version < 0:
+            if type(version) is not int or not 0 <= version <= MAX_INT64:
                 raise InvalidExpectedVersions(
-                    f"expected version of stream {stream!r} must be a non-negative int, "
-                    f"got {version!r}"
+                    f"expected version of stream {stream!r} must be an int from 0 to "
+                    f"2**63-1, got {version!r}"
                 )
             if stream in seen:
                 kind = "contradictory" if seen[stream] != version else "duplicate"
@@ -185,6 +219,7 @@ class AppendRequest:
         for event in events:
             if not isinstance(event, NewEvent):
                 raise ValidationError(f"append takes NewEvent objects, got {event!r}")
+            _check_new_event(event)
             if id(event.metadata) not in checked:
                 _check_metadata(event.metadata)
                 checked.add(id(event.metadata))

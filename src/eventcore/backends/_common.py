@@ -30,8 +30,13 @@ def check_streams_read(
 ) -> tuple[list[tuple[StreamId, int]], int | None]:
     """Validate ``read_streams`` arguments: the distinct streams, in the order given,
     each with the version to start from (1 unless ``from_versions`` says otherwise)."""
-    if isinstance(stream_ids, str):
-        raise ValidationError(f"stream_ids must be a collection of ids, not the str {stream_ids!r}")
+    given: tuple[object, object] = (stream_ids, from_versions)  # checked at run time too
+    if isinstance(given[0], str | bytes) or not isinstance(given[0], Iterable):
+        raise ValidationError(f"stream_ids must be a collection of ids, got {stream_ids!r}")
+    if given[1] is not None and not isinstance(given[1], Mapping):
+        raise ValidationError(
+            f"from_versions must be a mapping of stream id to version, got {from_versions!r}"
+        )
     wanted = list(dict.fromkeys(StreamId(s) for s in stream_ids))
     starts = dict.fromkeys(wanted, 1)
     for raw, version in (from_versions or {}).items():

@@ -32,6 +32,7 @@ from eventcore.store import (
     check_checkpoint_name,
     check_checkpoint_position,
     check_lease_args,
+    check_requests,
     check_snapshot_key,
 )
 from eventcore.types import (
@@ -108,6 +109,7 @@ class InMemoryEventStore:
 
     async def append(self, request: AppendRequest) -> AppendResult:
         self._check_open()
+        check_requests(request)
         streams = self._streams
         for stream, expected in request.expected:
             actual = len(streams.get(stream, ()))

@@ -54,6 +54,7 @@ from eventcore.store import (
     check_checkpoint_name,
     check_checkpoint_position,
     check_lease_args,
+    check_requests,
     check_snapshot_key,
 )
 from eventcore.types import (
@@ -209,6 +210,7 @@ class PostgresEventStore:
 
     async def append(self, request: AppendRequest) -> AppendResult:
         self._check_open()
+        check_requests(request)
         # Refuse an oversized request here, alone, before it can join a batch.
         check_payload_sizes(request, self._config.max_payload_bytes)
         if self._committer is not None:
@@ -227,6 +229,7 @@ class PostgresEventStore:
         duplicate event id) raises for the batch.
         """
         self._check_open()
+        check_requests(*requests)
         if not requests:
             return []
         arrays = BatchArrays.build(requests, self._config.max_payload_bytes)

@@ -36,6 +36,7 @@ from eventcore.store import (
     check_checkpoint_name,
     check_checkpoint_position,
     check_lease_args,
+    check_requests,
     check_snapshot_key,
 )
 from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot, StreamId
@@ -226,6 +227,7 @@ class SQLiteEventStore:
 
     async def append(self, request: AppendRequest) -> AppendResult:
         self._check_open()
+        check_requests(request)
         if self._committer is not None:
             return await self._committer.append(request)
         return await self._write(lambda conn: _ops.append(conn, request))
@@ -233,6 +235,7 @@ class SQLiteEventStore:
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         """Several appends in one transaction; see :class:`~eventcore.store.BatchAppender`."""
         self._check_open()
+        check_requests(*requests)
         if not requests:
             return []
         batch = list(requests)
