@@ -157,3 +157,13 @@ async def test_a_state_that_cannot_be_encoded_is_a_clear_error(any_store: EventS
     await _fill(any_store, "s", 2)
     with pytest.raises(EncodingError, match="cannot snapshot the state of Unencodable"):
         await execute(any_store, Unencodable("s"), codec=codec)
+
+
+@dataclass(frozen=True)
+class NamedTypeAsString(Count):
+    state_type: ClassVar[Any] = "Tally"
+
+
+async def test_a_state_type_that_is_not_a_class_is_refused(any_store: EventStore) -> None:
+    with pytest.raises(ValidationError, match="state_type must be the state's class, got 'Tally'"):
+        await execute(any_store, NamedTypeAsString("s"), codec=codec)

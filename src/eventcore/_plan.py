@@ -257,10 +257,15 @@ def _snapshot_key(command: Command[Any, Any], declared: tuple[StreamId, ...]) ->
         return None
     if type(every) is not int or every < 0:
         raise ValidationError(f"snapshot_every must be an int >= 0, got {every!r}")
-    if not command.snapshot_name or command.state_type is None:
+    if not isinstance(command.snapshot_name, str) or not command.snapshot_name:
         raise ValidationError(
-            f"{type(command).__qualname__} sets snapshot_every but not both "
-            "snapshot_name (a stable name) and state_type (the state's class)"
+            f"{type(command).__qualname__} sets snapshot_every but no snapshot_name "
+            f"(a stable name for its snapshots), got {command.snapshot_name!r}"
+        )
+    if not isinstance(command.state_type, type):
+        raise ValidationError(
+            f"{type(command).__qualname__}.state_type must be the state's class, "
+            f"got {command.state_type!r}"
         )
     return f"{command.snapshot_name}:{json_encode(declared).decode()}"
 

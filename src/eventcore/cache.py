@@ -18,11 +18,13 @@ So a cached state can never cause a wrong write or a wrong refusal: at worst it
 costs one extra round trip. Entries are evicted least-recently-used beyond
 ``max_entries``.
 
-Requirements on commands (as for any fold, but they matter more here):
-``initial_state`` and ``apply`` must depend only on the command's *type* (not on
-its fields) and must not mutate the state they are given; and a command's state
-must not depend on how events of *different* streams interleave — catching up
-applies a stream's newer events after the older events of every stream.
+Requirements on commands (the rules of reused state, also on
+:class:`~eventcore.command.Command`): ``initial_state``, ``apply`` and
+``resolve_streams`` must depend only on the command's *class* (not on its
+fields); ``apply`` must return a new state rather than change the one it is
+given; and the state must not depend on how events of *different* streams
+interleave — catching up applies a stream's newer events after the older events
+of every stream.
 """
 
 from __future__ import annotations

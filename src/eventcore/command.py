@@ -53,13 +53,19 @@ class Command(ABC, Generic[S, E]):
     (a dataclass, msgspec Struct, or anything msgspec encodes). After a fold that
     replayed at least N events, the state is saved in the store, and the next fold
     starts from it, reading only the events after it. A snapshot that no longer
-    decodes (the state class changed) is ignored. As with the state cache, the
-    state must not depend on how events of different streams interleave.
+    decodes (the state class changed) is ignored.
+
+    Snapshots and the state cache (:class:`~eventcore.cache.StateCache`) reuse a
+    folded state across executions, keyed by the command's class and declared
+    streams. So, for a command used with either: ``initial_state``, ``apply`` and
+    ``resolve_streams`` must depend only on the class, never on the instance's
+    fields (two instances with the same streams share the state), and the state
+    must not depend on how events of different streams interleave.
     """
 
     snapshot_every: ClassVar[int] = 0
     snapshot_name: ClassVar[str | None] = None
-    state_type: ClassVar[Any] = None
+    state_type: ClassVar[type[Any] | None] = None
 
     @abstractmethod
     def streams(self) -> Iterable[str]:

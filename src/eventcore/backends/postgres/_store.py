@@ -201,7 +201,9 @@ class PostgresEventStore:
             async with self._connection(operation) as conn:
                 return await run(conn)
         except StoreUnavailable as exc:
-            if not isinstance(exc.__cause__, CONNECTION_ERRORS):
+            # Retry only a lost connection; a timeout would just time out again.
+            cause = exc.__cause__
+            if isinstance(cause, TimeoutError) or not isinstance(cause, CONNECTION_ERRORS):
                 raise
         async with self._connection(operation) as conn:
             return await run(conn)

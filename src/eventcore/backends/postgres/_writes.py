@@ -127,5 +127,7 @@ def conflict_from_lock_error(request: AppendRequest, current: Sequence[Any]) -> 
         actual = versions.get(stream, 0)
         if actual != expected:
             return VersionConflict(stream, expected, actual)
+    if not request.expected:  # nothing to check: report the lock trouble itself
+        return VersionConflict(StreamId("-"), 0, 0)
     stream, expected = request.expected[0]
     return VersionConflict(StreamId(stream), expected, versions.get(stream, 0))
