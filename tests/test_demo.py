@@ -52,3 +52,16 @@ def test_the_demo_command_rejects_bad_arguments() -> None:
     )
     assert result.returncode == 2
     assert "expected a whole number, got 'zero'" in result.stderr
+
+
+def test_the_demo_reports_an_unusable_database_file_without_a_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "eventcore", "demo", "--db", str(tmp_path / "no" / "x.sqlite")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("eventcore demo: ")
+    assert "Traceback" not in result.stderr
