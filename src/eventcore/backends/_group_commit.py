@@ -1,7 +1,7 @@
 """Group commit: appends that wait at the same moment share one transaction.
 
-A commit costs a round trip and a disk flush, whatever it carries (DESIGN.md
-section 5), and the log's commit order serialises appends anyway. So while one
+A commit costs a round trip and a disk flush, whatever it carries (measured in
+docs/adr/0004-postgres-store.md), and the log's commit order serialises appends anyway. So while one
 batch is being committed, the appends that arrive queue up, and the next batch
 takes all of them (up to ``max_batch``) in one ``append_many`` call. An idle store
 sends a lone append at once: batching adds no latency when there is nothing to

@@ -5,7 +5,7 @@ interleaved with the scenario's, so a noisy machine slows both alike.
 - postgres: a bare one-row autocommit ``INSERT`` into a scratch table in the
   scenario's schema, through an asyncpg pool of the same size as the store's and,
   like the store's, with the per-release reset turned off. One round trip, one
-  commit: the floor DESIGN.md section 5 says a command should approach.
+  commit: the floor a command should approach (docs/adr/0004-postgres-store.md).
 - sqlite: a bare one-row ``INSERT`` in its own (autocommit) transaction, on one
   worker thread like the store's writer, in a WAL file of its own with the same
   ``synchronous`` setting as the store.

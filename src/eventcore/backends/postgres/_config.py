@@ -1,4 +1,4 @@
-"""Connection settings for the PostgreSQL store, with the seed's presets."""
+"""Connection settings for the PostgreSQL store, with production and development presets."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class PostgresConfig:
 
     @classmethod
     def production(cls, dsn: str | None = None, **overrides: Any) -> PostgresConfig:
-        """The seed's production pool: 20/5 connections, 30 s acquire, 10 min idle,
+        """The production pool, which is also the default: 20/5 connections, 30 s acquire, 10 min idle,
         30 min lifetime, 5 s connect, 30 s command timeout."""
         return replace(cls(dsn=dsn), **overrides)
 
