@@ -90,8 +90,8 @@ class PostgresConfig:
 
     @classmethod
     def production(cls, dsn: str | None = None, **overrides: Any) -> PostgresConfig:
-        """The production pool, which is also the default: 20/5 connections, 30 s acquire, 10 min idle,
-        30 min lifetime, 5 s connect, 30 s command timeout."""
+        """The production pool, which is also the default: 20/5 connections, 30 s
+        acquire, 10 min idle, 30 min lifetime, 5 s connect, 30 s command timeout."""
         return replace(cls(dsn=dsn), **overrides)
 
     @classmethod
