@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import Any, TypedDict, TypeGuard
 
 from eventcore._plan import (
     DEFAULT_FOLD_PAGE_SIZE,
@@ -38,6 +38,7 @@ from eventcore.types import EventMetadata, Snapshot, check_limit
 
 __all__ = [
     "AppendEvents",
+    "ExecuteOptions",
     "ExecutionResult",
     "LoadSnapshot",
     "Plan",
@@ -94,6 +95,18 @@ async def _save_snapshot(store: EventStore, snapshot: Snapshot) -> None:
     # command whose fold produced it.
     with contextlib.suppress(StoreUnavailable):
         await store.save_snapshot(snapshot)
+
+
+class ExecuteOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`execute`, for functions that pass them on."""
+
+    codec: Codec | None
+    retry: RetryPolicy
+    correlation_id: str | None
+    causation_id: str | None
+    metadata: Mapping[str, Any] | None
+    cache: StateCache | None
+    fold_page_size: int | None
 
 
 def _check_execute_args(

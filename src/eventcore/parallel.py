@@ -53,11 +53,11 @@ import heapq
 import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, Unpack
 
 from eventcore.command import Command
 from eventcore.errors import ValidationError
-from eventcore.execute import ExecutionResult, execute
+from eventcore.execute import ExecuteOptions, ExecutionResult, execute
 from eventcore.store import EventStore
 from eventcore.types import StreamId
 
@@ -69,7 +69,7 @@ async def execute_all(
     commands: Iterable[Command[Any, Any]],
     *,
     concurrency: int = 16,
-    **execute_kwargs: Any,
+    **execute_kwargs: Unpack[ExecuteOptions],
 ) -> list[ExecutionResult | Exception]:
     """Run ``commands`` at most ``concurrency`` at a time; outcomes in submission order.
 
