@@ -59,8 +59,10 @@ class RetryPolicy:
 
     @classmethod
     def fixed(cls, delay: float, max_retries: int = 4, *, jitter: float = 0.0) -> RetryPolicy:
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or not (
-            math.isfinite(delay) and delay >= 0
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not (math.isfinite(delay) and delay >= 0)
         ):
             raise ValidationError(f"delay must be a finite number >= 0, got {delay!r}")
         return cls(max_retries, delay, "fixed", jitter)
