@@ -274,3 +274,24 @@ async def test_two_processes_migrating_one_schema_at_once_both_succeed(pg_schema
         assert await store.schema_version() == len(available_migrations())
         result = await store.append(AppendRequest.create({"s": 0}, _events("s", 1)))
         assert result.positions == (1,)
+
+
+async def test_group_reads_answer_every_caller_with_its_own_streams(pg_schema: str) -> None:
+    async with await pg.fresh_store(pg_schema, group_reads=True) as store:
+        for n in range(6):
+            stream = f"g-{n}"
+            await store.append(AppendRequest.create({stream: 0}, _events(stream, n + 1)))
+        reads = [
+            store.read_streams([f"g-{n}", f"g-{(n + 1) % 6}"], from_versions={f"g-{n}": 2})
+            for n in range(6)
+        ] * 5
+        results = await asyncio.gather(*reads)
+        reader = store._group_reader  # private: the test checks that reads were shared
+        assert reader is not None
+        assert reader.queries < len(reads)
+        for index, result in enumerate(results):
+            n = index % 6
+            first, second = f"g-{n}", f"g-{(n + 1) % 6}"
+            assert list(result) == [first, second]
+            assert [e.stream_version for e in result[first]] == list(range(2, n + 2))
+            assert [e.stream_version for e in result[second]] == list(range(1, (n + 1) % 6 + 2))

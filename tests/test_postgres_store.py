@@ -154,7 +154,7 @@ def test_the_production_preset_has_exactly_the_seeds_pool_settings():
         "application_name": "eventcore",
         "max_payload_bytes": 16 * 1024 * 1024,
         "group_commit": {"enabled": True, "max_batch": 256, "max_wait": 0.0},
-        "group_reads": True,
+        "group_reads": False,
     }
 
 
@@ -173,7 +173,7 @@ def test_the_development_preset_is_a_small_pool_with_short_timeouts():
         "application_name": "eventcore-dev",
         "max_payload_bytes": 16 * 1024 * 1024,
         "group_commit": {"enabled": True, "max_batch": 256, "max_wait": 0.0},
-        "group_reads": True,
+        "group_reads": False,
     }
 
 

@@ -34,7 +34,9 @@ class PostgresConfig:
     a database. ``max_payload_bytes`` bounds one event's encoded payload.
     ``group_commit``: concurrent appends share one transaction and one round trip
     (on by default; see :class:`~eventcore.backends._group_commit.GroupCommitSettings`);
-    ``group_reads``: concurrent ``read_streams`` calls share one query (on by default).
+    ``group_reads``: concurrent ``read_streams`` calls share queries (off by
+    default: in our benchmark it helped single-stream commands and hurt transfers;
+    see docs/benchmarks.md).
     """
 
     dsn: str | None = None
@@ -49,7 +51,7 @@ class PostgresConfig:
     application_name: str = "eventcore"
     max_payload_bytes: int = 16 * 1024 * 1024
     group_commit: GroupCommitSettings = DEFAULT_GROUP_COMMIT
-    group_reads: bool = True
+    group_reads: bool = False
 
     def __post_init__(self) -> None:
         if self.dsn is not None and (not isinstance(self.dsn, str) or not self.dsn.strip()):

@@ -33,11 +33,16 @@ class _Waiting:
 
 
 class GroupReader:
-    def __init__(self, fetch: FetchSlots, max_streams: int = 2000) -> None:
+    """Up to ``max_in_flight`` queries run at once (the server reads in parallel);
+    reads that arrive while all are busy are queued and share the next one."""
+
+    def __init__(self, fetch: FetchSlots, max_streams: int = 2000, max_in_flight: int = 4):
         self._fetch = fetch
         self._max_streams = max_streams
         self._waiting: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._free = asyncio.Semaphore(max_in_flight)
+        self._serving: set[asyncio.Task[None]] = set()
         self.queries = 0  # how many queries were sent (for tests and metrics)
 
     async def read(
@@ -51,9 +56,16 @@ class GroupReader:
         return await waiting.future
 
     async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self._waiting:
-                await self._serve(self._take_batch())
+                await self._free.acquire()
+                if not self._waiting:
+                    self._free.release()
+                    break
+                task = loop.create_task(self._serve_and_free(self._take_batch()))
+                self._serving.add(task)  # keep a reference until it is done
+                task.add_done_callback(self._serving.discard)
         except asyncio.CancelledError:
             for waiting in self._waiting:
                 waiting.future.cancel()
@@ -61,6 +73,12 @@ class GroupReader:
             raise
         finally:
             self._flusher = None
+
+    async def _serve_and_free(self, batch: list[_Waiting]) -> None:
+        try:
+            await self._serve(batch)
+        finally:
+            self._free.release()
 
     def _take_batch(self) -> list[_Waiting]:
         """The oldest read, and every queued read with the same limit, up to
