@@ -46,8 +46,9 @@ def _encode_str_subclass(value: Any) -> Any:
     raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
 
 
-_json_encode: Final = msgspec.json.Encoder(enc_hook=_encode_str_subclass).encode
-json_encode = _json_encode  # for the backends' own JSON columns
+# The one JSON encoder: events, metadata, snapshot states and the backends' own
+# JSON columns.
+json_encode: Final = msgspec.json.Encoder(enc_hook=_encode_str_subclass).encode
 MAX_TYPE_NAME_LENGTH: Final = 200
 
 
@@ -74,7 +75,7 @@ def _registration_for(cls: type[Any], name: str) -> _Registration:
             cls.model_validate_json,
         )
     if dataclasses.is_dataclass(cls) or issubclass(cls, msgspec.Struct):
-        return _Registration(cls, name, _json_encode, msgspec.json.Decoder(cls).decode)
+        return _Registration(cls, name, json_encode, msgspec.json.Decoder(cls).decode)
     raise ValidationError(
         f"cannot register {cls.__qualname__} as an event: events must be dataclasses, "
         "msgspec.Struct subclasses or pydantic models"
@@ -218,7 +219,7 @@ def encode_metadata(metadata: EventMetadata) -> bytes:
     user = metadata.user if type(metadata.user) is dict else dict(metadata.user)
     stored = _StoredMetadata(metadata.correlation_id, metadata.causation_id, user)
     try:
-        return _json_encode(stored)
+        return json_encode(stored)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         raise EncodingError(f"event metadata {metadata!r} is not JSON-encodable: {exc}") from exc
 

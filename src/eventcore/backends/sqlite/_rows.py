@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import msgspec
 
+from eventcore._glob import literal_prefix
 from eventcore.backends.sqlite._schema import FNMATCH_FUNCTION
 from eventcore.codec import EMPTY_METADATA_JSON, decode_metadata, encode_metadata
 from eventcore.errors import DeserializationError
@@ -127,14 +128,6 @@ def decode_rows(rows: Iterable[tuple[Any, ...]]) -> list[RecordedEvent]:
     return events
 
 
-def _literal_head(pattern: str) -> str:
-    """The part of a glob before its first metacharacter: every match starts with it."""
-    for index, char in enumerate(pattern):
-        if char in "*?[":
-            return pattern[:index]
-    return pattern
-
-
 def log_query(after: int, limit: int | None, log_filter: LogFilter) -> tuple[str, list[object]]:
     """SQL and parameters for the log after ``after``, filters applied before LIMIT.
 
@@ -149,7 +142,7 @@ def log_query(after: int, limit: int | None, log_filter: LogFilter) -> tuple[str
     prefixes = [log_filter.stream_prefix or ""]
     pattern = log_filter.stream_pattern
     if pattern is not None:
-        prefixes.append(_literal_head(pattern))
+        prefixes.append(literal_prefix(pattern))
     for prefix in filter(None, prefixes):
         conditions.append("substr(stream_id, 1, ?) = ?")
         params += (len(prefix), prefix)
