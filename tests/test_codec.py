@@ -46,7 +46,9 @@ def codec() -> Codec:
     return codec
 
 
-def _record(event_type: str, payload: bytes, stream: str = "acc-1", version: int = 3):
+def _record(
+    event_type: str, payload: bytes, stream: str = "acc-1", version: int = 3
+) -> RecordedEvent:
     return RecordedEvent(
         new_event_id(),
         StreamId(stream),

@@ -22,7 +22,8 @@ def test_stream_id_is_trimmed_and_behaves_as_str() -> None:
     sid = StreamId("  account-1 ")
     assert sid == "account-1"
     assert isinstance(sid, str)
-    assert {sid: 1}["account-1"] == 1
+    assert {sid: 1}[StreamId("account-1")] == 1
+    assert {str(sid): 1}["account-1"] == 1
 
 
 @pytest.mark.parametrize(
