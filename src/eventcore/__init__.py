@@ -6,6 +6,7 @@ read, with an optimistic version check on each (read-only streams included) and
 automatic retry on conflict.
 """
 
+from eventcore.application import Application, open_store
 from eventcore.backends._group_commit import GroupCommitSettings
 from eventcore.backends.memory import InMemoryEventStore
 from eventcore.backends.sqlite import SQLiteEventStore
@@ -57,6 +58,7 @@ from eventcore.types import (
 __all__ = [
     "AppendRequest",
     "AppendResult",
+    "Application",
     "BatchAppender",
     "BusinessRuleViolation",
     "CheckpointStore",
@@ -99,4 +101,5 @@ __all__ = [
     "execute",
     "execute_all",
     "follow",
+    "open_store",
 ]
