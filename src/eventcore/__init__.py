@@ -55,6 +55,8 @@ from eventcore.types import (
     StreamId,
 )
 
+__version__ = "0.1.0"
+
 __all__ = [
     "AppendRequest",
     "AppendResult",
