@@ -16,7 +16,7 @@ from eventcore import (
     UnknownEventType,
     ValidationError,
 )
-from eventcore.codec import decode_metadata, encode_metadata
+from eventcore.codec import decode_metadata, default_codec, encode_metadata
 from eventcore.types import new_event_id
 
 
@@ -205,3 +205,20 @@ def test_a_nan_that_json_would_turn_into_null_is_refused() -> None:
 
     with pytest.raises(EncodingError, match="does not decode back"):
         codec.encode(Measured(float("nan")))
+
+
+def test_an_event_registered_in_another_codec_is_named_as_such() -> None:
+    mine = Codec()
+
+    @mine.register("shop.BookAdded")
+    @dataclass(frozen=True)
+    class BookAdded:
+        title: str
+
+    with pytest.raises(EncodingError) as caught:
+        default_codec.encode(BookAdded("Dune"))
+    message = str(caught.value)
+    assert "registered as 'shop.BookAdded' in another Codec, not in the default codec" in message
+    assert "codec=" in message
+    with pytest.raises(EncodingError, match="in another Codec, not in this codec"):
+        Codec().type_name(BookAdded)

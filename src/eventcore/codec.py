@@ -22,6 +22,7 @@ class gets its decoder built once, at registration.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -95,12 +96,32 @@ def _check_type_name(name: object) -> str:
     return name
 
 
+# Every codec alive, so that "not registered here" can say where a class *is*
+# registered: the usual mistake is running a command with the wrong codec.
+_codecs: weakref.WeakSet[Codec] = weakref.WeakSet()
+
+
 class Codec:
     """A registry of event classes by stable type name, and their JSON encoding."""
 
     def __init__(self) -> None:
         self._by_class: dict[type[Any], _Registration] = {}
         self._by_name: dict[str, _Registration] = {}
+        _codecs.add(self)
+
+    def _not_registered(self, cls: type[Any], doing: str) -> EncodingError:
+        elsewhere = sorted({c._by_class[cls].name for c in _codecs if cls in c._by_class})
+        which = "the default codec" if self is default_codec else "this codec"
+        if elsewhere:
+            return EncodingError(
+                f"{doing}{cls.__qualname__} is registered as {elsewhere[0]!r} in another "
+                f"Codec, not in {which}; pass that codec (execute(..., codec=...) or "
+                "Application(store, codec=...))"
+            )
+        return EncodingError(
+            f"{doing}{cls.__qualname__} is not a registered event class in {which}; "
+            "register it with Codec.register(name)"
+        )
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         """Class decorator: register the class under the stable type ``name``.
@@ -141,10 +162,7 @@ class Codec:
         """The stored type name of a registered class."""
         registration = self._by_class.get(cls)
         if registration is None:
-            raise EncodingError(
-                f"{cls.__qualname__} is not a registered event class; "
-                "register it with Codec.register(name)"
-            )
+            raise self._not_registered(cls, "")
         return registration.name
 
     @property
@@ -155,10 +173,7 @@ class Codec:
         """Return ``(type name, JSON payload)`` for a registered event object."""
         registration = self._by_class.get(type(event))
         if registration is None:
-            raise EncodingError(
-                f"cannot encode {event!r}: {type(event).__qualname__} is not a registered "
-                "event class; register it with Codec.register(name)"
-            )
+            raise self._not_registered(type(event), f"cannot encode {event!r}: ")
         try:
             payload = registration.encode(event)
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
