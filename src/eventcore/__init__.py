@@ -32,6 +32,8 @@ from eventcore.errors import (
     VersionConflict,
 )
 from eventcore.execute import ExecutionResult, execute
+from eventcore.observe import CommandReport, Observer, ObserverGroup
+from eventcore.observed_store import observe_store
 from eventcore.parallel import execute_all
 from eventcore.retry import RetryPolicy
 from eventcore.store import (
@@ -67,6 +69,7 @@ __all__ = [
     "Codec",
     "CodecError",
     "Command",
+    "CommandReport",
     "ConcurrencyError",
     "DeserializationError",
     "EncodingError",
@@ -83,6 +86,8 @@ __all__ = [
     "LeaseStore",
     "LogFilter",
     "NewEvent",
+    "Observer",
+    "ObserverGroup",
     "RecordedEvent",
     "RetriesExhausted",
     "RetryPolicy",
@@ -103,5 +108,6 @@ __all__ = [
     "execute",
     "execute_all",
     "follow",
+    "observe_store",
     "open_store",
 ]

@@ -35,6 +35,8 @@ from eventcore.codec import Codec, default_codec
 from eventcore.command import Command
 from eventcore.errors import ValidationError
 from eventcore.execute import ExecuteOptions, ExecutionResult, execute
+from eventcore.observe import Observer, ObserverGroup
+from eventcore.observed_store import observe_store
 from eventcore.parallel import execute_all
 from eventcore.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from eventcore.store import EventStore
@@ -107,8 +109,11 @@ class Application:
     closes it. ``codec`` defaults to the default codec (where ``@event_type``
     registers); ``retry`` to 4 retries with exponential backoff; ``cache`` to none
     (pass a :class:`~eventcore.cache.StateCache` to reuse folded state, see its
-    rules). Per-call options (``correlation_id=``, ``metadata=``, ...) go to each
-    :meth:`execute` call; options given there override the application's.
+    rules). ``observers`` (see :mod:`eventcore.observe`) hear every command, and
+    every store call through :attr:`store`, which is then the store wrapped by
+    :func:`~eventcore.observed_store.observe_store`. Per-call options
+    (``correlation_id=``, ``metadata=``, ...) go to each :meth:`execute` call;
+    options given there override the application's.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class Application:
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         cache: StateCache | None = None,
         fold_page_size: int | None = DEFAULT_FOLD_PAGE_SIZE,
+        observers: Iterable[Observer] = (),
     ) -> None:
         for name, value, kind in (
             ("codec", codec, (Codec, type(None))),
@@ -138,6 +144,7 @@ class Application:
             "cache": cache,
             "fold_page_size": fold_page_size,
         }
+        self._observer = _attach_observers(self, observers)
 
     @classmethod
     async def open(
@@ -148,11 +155,19 @@ class Application:
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         cache: StateCache | None = None,
         fold_page_size: int | None = DEFAULT_FOLD_PAGE_SIZE,
+        observers: Iterable[Observer] = (),
     ) -> Application:
         """Open the store ``url`` names (see :func:`open_store`) and wrap it."""
         store = await open_store(url)
         try:
-            return cls(store, codec=codec, retry=retry, cache=cache, fold_page_size=fold_page_size)
+            return cls(
+                store,
+                codec=codec,
+                retry=retry,
+                cache=cache,
+                fold_page_size=fold_page_size,
+                observers=observers,
+            )
         except BaseException:
             await store.close()
             raise
@@ -160,6 +175,11 @@ class Application:
     @property
     def store(self) -> EventStore:
         return self._store
+
+    @property
+    def observer(self) -> ObserverGroup | None:
+        """The application's observers as one (None without observers)."""
+        return self._observer
 
     @property
     def codec(self) -> Codec:
@@ -222,3 +242,15 @@ class Application:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _attach_observers(app: Application, observers: object) -> ObserverGroup | None:
+    """Observe the application's commands and its store, if it has observers."""
+    if isinstance(observers, str | Observer) or not isinstance(observers, Iterable):
+        raise ValidationError(f"observers must be a list of Observer instances, got {observers!r}")
+    group = ObserverGroup(observers)
+    if not group.observers:
+        return None
+    app._store = observe_store(app._store, group)
+    app._defaults["observer"] = group
+    return group

@@ -17,6 +17,7 @@ requests are retried one by one, so only the faulty one sees the error.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from typing import TypeAlias
 from eventcore.errors import EventCoreError, StoreError, ValidationError
 from eventcore.store import AppendOutcome
 from eventcore.types import AppendRequest, AppendResult
+
+_log = logging.getLogger(__name__)
 
 AppendMany: TypeAlias = Callable[[Sequence[AppendRequest]], Awaitable[list[AppendOutcome]]]
 
@@ -61,6 +64,9 @@ class GroupCommitter:
         self._waiting: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # how many append_many calls were made (for tests and metrics)
+        # Called with each batch's size (observers: see eventcore.observe_store);
+        # they must not raise.
+        self.batch_listeners: list[Callable[[int], None]] = []
 
     async def append(self, request: AppendRequest) -> AppendResult:
         future: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
@@ -94,6 +100,8 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[_Waiting]) -> None:
         self.batches += 1
+        for listener in self.batch_listeners:
+            listener(len(batch))
         try:
             outcomes = await self._append_many([request for request, _ in batch])
         except asyncio.CancelledError:
@@ -104,10 +112,13 @@ class GroupCommitter:
             # A StoreError means the connection or server failed: nobody got through.
             # Anything else that fails a whole batch is one request's fault.
             if len(batch) > 1 and not isinstance(exc, StoreError):
+                _log.debug("batch of %d appends failed (%r): retrying one by one", len(batch), exc)
                 await self._commit_one_by_one(batch)
             else:
+                _log_batch_failure(batch, exc)
                 _fail_all(batch, exc)
         except Exception as exc:
+            _log_batch_failure(batch, exc)
             _fail_all(batch, exc)
         else:
             for (_, future), outcome in zip(batch, outcomes, strict=True):
@@ -123,6 +134,15 @@ class GroupCommitter:
             for _, future in batch:
                 future.cancel()  # a no-op for those already answered
             raise
+
+
+def _log_batch_failure(batch: list[_Waiting], exc: Exception) -> None:
+    # A store error or a bug is worth a warning; a refused request (say a duplicate
+    # event id) is its caller's to handle, and only a debug line here.
+    refused = isinstance(exc, EventCoreError) and not isinstance(exc, StoreError)
+    level = logging.DEBUG if refused else logging.WARNING
+    streams = sorted({stream for request, _ in batch for stream, _ in request.expected})
+    _log.log(level, "group commit of %d append(s) on %s failed: %r", len(batch), streams[:10], exc)
 
 
 def _fail_all(batch: list[_Waiting], exc: Exception) -> None:
