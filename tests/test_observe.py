@@ -285,3 +285,13 @@ def test_recent_streams_remember_at_most_their_capacity() -> None:
     recent = RecentStreams(window=60, capacity=100)
     recent.touch(f"stream-{n}" for n in range(1000))
     assert recent.count() == 100
+
+
+async def test_the_store_is_wrapped_only_when_an_observer_listens_to_store_calls() -> None:
+    class CommandsOnly(Observer):
+        def command_executed(self, report: CommandReport) -> None:
+            pass
+
+    store = InMemoryEventStore()
+    assert Application(store, observers=[CommandsOnly()]).store is store
+    assert Application(store, observers=[Recorder()]).store is not store

@@ -111,7 +111,8 @@ class Application:
     (pass a :class:`~eventcore.cache.StateCache` to reuse folded state, see its
     rules). ``observers`` (see :mod:`eventcore.observe`) hear every command, and
     every store call through :attr:`store`, which is then the store wrapped by
-    :func:`~eventcore.observed_store.observe_store`. Per-call options
+    :func:`~eventcore.observed_store.observe_store` (if an observer listens to
+    store calls). Per-call options
     (``correlation_id=``, ``metadata=``, ...) go to each :meth:`execute` call;
     options given there override the application's.
     """
@@ -251,6 +252,8 @@ def _attach_observers(app: Application, observers: object) -> ObserverGroup | No
     group = ObserverGroup(observers)
     if not group.observers:
         return None
-    app._store = observe_store(app._store, group)
+    # Timing every store call costs a little: only when an observer wants it.
+    if group.listens_to("store_operation") or group.listens_to("batch_committed"):
+        app._store = observe_store(app._store, group)
     app._defaults["observer"] = group
     return group

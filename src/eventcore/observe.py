@@ -125,6 +125,10 @@ class ObserverGroup(Observer):
             for hook in _HOOKS
         }
 
+    def listens_to(self, hook: str) -> bool:
+        """Whether any member overrides ``hook`` (so reporting it is worth its cost)."""
+        return bool(self._calls[hook])
+
     def find(self, kind: type[Any]) -> Any:
         """The first member (or member of a nested group) that is a ``kind``, or None."""
         for member in self.observers:

@@ -14,7 +14,7 @@ docs/operations.md for the full list.
 from __future__ import annotations
 
 import time
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -147,9 +147,21 @@ class PrometheusObserver(Observer):
         )
         memory.set_function(lambda: float(process_memory_bytes()))
 
+        # labels() takes a lock and builds a key on every call: keep each child once
+        # (the label values are bounded, so these dicts are too).
+        self._command_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._store_children: dict[str, Any] = {}
+
     def command_executed(self, report: CommandReport) -> None:
-        self.commands.labels(report.command_type, report.outcome).inc()
-        self.command_seconds.labels(report.command_type).observe(report.seconds)
+        key = (report.command_type, report.outcome)
+        children = self._command_children.get(key)
+        if children is None:
+            children = self._command_children[key] = (
+                self.commands.labels(*key),
+                self.command_seconds.labels(report.command_type),
+            )
+        children[0].inc()
+        children[1].observe(report.seconds)
 
     def conflict_retried(self, stream_id: str, attempt: int, delay: float) -> None:
         self.conflicts.inc()
@@ -159,7 +171,10 @@ class PrometheusObserver(Observer):
         self._recent.touch(stream_ids)
 
     def store_operation(self, operation: str, seconds: float, error: Exception | None) -> None:
-        self.store_seconds.labels(operation).observe(seconds)
+        child = self._store_children.get(operation)
+        if child is None:
+            child = self._store_children[operation] = self.store_seconds.labels(operation)
+        child.observe(seconds)
         if error is not None:
             self.store_errors.labels(operation).inc()
 
