@@ -286,6 +286,13 @@ async def _run_observed(
         raise
     seconds = time.perf_counter() - start
     observer.command_executed(
-        CommandReport(command_type, "success", result.attempts, seconds, result.events_written)
+        CommandReport(
+            command_type,
+            "success",
+            result.attempts,
+            seconds,
+            result.events_written,
+            len(result.stream_versions),
+        )
     )
     return result

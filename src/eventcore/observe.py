@@ -48,13 +48,15 @@ exhausted); ``error`` (anything else: a store error, a bug in the command)."""
 @dataclass(frozen=True, slots=True)
 class CommandReport:
     """One executed command. ``command_type`` is the class's qualified name (a
-    bounded label); ``seconds`` the wall time from start to outcome."""
+    bounded label); ``seconds`` the wall time from start to outcome; ``streams``
+    how many streams it read (0 when it failed before knowing)."""
 
     command_type: str
     outcome: Outcome
     attempts: int
     seconds: float
     events: int
+    streams: int = 0
 
 
 class Observer:
