@@ -70,6 +70,16 @@ def test_the_wheel_carries_the_migrations_and_the_type_marker(dist: Path) -> Non
 
 
 @pytest.mark.slow
+def test_the_wheel_carries_the_dashboard_and_its_chart_library(dist: Path) -> None:
+    (wheel,) = dist.glob("eventcore-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    for static in ("dashboard.html", "dashboard.js", "dashboard.css", "chart.umd.js"):
+        assert f"eventcore/web/static/{static}" in names
+    assert "eventcore/web/static/chart.js.LICENSE.md" in names
+
+
+@pytest.mark.slow
 def test_the_sdist_carries_the_sources_and_the_migrations(dist: Path) -> None:
     (sdist,) = dist.glob("eventcore-*.tar.gz")
     with tarfile.open(sdist) as archive:
