@@ -150,7 +150,7 @@ def test_registering_the_same_pair_twice_is_harmless(codec: Codec) -> None:
     assert codec.type_name(Opened) == "acct.Opened"
 
 
-@pytest.mark.parametrize("name", ["", "  ", " padded", 7, "x" * 201])
+@pytest.mark.parametrize("name", ["", "  ", " padded", 7, "x" * 201, "a\x00b", "a\ud800"])
 def test_bad_type_names_are_rejected(name: object) -> None:
     with pytest.raises(ValidationError, match="type name"):
         Codec().register(name)  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
+from eventcore._text import check_storable_text
 from eventcore.errors import (
     DeserializationError,
     EncodingError,
@@ -93,7 +94,7 @@ def _check_type_name(name: object) -> str:
             f"event type name {name!r} is {len(name)} characters; "
             f"the limit is {MAX_TYPE_NAME_LENGTH}"
         )
-    return name
+    return check_storable_text(name, "event type name")
 
 
 # Every codec alive, so that "not registered here" can say where a class *is*
