@@ -1,3 +1,4 @@
+import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -222,3 +223,102 @@ def test_an_event_registered_in_another_codec_is_named_as_such() -> None:
     assert "codec=" in message
     with pytest.raises(EncodingError, match="in another Codec, not in this codec"):
         Codec().type_name(BookAdded)
+
+
+# -- int and float subclasses: common value types in domain code -------------------
+
+
+class Cents(int):
+    pass
+
+
+class Ratio(float):
+    pass
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+@dataclass(frozen=True)
+class Priced:
+    amount: Cents
+    rate: Ratio
+    plain: int
+    history: list[Cents]
+    by_name: dict[str, Ratio]
+    maybe: Cents | None
+    account: StreamId
+    level: Level
+
+
+class PricedStruct(msgspec.Struct, frozen=True):
+    amount: Cents
+    rate: Ratio
+    history: list[Cents]
+    maybe: Cents | None = None
+
+
+def _priced() -> Priced:
+    return Priced(
+        Cents(1250),
+        Ratio(0.25),
+        Cents(7),
+        [Cents(1), Cents(2)],
+        {"eur": Ratio(1.5)},
+        Cents(3),
+        StreamId("acc-1"),
+        Level.HIGH,
+    )
+
+
+@pytest.mark.parametrize(
+    "event",
+    [_priced(), PricedStruct(Cents(5), Ratio(2.0), [Cents(9)], Cents(4))],
+    ids=["dataclass", "struct"],
+)
+def test_int_and_float_subclasses_round_trip_as_their_declared_types(event: object) -> None:
+    codec = Codec()
+    codec.add(type(event), "t.Priced")
+    name, payload = codec.encode(event)
+    decoded = codec.decode(_record(name, payload))
+    assert decoded == event
+    for field in ("amount", "rate", "history", "maybe"):
+        mine, theirs = getattr(decoded, field), getattr(event, field)
+        assert type(mine) is type(theirs)
+        if isinstance(mine, list):
+            assert [type(v) for v in mine] == [type(v) for v in theirs]
+
+
+def test_declared_subclass_types_survive_inside_collections_and_as_str() -> None:
+    codec = Codec()
+    codec.add(Priced, "t.Priced")
+    decoded = codec.decode(_record(*codec.encode(_priced())))
+    assert type(decoded.by_name["eur"]) is Ratio
+    assert type(decoded.account) is StreamId
+    assert type(decoded.level) is Level
+    assert type(decoded.plain) is int  # declared int: decodes as int
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"amount": 1.5, "rate": 1, "history": []}', b'{"amount": true, "rate": 1, "history": []}'],
+    ids=["float-for-int", "bool-for-int"],
+)
+def test_a_stored_value_of_the_wrong_kind_does_not_decode_into_an_int_subclass(
+    payload: bytes,
+) -> None:
+    codec = Codec()
+    codec.add(PricedStruct, "t.PricedStruct")
+    with pytest.raises(DeserializationError, match="Cents"):
+        codec.decode(_record("t.PricedStruct", payload))
+
+
+def test_pydantic_events_keep_their_own_handling_of_int_subclasses() -> None:
+    class Charged(pydantic.BaseModel):
+        amount: int
+
+    codec = Codec()
+    codec.add(Charged, "t.Charged")
+    assert codec.decode(_record(*codec.encode(Charged(amount=Cents(3))))) == Charged(amount=3)

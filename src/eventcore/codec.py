@@ -41,16 +41,43 @@ from eventcore.types import EventMetadata, NewEvent, RecordedEvent, StreamId
 T = TypeVar("T")
 
 
-def _encode_str_subclass(value: Any) -> Any:
-    # msgspec encodes exact str only; StreamId (and other str subclasses) are str.
+def _encode_value_subclass(value: Any) -> Any:
+    # msgspec encodes exact str, int and float only; subclasses (StreamId, a
+    # domain's `class Cents(int)`) go out as their plain value. The base class's own
+    # conversion ignores any __str__ / __int__ / __float__ the subclass overrides.
     if isinstance(value, str):
-        return str(value)
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
     raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
+
+
+def _decode_value_subclass(cls: type[Any], value: Any) -> Any:
+    # Called by msgspec for declared types it does not know: rebuild the declared
+    # str / int / float subclass from the plain JSON value, which must be of the
+    # right kind (no bool for an int, no float for an int).
+    if issubclass(cls, str) and type(value) is str:
+        return cls(value)
+    if issubclass(cls, int) and not issubclass(cls, bool) and type(value) is int:
+        return cls(value)
+    if issubclass(cls, float) and type(value) in (int, float):
+        return cls(value)
+    raise TypeError(f"Expected `{cls.__name__}`, got `{type(value).__name__}`")
 
 
 # The one JSON encoder: events, metadata, snapshot states and the backends' own
 # JSON columns.
-json_encode: Final = msgspec.json.Encoder(enc_hook=_encode_str_subclass).encode
+json_encode: Final = msgspec.json.Encoder(enc_hook=_encode_value_subclass).encode
+
+
+def json_decoder(cls: type[T]) -> Callable[[bytes], T]:
+    """A decoder into ``cls`` that rebuilds what :data:`json_encode` wrote, value
+    subclasses included."""
+    return msgspec.json.Decoder(cls, dec_hook=_decode_value_subclass).decode
+
+
 MAX_TYPE_NAME_LENGTH: Final = 200
 
 
@@ -77,7 +104,7 @@ def _registration_for(cls: type[Any], name: str) -> _Registration:
             cls.model_validate_json,
         )
     if dataclasses.is_dataclass(cls) or issubclass(cls, msgspec.Struct):
-        return _Registration(cls, name, json_encode, msgspec.json.Decoder(cls).decode)
+        return _Registration(cls, name, json_encode, json_decoder(cls))
     raise ValidationError(
         f"cannot register {cls.__qualname__} as an event: events must be dataclasses, "
         "msgspec.Struct subclasses or pydantic models"
