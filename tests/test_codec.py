@@ -1,23 +1,32 @@
+import dataclasses
 import enum
+import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any, ClassVar
 
 import msgspec
 import pydantic
 import pytest
 
 from eventcore import (
+    AppendRequest,
     Codec,
+    Command,
     DeserializationError,
     EncodingError,
     EventMetadata,
+    NewEvent,
     RecordedEvent,
     StreamId,
     UnknownEventType,
     ValidationError,
+    execute,
 )
-from eventcore.codec import decode_metadata, default_codec, encode_metadata
+from eventcore.codec import decode_metadata, default_codec, encode_metadata, json_encode
+from eventcore.store import EventStore, SnapshotStore
 from eventcore.types import new_event_id
 
 
@@ -204,7 +213,7 @@ def test_a_nan_that_json_would_turn_into_null_is_refused() -> None:
     class Measured:
         value: float
 
-    with pytest.raises(EncodingError, match="does not decode back"):
+    with pytest.raises(EncodingError, match="value is nan, which JSON cannot hold"):
         codec.encode(Measured(float("nan")))
 
 
@@ -322,3 +331,162 @@ def test_pydantic_events_keep_their_own_handling_of_int_subclasses() -> None:
     codec = Codec()
     codec.add(Charged, "t.Charged")
     assert codec.decode(_record(*codec.encode(Charged(amount=Cents(3))))) == Charged(amount=3)
+
+
+# -- NaN and infinity: JSON has neither, and msgspec would write null ---------------
+
+NON_FINITE = pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"]
+)
+
+
+@dataclass(frozen=True)
+class Inner:
+    level: float | None
+
+
+@dataclass(frozen=True)
+class Reading:
+    maybe: float | None = 0.0
+    anything: Any = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    series: list[Any] = dataclasses.field(default_factory=list)
+    inner: Inner = Inner(0.0)
+    exact: float = 0.0
+
+
+class ReadingStruct(msgspec.Struct, frozen=True):
+    maybe: float | None = None
+    extra: dict[str, Any] = {}
+
+
+class ReadingModel(pydantic.BaseModel):
+    maybe: float | None = None
+    extra: dict[str, Any] = {}
+
+
+@NON_FINITE
+@pytest.mark.parametrize(
+    ("build", "where"),
+    [
+        (lambda x: Reading(maybe=x), "maybe"),
+        (lambda x: Reading(anything=x), "anything"),
+        (lambda x: Reading(extra={"k": [1.0, x]}), "extra['k'][1]"),
+        (lambda x: Reading(series=[None, x]), "series[1]"),
+        (lambda x: Reading(inner=Inner(x)), "inner.level"),
+        (lambda x: Reading(exact=x), "exact"),
+        (lambda x: Reading(exact=Ratio(x)), "exact"),
+        (lambda x: ReadingStruct(maybe=x), "maybe"),
+        (lambda x: ReadingStruct(extra={"k": x}), "extra['k']"),
+        (lambda x: ReadingModel(maybe=x), "maybe"),
+        (lambda x: ReadingModel(extra={"k": {"j": x}}), "extra['k']['j']"),
+    ],
+    ids=[
+        "optional",
+        "any",
+        "dict",
+        "list",
+        "nested",
+        "float",
+        "float-subclass",
+        "struct-optional",
+        "struct-dict",
+        "pydantic-optional",
+        "pydantic-dict",
+    ],
+)
+def test_non_finite_floats_are_refused_naming_the_field(build: Any, where: str, bad: float) -> None:
+    codec = Codec()
+    for cls in (Reading, ReadingStruct, ReadingModel):
+        codec.add(cls, f"t.{cls.__name__}")
+    with pytest.raises(EncodingError, match=re.escape(f"{where} is {bad!r}")):
+        codec.encode(build(bad))
+
+
+def test_null_and_finite_floats_still_encode() -> None:
+    codec = Codec()
+    codec.add(Reading, "t.Reading")
+    event = Reading(maybe=None, anything=None, extra={"k": None, "null": "null"}, series=[None])
+    assert codec.decode(_record(*codec.encode(event))) == event
+
+
+@NON_FINITE
+def test_non_finite_floats_in_metadata_are_refused_naming_the_key(bad: float) -> None:
+    with pytest.raises(EncodingError, match=re.escape(f"user['when'][0] is {bad!r}")):
+        encode_metadata(EventMetadata(user={"when": [bad]}))
+
+
+@NON_FINITE
+async def test_execute_refuses_non_finite_metadata_and_writes_nothing(
+    any_store: EventStore, bad: float
+) -> None:
+    from eventcore.demo.bank import Deposit, bank_codec
+
+    with pytest.raises(EncodingError, match=re.escape(f"user['rate'] is {bad!r}")):
+        await execute(any_store, Deposit("acc-1", 5), codec=bank_codec, metadata={"rate": bad})
+    assert await any_store.read_all() == []
+
+
+@NON_FINITE
+async def test_appending_non_finite_metadata_is_refused_and_writes_nothing(
+    any_store: EventStore, bad: float
+) -> None:
+    event = NewEvent(StreamId("a"), "T", b"{}", EventMetadata(user={"rate": bad}))
+    with pytest.raises(EncodingError, match=re.escape(f"user['rate'] is {bad!r}")):
+        await any_store.append(AppendRequest.create({"a": 0}, [event]))
+    assert await any_store.read_all() == []
+
+
+@dataclass(frozen=True)
+class Average:
+    mean: float | None = None
+
+
+@dataclass(frozen=True)
+class Measure(Command[Average, Reading]):
+    """Folds readings into a mean that becomes NaN, with a snapshot after each fold."""
+
+    snapshot_every: ClassVar[int] = 1
+    snapshot_name: ClassVar[str | None] = "t.Measure"
+    state_type: ClassVar[Any] = Average
+
+    def streams(self) -> list[str]:
+        return ["sensor"]
+
+    def initial_state(self) -> Average:
+        return Average()
+
+    def apply(self, state: Average, stream_id: StreamId, event: Reading) -> Average:
+        # A large reading overflows: inf - inf is NaN.
+        return Average(event.exact * 10 - event.exact * 10)
+
+    def handle(self, state: Average) -> list[tuple[str, Reading]]:
+        return [("sensor", Reading())]
+
+
+async def test_a_snapshot_state_with_nan_is_refused_not_stored_as_null(
+    any_store: EventStore,
+) -> None:
+    codec = Codec()
+    codec.add(Reading, "t.Reading")
+    sensor = StreamId("sensor")
+    first = codec.new_event(sensor, Reading(exact=1e308), EventMetadata())
+    await any_store.append(AppendRequest.create({sensor: 0}, [first]))
+    with pytest.raises(EncodingError, match=re.escape("mean is nan")):
+        await execute(any_store, Measure(), codec=codec)
+    assert len(await any_store.read_all()) == 1  # the command wrote nothing
+    assert isinstance(any_store, SnapshotStore)
+    assert await any_store.load_snapshot(f"t.Measure:{json_encode(['sensor']).decode()}") is None
+
+
+def test_a_pydantic_model_that_keeps_nan_stores_it_faithfully() -> None:
+    class Kept(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(ser_json_inf_nan="constants")
+        maybe: float | None = None
+        gone: float | None = None
+
+    codec = Codec()
+    codec.add(Kept, "t.Kept")
+    decoded = codec.decode(_record(*codec.encode(Kept(maybe=float("nan")))))
+    assert math.isnan(decoded.maybe)
+    assert decoded.gone is None

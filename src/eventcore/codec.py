@@ -29,6 +29,8 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
+from eventcore._json import is_pydantic_model, json_decoder, refuse_non_finite
+from eventcore._json import json_encode as json_encode  # the backends' JSON encoder too
 from eventcore._text import check_storable_text
 from eventcore.errors import (
     DeserializationError,
@@ -39,43 +41,6 @@ from eventcore.errors import (
 from eventcore.types import EventMetadata, NewEvent, RecordedEvent, StreamId
 
 T = TypeVar("T")
-
-
-def _encode_value_subclass(value: Any) -> Any:
-    # msgspec encodes exact str, int and float only; subclasses (StreamId, a
-    # domain's `class Cents(int)`) go out as their plain value. The base class's own
-    # conversion ignores any __str__ / __int__ / __float__ the subclass overrides.
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return int.__int__(value)
-    if isinstance(value, float):
-        return float.__float__(value)
-    raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
-
-
-def _decode_value_subclass(cls: type[Any], value: Any) -> Any:
-    # Called by msgspec for declared types it does not know: rebuild the declared
-    # str / int / float subclass from the plain JSON value, which must be of the
-    # right kind (no bool for an int, no float for an int).
-    if issubclass(cls, str) and type(value) is str:
-        return cls(value)
-    if issubclass(cls, int) and not issubclass(cls, bool) and type(value) is int:
-        return cls(value)
-    if issubclass(cls, float) and type(value) in (int, float):
-        return cls(value)
-    raise TypeError(f"Expected `{cls.__name__}`, got `{type(value).__name__}`")
-
-
-# The one JSON encoder: events, metadata, snapshot states and the backends' own
-# JSON columns.
-json_encode: Final = msgspec.json.Encoder(enc_hook=_encode_value_subclass).encode
-
-
-def json_decoder(cls: type[T]) -> Callable[[bytes], T]:
-    """A decoder into ``cls`` that rebuilds what :data:`json_encode` wrote, value
-    subclasses included."""
-    return msgspec.json.Decoder(cls, dec_hook=_decode_value_subclass).decode
 
 
 MAX_TYPE_NAME_LENGTH: Final = 200
@@ -89,20 +54,18 @@ class _Registration:
     decode: Callable[[bytes], Any]
 
 
-def _is_pydantic_model(cls: type[Any]) -> bool:
-    return callable(getattr(cls, "model_validate_json", None)) and callable(
-        getattr(cls, "model_dump_json", None)
-    )
+def _encode_pydantic(event: Any) -> bytes:
+    encoded: bytes = event.model_dump_json().encode()
+    # pydantic, too, writes NaN and infinities as null unless the model says
+    # otherwise (ser_json_inf_nan="constants" or "strings" keeps them).
+    if b"null" in encoded and event.model_config.get("ser_json_inf_nan", "null") == "null":
+        refuse_non_finite(event)
+    return encoded
 
 
 def _registration_for(cls: type[Any], name: str) -> _Registration:
-    if _is_pydantic_model(cls):
-        return _Registration(
-            cls,
-            name,
-            lambda event: event.model_dump_json().encode(),
-            cls.model_validate_json,
-        )
+    if is_pydantic_model(cls):
+        return _Registration(cls, name, _encode_pydantic, cls.model_validate_json)
     if dataclasses.is_dataclass(cls) or issubclass(cls, msgspec.Struct):
         return _Registration(cls, name, json_encode, json_decoder(cls))
     raise ValidationError(
