@@ -408,6 +408,10 @@ def test_null_and_finite_floats_still_encode() -> None:
     codec.add(Reading, "t.Reading")
     event = Reading(maybe=None, anything=None, extra={"k": None, "null": "null"}, series=[None])
     assert codec.decode(_record(*codec.encode(event))) == event
+    # Values msgspec turns into strings or ints are looked at, not mistaken for NaN.
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    _, payload = codec.encode(Reading(anything=[None, at, Decimal("1.5"), Level.HIGH]))
+    assert payload.startswith(b'{"maybe":0.0,"anything":[null,"2026-01-02T00:00:00Z","1.5",2]')
 
 
 @NON_FINITE

@@ -98,6 +98,12 @@ def _parts(value: Any, path: str) -> Iterator[tuple[Any, str]]:
         yield from ((getattr(value, f.name), f"{path}.{f.name}") for f in dataclasses.fields(value))
     elif is_pydantic_model(type(value)):
         yield from ((item, f"{path}.{n}") for n, item in value.model_dump().items())
+    elif value is not None:
+        # Anything else msgspec encoded (attrs classes, datetimes, enums, ...): look
+        # at the plain values it became, which keep their floats.
+        plain = msgspec.to_builtins(value, enc_hook=_encode_value_subclass)
+        if isinstance(plain, dict | list):
+            yield from _parts(plain, path)
 
 
 def json_decoder(cls: type[T]) -> Callable[[bytes], T]:

@@ -172,8 +172,8 @@ class Codec:
                 f"cannot encode event {registration.name!r} ({event!r}): {exc}"
             ) from exc
         # Stored events are immutable: one that could not be decoded again would
-        # make its stream unreadable for good (a str in an int field, a NaN
-        # encoded as null). So every payload must decode before it is written.
+        # make its stream unreadable for good (a str in an int field). So every
+        # payload must decode before it is written.
         try:
             registration.decode(payload)
         except (ValueError, TypeError, msgspec.DecodeError) as exc:
