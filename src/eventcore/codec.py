@@ -29,6 +29,9 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
+from eventcore._json import is_pydantic_model, json_decoder, refuse_non_finite
+from eventcore._json import json_encode as json_encode  # the backends' JSON encoder too
+from eventcore._text import check_storable_text
 from eventcore.errors import (
     DeserializationError,
     EncodingError,
@@ -40,16 +43,6 @@ from eventcore.types import EventMetadata, NewEvent, RecordedEvent, StreamId
 T = TypeVar("T")
 
 
-def _encode_str_subclass(value: Any) -> Any:
-    # msgspec encodes exact str only; StreamId (and other str subclasses) are str.
-    if isinstance(value, str):
-        return str(value)
-    raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
-
-
-# The one JSON encoder: events, metadata, snapshot states and the backends' own
-# JSON columns.
-json_encode: Final = msgspec.json.Encoder(enc_hook=_encode_str_subclass).encode
 MAX_TYPE_NAME_LENGTH: Final = 200
 
 
@@ -61,22 +54,20 @@ class _Registration:
     decode: Callable[[bytes], Any]
 
 
-def _is_pydantic_model(cls: type[Any]) -> bool:
-    return callable(getattr(cls, "model_validate_json", None)) and callable(
-        getattr(cls, "model_dump_json", None)
-    )
+def _encode_pydantic(event: Any) -> bytes:
+    encoded: bytes = event.model_dump_json().encode()
+    # pydantic, too, writes NaN and infinities as null unless the model says
+    # otherwise (ser_json_inf_nan="constants" or "strings" keeps them).
+    if b"null" in encoded and event.model_config.get("ser_json_inf_nan", "null") == "null":
+        refuse_non_finite(event)
+    return encoded
 
 
 def _registration_for(cls: type[Any], name: str) -> _Registration:
-    if _is_pydantic_model(cls):
-        return _Registration(
-            cls,
-            name,
-            lambda event: event.model_dump_json().encode(),
-            cls.model_validate_json,
-        )
+    if is_pydantic_model(cls):
+        return _Registration(cls, name, _encode_pydantic, cls.model_validate_json)
     if dataclasses.is_dataclass(cls) or issubclass(cls, msgspec.Struct):
-        return _Registration(cls, name, json_encode, msgspec.json.Decoder(cls).decode)
+        return _Registration(cls, name, json_encode, json_decoder(cls))
     raise ValidationError(
         f"cannot register {cls.__qualname__} as an event: events must be dataclasses, "
         "msgspec.Struct subclasses or pydantic models"
@@ -93,7 +84,7 @@ def _check_type_name(name: object) -> str:
             f"event type name {name!r} is {len(name)} characters; "
             f"the limit is {MAX_TYPE_NAME_LENGTH}"
         )
-    return name
+    return check_storable_text(name, "event type name")
 
 
 # Every codec alive, so that "not registered here" can say where a class *is*
@@ -181,8 +172,8 @@ class Codec:
                 f"cannot encode event {registration.name!r} ({event!r}): {exc}"
             ) from exc
         # Stored events are immutable: one that could not be decoded again would
-        # make its stream unreadable for good (a str in an int field, a NaN
-        # encoded as null). So every payload must decode before it is written.
+        # make its stream unreadable for good (a str in an int field). So every
+        # payload must decode before it is written.
         try:
             registration.decode(payload)
         except (ValueError, TypeError, msgspec.DecodeError) as exc:

@@ -31,6 +31,7 @@ from eventcore._plan import (
     Step,
     plan_execution,
 )
+from eventcore._text import check_storable_text
 from eventcore.cache import StateCache
 from eventcore.codec import Codec, default_codec, encode_metadata
 from eventcore.command import Command
@@ -203,6 +204,8 @@ async def execute(
     for name, value in (("correlation_id", correlation_id), ("causation_id", causation_id)):
         if value is not None and not isinstance(value, str):
             raise ValidationError(f"{name} must be a str or None, got {value!r}")
+        if value is not None:
+            check_storable_text(value, name)
     event_metadata = EventMetadata(
         correlation_id if correlation_id is not None else str(uuid.uuid4()),
         causation_id,
