@@ -165,7 +165,12 @@ def test_the_production_preset_has_exactly_the_seeds_pool_settings():
         "command_timeout": 30.0,
         "application_name": "eventcore",
         "max_payload_bytes": 16 * 1024 * 1024,
-        "group_commit": {"enabled": True, "max_batch": 256, "max_wait": 0.0},
+        "group_commit": {
+            "enabled": True,
+            "max_batch": 256,
+            "max_wait": 0.0,
+            "close_timeout": 30.0,
+        },
         "group_reads": False,
     }
 
@@ -184,7 +189,12 @@ def test_the_development_preset_is_a_small_pool_with_short_timeouts():
         "command_timeout": 10.0,
         "application_name": "eventcore-dev",
         "max_payload_bytes": 16 * 1024 * 1024,
-        "group_commit": {"enabled": True, "max_batch": 256, "max_wait": 0.0},
+        "group_commit": {
+            "enabled": True,
+            "max_batch": 256,
+            "max_wait": 0.0,
+            "close_timeout": 30.0,
+        },
         "group_reads": False,
     }
 
