@@ -14,12 +14,14 @@ import pytest
 
 from eventcore import (
     AppendRequest,
+    Application,
     BusinessRuleViolation,
     Command,
     EventMetadata,
     ExecutionResult,
     GroupCommitSettings,
     InMemoryEventStore,
+    StateCache,
     StoreUnavailable,
     StreamId,
     ValidationError,
@@ -28,7 +30,7 @@ from eventcore import (
 )
 from eventcore.backends._group_commit import GroupCommitter
 from eventcore.demo.bank import Deposit, MoneyDeposited, Transfer, bank_codec
-from eventcore.store import AppendOutcome, EventLookup, EventStore
+from eventcore.store import AppendOutcome, BatchAppender, EventLookup, EventStore
 from eventcore.testing.faults import FaultInjectingStore
 from eventcore.types import AppendResult
 
@@ -192,7 +194,7 @@ class _GroupCommitTogether(FaultInjectingStore):
 
     async def _append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         self.batch_sizes.append(len(requests))
-        return await cast(Any, self.inner).append_many(requests)
+        return await cast(BatchAppender, self.inner).append_many(requests)
 
 
 async def test_a_replay_inside_a_group_commit_batch_does_not_fail_its_neighbours(
@@ -280,7 +282,7 @@ async def test_execute_all_gives_each_command_its_own_id(any_store: EventStore) 
 async def test_execute_all_refuses_one_command_id_for_a_whole_batch() -> None:
     store = InMemoryEventStore()
     with pytest.raises(ValidationError, match="command_ids"):
-        await execute_all(store, [Deposit("a", 1)], command_id="k")  # type: ignore[call-arg]
+        await execute_all(store, [Deposit("a", 1)], command_id="k")
     with pytest.raises(ValidationError, match="2 command ids for 1 command"):
         await execute_all(store, [Deposit("a", 1)], command_ids=["k", "l"])
     with pytest.raises(ValidationError, match="command_ids\\[0\\]"):
@@ -301,3 +303,28 @@ async def test_events_by_id_returns_stored_events_in_log_order(any_store: EventS
     assert await FaultInjectingStore(any_store).events_by_id(wanted) == [stored[0], stored[2]]
     with pytest.raises(ValidationError, match="'not-a-uuid'"):
         await any_store.events_by_id([cast(uuid.UUID, "not-a-uuid")])
+
+
+async def test_an_application_passes_command_ids_on(any_store: EventStore) -> None:
+    app = Application(any_store, codec=bank_codec)
+    await app.execute(Deposit("a", 1), command_id="app-1")
+    again = await app.execute(Deposit("a", 1), command_id="app-1")
+    batch = await app.execute_all([Deposit("a", 1), Deposit("b", 2)], command_ids=["app-1", "b"])
+
+    assert again.already_applied
+    assert [cast(ExecutionResult, r).already_applied for r in batch] == [True, False]
+    assert (await _balance(any_store, "a"), await _balance(any_store, "b")) == (1, 2)
+
+
+async def test_a_replay_is_recognised_with_the_state_cache(any_store: EventStore) -> None:
+    """A cached state already holds the original's events: the replay's decision
+    on it (a refusal, here) is re-checked on fresh state, then recognised."""
+    cache = StateCache()
+    await execute(any_store, Deposit("alice", 100), codec=bank_codec, cache=cache)
+    move = Transfer("alice", "bob", 70)
+    first = await execute(any_store, move, codec=bank_codec, cache=cache, command_id="t-c")
+    again = await execute(any_store, move, codec=bank_codec, cache=cache, command_id="t-c")
+
+    assert again.already_applied
+    assert again.positions == first.positions
+    assert (await _balance(any_store, "alice"), await _balance(any_store, "bob")) == (30, 70)
