@@ -30,6 +30,8 @@ from eventcore import (
 )
 from eventcore.backends._group_commit import GroupCommitter
 from eventcore.demo.bank import Deposit, MoneyDeposited, Transfer, bank_codec
+from eventcore.observe import CommandReport, Observer
+from eventcore.observed_store import observe_store
 from eventcore.store import AppendOutcome, BatchAppender, EventLookup, EventStore
 from eventcore.testing.faults import FaultInjectingStore
 from eventcore.types import AppendResult
@@ -328,3 +330,31 @@ async def test_a_replay_is_recognised_with_the_state_cache(any_store: EventStore
     assert again.already_applied
     assert again.positions == first.positions
     assert (await _balance(any_store, "alice"), await _balance(any_store, "bob")) == (30, 70)
+
+
+class _Recorder(Observer):
+    def __init__(self) -> None:
+        self.reports: list[CommandReport] = []
+        self.operations: list[str] = []
+
+    def command_executed(self, report: CommandReport) -> None:
+        self.reports.append(report)
+
+    def store_operation(self, operation: str, seconds: float, error: Exception | None) -> None:
+        self.operations.append(operation)
+
+
+async def test_an_observed_replay_reports_no_events_written_and_its_lookup(
+    any_store: EventStore,
+) -> None:
+    recorder = _Recorder()
+    store = observe_store(any_store, recorder)
+    assert isinstance(store, EventLookup)
+    for _ in range(2):
+        await execute(
+            store, Deposit("acc", 10), codec=bank_codec, command_id="o-1", observer=recorder
+        )
+
+    assert [(r.outcome, r.events) for r in recorder.reports] == [("success", 1), ("success", 0)]
+    assert recorder.operations.count("events_by_id") == 1
+    assert await _balance(any_store, "acc") == 10
