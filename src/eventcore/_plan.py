@@ -18,6 +18,7 @@ cached state and reads only newer events, or none at all (see that module).
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Generator, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
@@ -61,7 +62,8 @@ class ReadStreams:
 
 @dataclass(frozen=True, slots=True)
 class AppendEvents:
-    """Step: append; reply with :class:`AppendResult`, or throw ``VersionConflict``."""
+    """Step: append; reply with :class:`AppendResult`, or throw the
+    ``VersionConflict`` (or ``ValidationError``) the store raised."""
 
     request: AppendRequest
 
@@ -88,7 +90,16 @@ class Sleep:
     seconds: float
 
 
-Step: TypeAlias = ReadStreams | AppendEvents | Sleep | LoadSnapshot | SaveSnapshot
+@dataclass(frozen=True, slots=True)
+class LookupEvents:
+    """Step: fetch the stored events with these ids; reply with the
+    ``list[RecordedEvent]`` of those found. (Yielded around a plan run with a
+    command id, see :mod:`eventcore._command_ids`.)"""
+
+    event_ids: tuple[uuid.UUID, ...]
+
+
+Step: TypeAlias = ReadStreams | AppendEvents | Sleep | LoadSnapshot | SaveSnapshot | LookupEvents
 Plan: TypeAlias = Generator[Step, Any, "ExecutionResult"]
 Versions: TypeAlias = dict[StreamId, int]
 
@@ -101,12 +112,18 @@ class ExecutionResult:
     or a stale cached state, made it decide again); ``stream_versions`` holds every
     stream the command read, at its version after the append; ``positions`` the
     global position of each written event in the order ``handle`` returned them.
+
+    ``already_applied``: this execution wrote nothing because an earlier one with
+    the same ``command_id`` had committed; ``events_written`` and ``positions``
+    then describe that earlier append, and ``stream_versions`` holds the version
+    each stream it wrote reached with it (the streams it only read are not known).
     """
 
     attempts: int
     events_written: int
     stream_versions: Mapping[str, int]
     positions: tuple[int, ...]
+    already_applied: bool = False
 
 
 def _unique_streams(raw: Iterable[str], source: str) -> list[StreamId]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Self, Unpack
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from eventcore._command_ids import CommandId
 from eventcore._plan import DEFAULT_FOLD_PAGE_SIZE
 from eventcore.cache import StateCache
 from eventcore.codec import Codec, default_codec
@@ -200,12 +201,17 @@ class Application:
         commands: Iterable[Command[Any, Any]],
         *,
         concurrency: int = 16,
+        command_ids: Iterable[CommandId | None] | None = None,
         **options: Unpack[ExecuteOptions],
     ) -> list[ExecutionResult | Exception]:
         """Run a batch concurrently, in submission order per stream (see
         :func:`eventcore.execute_all`); outcomes in submission order."""
         return await execute_all(
-            self._store, commands, concurrency=concurrency, **self._with_defaults(options)
+            self._store,
+            commands,
+            concurrency=concurrency,
+            command_ids=command_ids,
+            **self._with_defaults(options),
         )
 
     def _with_defaults(self, options: ExecuteOptions) -> ExecuteOptions:

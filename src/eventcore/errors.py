@@ -155,7 +155,13 @@ class StoreError(EventCoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The storage could not be reached, or failed while serving a request."""
+    """The storage could not be reached, or failed while serving a request.
+
+    Raised by an append, it means *outcome unknown*, not "nothing written": the
+    connection can drop after the server committed, before the reply arrived.
+    A retry may then write the events a second time; run commands with
+    ``execute(..., command_id=...)`` to make such a retry safe.
+    """
 
 
 class StoreClosed(StoreError):

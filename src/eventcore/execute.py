@@ -2,10 +2,11 @@
 
 The decision logic is a pure generator, :func:`plan_execution` (in
 ``eventcore._plan``, re-exported here). It yields the I/O it needs as step objects
-— :class:`ReadStreams`, :class:`AppendEvents`, :class:`Sleep` — and is sent their
-results (a version conflict is thrown into it). :func:`execute` drives it against
-a store with :func:`run_plan`; tests can drive it with no store and no event loop
-at all (see :mod:`eventcore.testing.scenario`).
+— :class:`ReadStreams`, :class:`AppendEvents`, :class:`Sleep`, ... — and is sent
+their results (an append's conflict or refusal is thrown into it). :func:`execute`
+drives it against a store with :func:`run_plan`; tests can drive it with no store
+and no event loop at all (see :mod:`eventcore.testing.scenario`). With a
+``command_id`` the plan runs inside :func:`eventcore._command_ids.recognising_replays`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict, TypeGuard
 
+from eventcore._command_ids import CommandEventIds, CommandId, recognising_replays
 from eventcore._plan import (
     DEFAULT_FOLD_PAGE_SIZE,
     AppendEvents,
     ExecutionResult,
     LoadSnapshot,
+    LookupEvents,
     Plan,
     ReadStreams,
     SaveSnapshot,
@@ -44,8 +47,8 @@ from eventcore.errors import (
 )
 from eventcore.observe import CommandReport, Observer, Outcome, as_observer
 from eventcore.retry import DEFAULT_RETRY_POLICY, RetryPolicy
-from eventcore.store import EventStore, SnapshotStore
-from eventcore.types import AppendResult, EventMetadata, Snapshot, check_limit
+from eventcore.store import EventLookup, EventStore, SnapshotStore
+from eventcore.types import AppendResult, EventMetadata, RecordedEvent, Snapshot, check_limit
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ __all__ = [
     "ExecuteOptions",
     "ExecutionResult",
     "LoadSnapshot",
+    "LookupEvents",
     "Plan",
     "ReadStreams",
     "SaveSnapshot",
@@ -77,18 +81,18 @@ async def _drive(
     plan: Plan, store: EventStore, observer: Observer | None, tally: _Tally | None
 ) -> ExecutionResult:
     reply: Any = None
-    conflict: VersionConflict | None = None
+    refused: VersionConflict | ValidationError | None = None
     conflicts = 0
     while True:
         try:
-            step = plan.send(reply) if conflict is None else plan.throw(conflict)
+            step = plan.send(reply) if refused is None else plan.throw(refused)
         except StopIteration as finished:
             result: ExecutionResult = finished.value
             return result
-        if conflict is not None:  # the plan chose to retry (it raises when it gives up)
+        if isinstance(refused, VersionConflict):  # the plan chose to retry (or raised)
             conflicts += 1
-            _report_retry(conflict, conflicts, step, observer, tally)
-        reply, conflict = None, None
+            _report_retry(refused, conflicts, step, observer, tally)
+        reply, refused = None, None
         if type(step) is ReadStreams:
             reply = await store.read_streams(
                 step.stream_ids,
@@ -96,7 +100,9 @@ async def _drive(
                 limit=step.limit,
             )
         elif type(step) is AppendEvents:
-            reply, conflict = await _append(store, step, observer)
+            reply, refused = await _append(store, step, observer)
+        elif type(step) is LookupEvents:
+            reply = await _events_by_id(store, step.event_ids)
         elif type(step) is Sleep:
             await asyncio.sleep(step.seconds)
         elif type(step) is LoadSnapshot:
@@ -109,14 +115,33 @@ async def _drive(
 
 async def _append(
     store: EventStore, step: AppendEvents, observer: Observer | None
-) -> tuple[AppendResult | None, VersionConflict | None]:
+) -> tuple[AppendResult | None, VersionConflict | ValidationError | None]:
     try:
         result = await store.append(step.request)
-    except VersionConflict as exc:
+    except (VersionConflict, ValidationError) as exc:
+        # The plan decides: a conflict is retried; a refused append may be the
+        # duplicate event id of a replayed command id.
         return None, exc
     if observer is not None:
         _report_append(step, result, observer)
     return result, None
+
+
+def _looks_events_up(store: object) -> TypeGuard[EventLookup]:
+    return isinstance(store, EventLookup)
+
+
+async def _events_by_id(store: EventStore, ids: tuple[uuid.UUID, ...]) -> list[RecordedEvent]:
+    if not _looks_events_up(store):
+        raise _cannot_look_up(store)
+    return await store.events_by_id(ids)
+
+
+def _cannot_look_up(store: object) -> ValidationError:
+    return ValidationError(
+        f"command_id needs a store that can look events up by id (EventLookup); "
+        f"{type(store).__qualname__} cannot"
+    )
 
 
 def _keeps_snapshots(store: object) -> TypeGuard[SnapshotStore]:
@@ -143,6 +168,7 @@ class ExecuteOptions(TypedDict, total=False):
     cache: StateCache | None
     fold_page_size: int | None
     observer: Observer | None
+    command_id: CommandId | None
 
 
 def _check_execute_args(
@@ -186,6 +212,7 @@ async def execute(
     cache: StateCache | None = None,
     fold_page_size: int | None = DEFAULT_FOLD_PAGE_SIZE,
     observer: Observer | None = None,
+    command_id: CommandId | None = None,
 ) -> ExecutionResult:
     """Run ``command`` against ``store``: read, fold, decide, append, retry on conflict.
 
@@ -196,11 +223,31 @@ async def execute(
     read each stream whole). ``observer`` hears how it went (see
     :mod:`eventcore.observe`); what it raises never changes the outcome.
 
-    Raises :class:`~eventcore.errors.BusinessRuleViolation` from ``handle``
-    unchanged, :class:`~eventcore.errors.RetriesExhausted` when conflicts outlast
-    ``retry``, and store errors unchanged; none of these leaves anything written.
+    ``command_id`` (a str or UUID unique to what the caller means to do once, such
+    as a request id) makes a retry safe: the events written get ids derived from it,
+    so a store refuses them a second time, and an execution that finds them already
+    stored writes nothing and returns the earlier outcome with
+    ``already_applied=True`` (see :class:`ExecutionResult`). The store must
+    implement :class:`~eventcore.store.EventLookup` (every bundled store does).
+
+    Errors, and what they say about the store:
+
+    - Nothing was written: :class:`~eventcore.errors.ValidationError` (bad input, an
+      event for a stream the command did not read, a refused append),
+      :class:`~eventcore.errors.BusinessRuleViolation` from ``handle`` (unchanged),
+      :class:`~eventcore.errors.RetriesExhausted` when version conflicts outlast
+      ``retry``, and :class:`~eventcore.errors.CodecError`.
+    - Outcome unknown: :class:`~eventcore.errors.StoreUnavailable` (and any other
+      :class:`~eventcore.errors.StoreError`), and cancellation
+      (``CancelledError``, a timeout around ``execute``). Raised while the append
+      was awaited, they can hide a commit whose reply was lost, and a caller cannot
+      tell which step failed. Retrying without a ``command_id`` may then write the
+      events twice; retrying with the same ``command_id`` writes them at most once.
     """
     _check_execute_args(command, codec, retry, cache, metadata, observer)
+    command_ids = CommandEventIds.of(command_id)
+    if command_ids is not None and not _looks_events_up(store):
+        raise _cannot_look_up(store)
     for name, value in (("correlation_id", correlation_id), ("causation_id", causation_id)):
         if value is not None and not isinstance(value, str):
             raise ValidationError(f"{name} must be a str or None, got {value!r}")
@@ -221,6 +268,8 @@ async def execute(
         cache=cache,
         page_size=check_limit(fold_page_size),
     )
+    if command_ids is not None:
+        plan = recognising_replays(plan, command_ids)
     if observer is None:
         return await _drive(plan, store, None, None)
     return await _run_observed(plan, store, as_observer(observer), type(command).__qualname__)
@@ -294,7 +343,7 @@ async def _run_observed(
             "success",
             result.attempts,
             seconds,
-            result.events_written,
+            0 if result.already_applied else result.events_written,  # none by this call
             len(result.stream_versions),
         )
     )

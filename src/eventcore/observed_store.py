@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
@@ -28,6 +29,7 @@ from eventcore.store import (
     AppendOutcome,
     BatchAppender,
     CheckpointStore,
+    EventLookup,
     EventStore,
     LeaseStore,
     SnapshotStore,
@@ -205,8 +207,14 @@ class _Waits(ObservedStore):
         await self._inner.wait_for_append(after, max_wait)
 
 
+class _Lookups(ObservedStore):
+    async def events_by_id(self, event_ids: Iterable[uuid.UUID]) -> list[RecordedEvent]:
+        return await self._timed("events_by_id", self._inner.events_by_id(event_ids))
+
+
 _CAPABILITIES: tuple[tuple[type, type[ObservedStore]], ...] = (
     (BatchAppender, _Batches),
+    (EventLookup, _Lookups),
     (SnapshotStore, _Snapshots),
     (CheckpointStore, _Checkpoints),
     (LeaseStore, _Leases),

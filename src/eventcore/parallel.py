@@ -10,9 +10,13 @@ their outcomes in submission order::
         if isinstance(outcome, Exception):
             print(f"{transfer} failed: {outcome}")
 
-Every keyword argument other than ``concurrency`` goes to ``execute`` unchanged
-(``codec=``, ``retry=``, ``correlation_id=``, ...); a name ``execute`` does not
-accept raises ``TypeError`` before anything runs.
+Every keyword argument other than ``concurrency`` and ``command_ids`` goes to
+``execute`` unchanged (``codec=``, ``retry=``, ``correlation_id=``, ...); a name
+``execute`` does not accept raises ``TypeError`` before anything runs.
+``command_ids``, one per command (``None`` for none), gives each command its own
+``command_id``, so that retrying a batch whose outcome is unknown writes each
+command at most once; one ``command_id`` for the whole batch is refused, as every
+command after the first would be taken for its replay.
 
 Ordering. A command's streams are its *declared* ones, ``command.streams()``. A
 command does not start before every earlier command of the batch that declares a
@@ -55,6 +59,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, Unpack
 
+from eventcore._command_ids import CommandEventIds, CommandId
 from eventcore.command import Command
 from eventcore.errors import ValidationError
 from eventcore.execute import ExecuteOptions, ExecutionResult, execute
@@ -69,6 +74,7 @@ async def execute_all(
     commands: Iterable[Command[Any, Any]],
     *,
     concurrency: int = 16,
+    command_ids: Iterable[CommandId | None] | None = None,
     **execute_kwargs: Unpack[ExecuteOptions],
 ) -> list[ExecutionResult | Exception]:
     """Run ``commands`` at most ``concurrency`` at a time; outcomes in submission order.
@@ -80,8 +86,12 @@ async def execute_all(
     batch = _check_commands(commands)
     _check_concurrency(concurrency)
     _check_execute_kwargs(store, execute_kwargs)
+    keys = _check_command_ids(command_ids, len(batch))
     schedule = _Schedule.of([_declared_streams(command) for command in batch])
-    return await _run(store, batch, schedule, concurrency, execute_kwargs)
+    per_command = [
+        execute_kwargs if key is None else {**execute_kwargs, "command_id": key} for key in keys
+    ]
+    return await _run(store, batch, schedule, concurrency, per_command)
 
 
 def _check_commands(commands: object) -> list[Command[Any, Any]]:
@@ -103,11 +113,36 @@ def _check_concurrency(concurrency: object) -> None:
 
 
 def _check_execute_kwargs(store: EventStore, kwargs: Mapping[str, Any]) -> None:
+    if "command_id" in kwargs:
+        raise ValidationError(
+            f"execute_all() got command_id={kwargs['command_id']!r}, which would be shared "
+            "by every command of the batch; give each its own with command_ids=[...]"
+        )
     # Checked against execute()'s own signature, so its new keywords pass unchanged.
     try:
         inspect.signature(execute).bind(store, None, **kwargs)
     except TypeError as exc:
         raise TypeError(f"execute_all() passes keyword arguments to execute(): {exc}") from None
+
+
+def _check_command_ids(command_ids: object, count: int) -> list[str | None]:
+    if command_ids is None:
+        return [None] * count
+    if isinstance(command_ids, str | bytes) or not isinstance(command_ids, Iterable):
+        raise ValidationError(
+            f"command_ids must be an iterable with one command id (or None) per "
+            f"command, got {command_ids!r}"
+        )
+    keys: list[str | None] = []
+    for index, value in enumerate(command_ids):
+        ids = CommandEventIds.of(value, f"command_ids[{index}]")
+        keys.append(None if ids is None else ids.command_id)
+    if len(keys) != count:
+        raise ValidationError(
+            f"execute_all() got {len(keys)} command ids for {count} command(s); "
+            "give one per command, None for a command without"
+        )
+    return keys
 
 
 def _declared_streams(command: Command[Any, Any]) -> list[StreamId]:
@@ -157,7 +192,7 @@ async def _run(
     batch: Sequence[Command[Any, Any]],
     schedule: _Schedule,
     concurrency: int,
-    execute_kwargs: Mapping[str, Any],
+    execute_kwargs: Sequence[Mapping[str, Any]],
 ) -> list[Outcome]:
     outcomes: dict[int, Outcome] = {}
     running: dict[asyncio.Task[Outcome], int] = {}
@@ -166,7 +201,7 @@ async def _run(
         while schedule.ready or running:
             while schedule.ready and len(running) < concurrency:
                 index = schedule.take_ready()
-                task = group.create_task(_outcome(store, batch[index], execute_kwargs))
+                task = group.create_task(_outcome(store, batch[index], execute_kwargs[index]))
                 running[task] = index
             finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in finished:

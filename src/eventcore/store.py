@@ -18,6 +18,7 @@ Guarantees every backend gives:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
@@ -182,6 +183,39 @@ class EventStore(EventReader, EventAppender, Protocol):
     """A full event store: reads, appends, and a lifecycle."""
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class EventLookup(Protocol):
+    """Finds stored events by id, through the index that keeps event ids unique.
+
+    ``execute(..., command_id=...)`` uses it to recognise a command that already
+    committed (see :mod:`eventcore._command_ids`)."""
+
+    async def events_by_id(self, event_ids: Iterable[uuid.UUID]) -> list[RecordedEvent]:
+        """The stored events among ``event_ids``, in log order; ids that are not
+        stored are left out."""
+        ...
+
+
+MAX_LOOKUP_IDS = 1000  # per call: bounds the statement a backend builds
+
+
+def check_event_ids(event_ids: object) -> list[uuid.UUID]:
+    """Validate the argument of :meth:`EventLookup.events_by_id` the same way in
+    every backend; duplicates are dropped."""
+    if isinstance(event_ids, str | bytes) or not isinstance(event_ids, Iterable):
+        raise ValidationError(f"event_ids must be an iterable of uuid.UUID, got {event_ids!r}")
+    ids: dict[uuid.UUID, None] = {}
+    for event_id in event_ids:
+        if not isinstance(event_id, uuid.UUID):
+            raise ValidationError(f"event ids must be uuid.UUID objects, got {event_id!r}")
+        ids[event_id] = None
+    if len(ids) > MAX_LOOKUP_IDS:
+        raise ValidationError(
+            f"events_by_id takes at most {MAX_LOOKUP_IDS} ids per call, got {len(ids)}"
+        )
+    return list(ids)
 
 
 @runtime_checkable

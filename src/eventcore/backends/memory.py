@@ -31,6 +31,7 @@ from eventcore.store import (
     LogFilter,
     check_checkpoint_name,
     check_checkpoint_position,
+    check_event_ids,
     check_lease_args,
     check_requests,
     check_snapshot_key,
@@ -87,7 +88,7 @@ class InMemoryEventStore:
     def __init__(self) -> None:
         self._streams: dict[StreamId, list[RecordedEvent]] = {}
         self._log: list[RecordedEvent] = []
-        self._event_ids: set[uuid.UUID] = set()
+        self._event_ids: dict[uuid.UUID, RecordedEvent] = {}  # the unique index
         self._checkpoints: dict[str, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._leases: dict[str, tuple[str, float]] = {}
@@ -138,7 +139,7 @@ class InMemoryEventStore:
             )
         for record in records:
             streams.setdefault(record.stream_id, []).append(record)
-            self._event_ids.add(record.event_id)
+            self._event_ids[record.event_id] = record
         self._log.extend(records)
         if records:
             self._grown.set()
@@ -253,6 +254,13 @@ class InMemoryEventStore:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._grown.wait(), max_wait)
+
+    # -- lookup by event id --------------------------------------------------------
+
+    async def events_by_id(self, event_ids: Iterable[uuid.UUID]) -> list[RecordedEvent]:
+        self._check_open()
+        found = (self._event_ids.get(i) for i in check_event_ids(event_ids))
+        return sorted(filter(None, found), key=lambda record: record.global_position)
 
     # -- snapshots -----------------------------------------------------------------
 

@@ -12,10 +12,11 @@ through to the real thing, so tests keep real storage semantics::
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 
-from eventcore.errors import StoreUnavailable, VersionConflict
-from eventcore.store import DEFAULT_PAGE_SIZE, EventStore, SnapshotStore
+from eventcore.errors import StoreUnavailable, ValidationError, VersionConflict
+from eventcore.store import DEFAULT_PAGE_SIZE, EventLookup, EventStore, SnapshotStore
 from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot
 
 
@@ -32,6 +33,7 @@ class FaultInjectingStore:
         self.read_calls = 0
         self._conflicts = 0
         self._append_failures: list[BaseException] = []
+        self._lost_replies: list[BaseException] = []
         self._read_failures: list[BaseException] = []
 
     def conflict_next_appends(self, count: int = 1) -> None:
@@ -42,6 +44,14 @@ class FaultInjectingStore:
     def fail_next_appends(self, count: int = 1, error: BaseException | None = None) -> None:
         """The next ``count`` appends raise ``error`` (StoreUnavailable by default)."""
         self._append_failures.extend([error or StoreUnavailable("injected append failure")] * count)
+
+    def lose_next_append_replies(self, count: int = 1, error: BaseException | None = None) -> None:
+        """The next ``count`` appends are committed, then raise ``error``
+        (StoreUnavailable by default): the connection dropped, or the caller was
+        cancelled, after the server committed. The caller cannot tell this from a
+        failed append; ``execute(..., command_id=...)`` makes its retry safe."""
+        lost = error or StoreUnavailable("injected loss of the reply to a committed append")
+        self._lost_replies.extend([lost] * count)
 
     def fail_next_reads(self, count: int = 1, error: BaseException | None = None) -> None:
         """The next ``count`` stream reads raise ``error`` (StoreUnavailable by default)."""
@@ -60,7 +70,10 @@ class FaultInjectingStore:
             self._conflicts -= 1
             stream, expected = request.expected[0]
             raise VersionConflict(stream, expected, expected + 1)
-        return await self.inner.append(request)
+        result = await self.inner.append(request)
+        if self._lost_replies:
+            raise self._lost_replies.pop(0)
+        return result
 
     async def _before_read(self) -> None:
         self.read_calls += 1
@@ -128,6 +141,12 @@ class FaultInjectingStore:
             stream_pattern=stream_pattern,
             event_types=event_types,
         )
+
+    async def events_by_id(self, event_ids: Iterable[uuid.UUID]) -> list[RecordedEvent]:
+        """Delegated; refused if the inner store cannot look events up."""
+        if not isinstance(self.inner, EventLookup):
+            raise ValidationError(f"{type(self.inner).__qualname__} cannot look events up by id")
+        return await self.inner.events_by_id(event_ids)
 
     async def save_snapshot(self, snapshot: Snapshot) -> bool:
         """Delegated when the inner store keeps snapshots; refused otherwise."""

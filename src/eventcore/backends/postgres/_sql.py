@@ -38,6 +38,7 @@ class Statements:
     current_versions: str
     save_snapshot: str
     load_snapshot: str
+    events_by_id: str
 
     @classmethod
     def for_schema(cls, quoted_schema: str) -> Statements:
@@ -100,6 +101,11 @@ class Statements:
                 "RETURNING true"
             ),
             load_snapshot=f"SELECT key, streams, versions, state FROM {s}.snapshots WHERE key = $1",
+            # Served by the UNIQUE index on event_id.
+            events_by_id=(
+                f"SELECT {_COLUMNS} FROM {s}.events WHERE event_id = ANY($1::uuid[]) "
+                "ORDER BY position"
+            ),
         )
 
     def read_log(

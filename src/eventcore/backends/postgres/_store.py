@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -57,6 +58,7 @@ from eventcore.store import (
     LogFilter,
     check_checkpoint_name,
     check_checkpoint_position,
+    check_event_ids,
     check_lease_args,
     check_requests,
     check_snapshot_key,
@@ -370,6 +372,19 @@ class PostgresEventStore:
         ``max_wait`` seconds; the caller reads the log either way."""
         self._check_open()
         await self._listener.wait_past(after, max_wait)
+
+    # -- lookup by event id --------------------------------------------------------
+
+    async def events_by_id(self, event_ids: Iterable[uuid.UUID]) -> list[RecordedEvent]:
+        self._check_open()
+        ids = check_event_ids(event_ids)
+        if not ids:
+            return []
+
+        async def run(conn: Connection) -> list[RecordedEvent]:
+            return decode_rows(await conn.fetch(self._sql.events_by_id, ids))
+
+        return await self._read("events_by_id", run)
 
     # -- snapshots -----------------------------------------------------------------
 

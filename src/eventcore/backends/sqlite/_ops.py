@@ -25,6 +25,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from eventcore.backends.sqlite._rows import (
+    EVENTS_BY_ID_SQL,
     HEAD_SQL,
     INSERT_SQL,
     NO_LIMIT,
@@ -186,6 +187,13 @@ def read_log(
 ) -> list[RecordedEvent]:
     sql, params = log_query(after, limit, log_filter)
     return decode_rows(conn.execute(sql, params))
+
+
+# -- lookup by event id --------------------------------------------------------------
+
+
+def events_by_id(conn: sqlite3.Connection, event_ids: Sequence[str]) -> list[RecordedEvent]:
+    return decode_rows(conn.execute(EVENTS_BY_ID_SQL, (json_encode(event_ids).decode(),)))
 
 
 # -- checkpoints --------------------------------------------------------------------

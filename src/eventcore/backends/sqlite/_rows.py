@@ -162,3 +162,10 @@ def log_query(after: int, limit: int | None, log_filter: LogFilter) -> tuple[str
         params += types
     params.append(NO_LIMIT if limit is None else limit)
     return f"{_SELECT} WHERE {' AND '.join(conditions)} ORDER BY position LIMIT ?", params
+
+
+# The ids travel as one JSON array, so the statement text never varies with their
+# number; each is found through the UNIQUE index on event_id.
+EVENTS_BY_ID_SQL: Final = (
+    f"{_SELECT} WHERE event_id IN (SELECT value FROM json_each(?)) ORDER BY position"
+)

@@ -14,6 +14,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Final, Self, TypeVar, get_args
@@ -40,6 +41,7 @@ from eventcore.store import (
     LogFilter,
     check_checkpoint_name,
     check_checkpoint_position,
+    check_event_ids,
     check_lease_args,
     check_requests,
     check_snapshot_key,
@@ -330,6 +332,15 @@ class SQLiteEventStore:
     ) -> list[RecordedEvent]:
         self._check_open()
         return await self._read(lambda conn: _ops.read_log(conn, after, size, log_filter))
+
+    # -- lookup by event id ------------------------------------------------------------
+
+    async def events_by_id(self, event_ids: Iterable[uuid.UUID]) -> list[RecordedEvent]:
+        self._check_open()
+        ids = [str(event_id) for event_id in check_event_ids(event_ids)]  # stored as text
+        if not ids:
+            return []
+        return await self._read(lambda conn: _ops.events_by_id(conn, ids))
 
     # -- snapshots ---------------------------------------------------------------------
 
