@@ -18,7 +18,7 @@ cached state and reads only newer events, or none at all (see that module).
 from __future__ import annotations
 
 import random
-from collections.abc import Generator, Hashable, Iterable, Mapping
+from collections.abc import Collection, Generator, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
@@ -31,6 +31,7 @@ from eventcore.errors import (
     BusinessRuleViolation,
     EncodingError,
     RetriesExhausted,
+    TooManyStreams,
     UndeclaredStreamError,
     ValidationError,
     VersionConflict,
@@ -156,7 +157,17 @@ def _fold(
                 if found not in versions:
                     versions[found] = 0
                     pending.append(found)
+            _check_stream_count(command, versions)
     return state, versions, replayed
+
+
+def _check_stream_count(command: Command[Any, Any], streams: Collection[StreamId]) -> None:
+    """Bound the streams of one execution: a resolver that names a new stream each
+    time it is asked would otherwise read (and remember) streams forever."""
+    limit = type(command).max_streams
+    if len(streams) > limit:
+        last = list(streams)[-5:]
+        raise TooManyStreams(type(command).__qualname__, limit, last)
 
 
 def _decide(
@@ -313,6 +324,7 @@ def plan_execution(
 ) -> Plan:
     """The pure decision logic of :func:`eventcore.execute`, as a generator of steps."""
     declared = tuple(_unique_streams(command.streams(), "streams()"))
+    _check_stream_count(command, declared)
     key: Hashable = StateCache.key_for(command, declared) if cache is not None else None
     trust_cache = cache is not None and cache.optimistic
     attempts = _Attempts(retry, rng)

@@ -35,7 +35,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any, ClassVar, Generic, TypeVar
 
+from eventcore.errors import ValidationError
 from eventcore.types import StreamId
+
+DEFAULT_MAX_STREAMS = 1000
 
 S = TypeVar("S")
 E = TypeVar("E")
@@ -66,6 +69,11 @@ class Command(ABC, Generic[S, E]):
     snapshot_every: ClassVar[int] = 0
     snapshot_name: ClassVar[str | None] = None
     state_type: ClassVar[type[Any] | None] = None
+    max_streams: ClassVar[int] = DEFAULT_MAX_STREAMS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _check_class_settings(cls)
 
     @abstractmethod
     def streams(self) -> Iterable[str]:
@@ -90,5 +98,17 @@ class Command(ABC, Generic[S, E]):
 
         Streams returned here are read (once per attempt) and become part of the
         consistency boundary, like declared ones. The default discovers none.
+        One execution reads at most ``max_streams`` streams (declared and
+        discovered; 1,000 unless the class sets it): past that it raises
+        :class:`~eventcore.errors.TooManyStreams`, so a resolver that keeps naming
+        new streams fails instead of running forever.
         """
         return ()
+
+
+def _check_class_settings(cls: type[Command[Any, Any]]) -> None:
+    """Refuse bad class-level settings once, when the class is defined, rather than
+    on every execution."""
+    limit = cls.max_streams
+    if type(limit) is not int or limit < 1:
+        raise ValidationError(f"{cls.__qualname__}.max_streams must be an int >= 1, got {limit!r}")

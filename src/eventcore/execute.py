@@ -79,6 +79,7 @@ async def _drive(
     reply: Any = None
     conflict: VersionConflict | None = None
     conflicts = 0
+    reads = 0
     while True:
         try:
             step = plan.send(reply) if conflict is None else plan.throw(conflict)
@@ -90,6 +91,13 @@ async def _drive(
             _report_retry(conflict, conflicts, step, observer, tally)
         reply, conflict = None, None
         if type(step) is ReadStreams:
+            reads += 1
+            if reads > 1:
+                # A long fold (many pages, many discovered streams) must not hold the
+                # event loop: a store that answers without a real await (the memory
+                # store) would never let another task run. One read, the usual case,
+                # pays nothing.
+                await asyncio.sleep(0)
             reply = await store.read_streams(
                 step.stream_ids,
                 from_versions=dict(zip(step.stream_ids, step.from_versions, strict=True)),
