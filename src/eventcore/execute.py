@@ -11,7 +11,6 @@ at all (see :mod:`eventcore.testing.scenario`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -38,7 +37,6 @@ from eventcore.command import Command
 from eventcore.errors import (
     BusinessRuleViolation,
     RetriesExhausted,
-    StoreUnavailable,
     ValidationError,
     VersionConflict,
 )
@@ -134,10 +132,16 @@ def _keeps_snapshots(store: object) -> TypeGuard[SnapshotStore]:
 async def _save_snapshot(store: EventStore, snapshot: Snapshot) -> None:
     if not _keeps_snapshots(store):
         return
-    # A snapshot only saves future work: failing to store one must not fail the
-    # command whose fold produced it.
-    with contextlib.suppress(StoreUnavailable):
+    # A snapshot only saves future work: failing to store one, for whatever reason,
+    # must not fail the command whose fold produced it.
+    try:
         await store.save_snapshot(snapshot)
+    except Exception:
+        _log.warning(
+            "could not store snapshot %r; the command goes on without it",
+            snapshot.key,
+            exc_info=True,
+        )
 
 
 class ExecuteOptions(TypedDict, total=False):
@@ -199,14 +203,19 @@ async def execute(
 
     ``correlation_id`` (a fresh UUID when not given), ``causation_id`` and the
     free-form ``metadata`` land on every event written. ``cache`` keeps folded
-    state between executions (see :mod:`eventcore.cache`); ``fold_page_size``
-    bounds how many events of a stream are held at once while folding (``None``:
-    read each stream whole). ``observer`` hears how it went (see
-    :mod:`eventcore.observe`); what it raises never changes the outcome.
+    state between executions (see :mod:`eventcore.cache`): it is refused for a
+    command class that has not opted in with ``reuses_state = True``
+    (:class:`~eventcore.errors.StateReuseRefused`) and for any store but the first
+    it was used with. ``fold_page_size`` bounds how many events of a stream are
+    held at once while folding (``None``: read each stream whole). ``observer``
+    hears how it went (see :mod:`eventcore.observe`); what it raises never changes
+    the outcome.
 
     Raises :class:`~eventcore.errors.BusinessRuleViolation` from ``handle``
     unchanged, :class:`~eventcore.errors.RetriesExhausted` when conflicts outlast
-    ``retry``, and store errors unchanged; none of these leaves anything written.
+    ``retry``, :class:`~eventcore.errors.TooManyStreams` past the command's
+    ``max_streams``, and store errors unchanged; none of these leaves anything
+    written.
     """
     _check_execute_args(command, codec, retry, cache, metadata, observer)
     for name, value in (("correlation_id", correlation_id), ("causation_id", causation_id)):
@@ -221,6 +230,8 @@ async def execute(
     )
     if metadata:
         encode_metadata(event_metadata)  # fail before any I/O if it is not JSON-encodable
+    if cache is not None:
+        cache.bind(store)
     plan = plan_execution(
         command,
         codec=codec or default_codec,
