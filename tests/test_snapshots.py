@@ -194,7 +194,7 @@ async def test_a_failed_snapshot_save_does_not_fail_the_command(
         result = await execute(store, Saves("s"), codec=codec)
     assert store.saves == 1
     assert result.events_written == 1
-    (record,) = caplog.records
+    (record,) = [r for r in caplog.records if r.name == "eventcore.execute"]
     assert record.name == "eventcore.execute"
     assert "could not store snapshot 'test.Count:" in record.getMessage()
 
@@ -227,6 +227,6 @@ async def test_a_state_that_cannot_be_encoded_does_not_fail_the_command_and_warn
             result = await execute(any_store, Unencodable("s"), codec=codec)
             assert result.events_written == 1
     assert await any_store.stream_version("s") == 5
-    (record,) = caplog.records
+    (record,) = [r for r in caplog.records if r.name == "eventcore.execute"]
     assert "Unencodable (object): " in record.getMessage()
     assert await any_store.load_snapshot('test.Count:["s"]') is None  # type: ignore[attr-defined]
