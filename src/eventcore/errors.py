@@ -172,6 +172,7 @@ class StoreClosed(StoreError):
     def __reduce__(self) -> tuple[type[StoreClosed], tuple[str]]:
         return (type(self), (self.store,))
 
+
 # -- reading and reusing a command's state (raised by the executor) -----------------
 
 
