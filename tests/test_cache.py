@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +19,8 @@ from eventcore import (
     EventMetadata,
     InMemoryEventStore,
     RetryPolicy,
+    StateReuseMismatch,
+    StateReuseRefused,
     StreamId,
     ValidationError,
     execute,
@@ -252,6 +255,7 @@ class WarnIfLow(Command[Linking, Any]):
 
     order: str
     account: str
+    reuses_state: ClassVar[bool] = True  # apply and the resolver read only the events
 
     def streams(self) -> list[str]:
         return [self.order]
@@ -301,3 +305,118 @@ async def test_a_stream_found_through_the_commands_own_events_is_read_and_checke
         outcomes.append((result.events_written, versions))
     assert outcomes[0] == outcomes[1], "the cache must not change the outcome"
     assert "account" in outcomes[1][1], "the linked account must be read and version-checked"
+
+
+# -- reuse is opted into, bound to one store, and can be verified ---------------------
+
+
+@link_codec.register("test.Tick")
+@dataclass(frozen=True)
+class Tick:
+    total: int
+
+
+@dataclass(frozen=True)
+class Weighted(Command[int, Tick]):
+    """Counts the ticks of its stream, each weighted by the command's own field: a
+    natural thing to write, and wrong for reused state (another instance folded it)."""
+
+    stream: str
+    weight: int
+
+    def streams(self) -> list[str]:
+        return [self.stream]
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, stream_id: StreamId, event: Tick) -> int:
+        return state + self.weight
+
+    def handle(self, state: int) -> list[tuple[str, Tick]]:
+        return [(self.stream, Tick(state))]
+
+
+@dataclass(frozen=True)
+class WeightedOptedIn(Weighted):
+    reuses_state: ClassVar[bool] = True  # wrongly: apply reads self.weight
+
+
+async def test_a_cache_is_refused_for_a_command_class_that_has_not_opted_in(
+    any_store: EventStore,
+) -> None:
+    store = RecordingStore(any_store)
+    with pytest.raises(StateReuseRefused) as caught:
+        await execute(store, Weighted("w", 1), codec=link_codec, cache=StateCache())
+    message = str(caught.value)
+    assert "Weighted has not opted in to reused state" in message
+    assert "must not read the command's fields" in message
+    assert "reuses_state: ClassVar[bool] = True" in message
+    assert store.reads == []
+    assert await any_store.read_all() == []
+
+
+async def test_a_cache_belongs_to_the_first_store_it_is_used_with(any_store: EventStore) -> None:
+    cache = StateCache()
+    await execute(any_store, Deposit("a", 1), codec=bank_codec, cache=cache)
+    other = InMemoryEventStore()
+    with pytest.raises(ValidationError, match="this StateCache holds states of another store"):
+        await execute(other, Deposit("a", 1), codec=bank_codec, cache=cache)
+    assert await other.read_all() == []
+    await execute(any_store, Deposit("a", 1), codec=bank_codec, cache=cache)  # still fine
+
+
+@pytest.mark.parametrize("optimistic", [True, False])
+async def test_verification_catches_a_command_whose_apply_reads_its_own_fields(
+    any_store: EventStore, optimistic: bool
+) -> None:
+    cache = StateCache(verify=True, optimistic=optimistic)
+    await execute(any_store, WeightedOptedIn("w", 1), codec=link_codec, cache=cache)
+    await execute(any_store, WeightedOptedIn("w", 1), codec=link_codec, cache=cache)
+    with pytest.raises(StateReuseMismatch) as caught:
+        await execute(any_store, WeightedOptedIn("w", 5), codec=link_codec, cache=cache)
+    error = caught.value
+    assert (error.command, error.reused, error.fresh) == ("WeightedOptedIn", 2, 10)
+    assert "WeightedOptedIn decided on a reused state 2" in str(error)
+    assert await any_store.stream_version("w") == 2, "nothing is written on a mismatch"
+    assert pickle.loads(pickle.dumps(error)).fresh == 10
+
+
+async def test_without_verification_reused_state_of_a_rule_breaking_command_goes_unseen(
+    any_store: EventStore,
+) -> None:
+    """Why verification exists: the versions match, so the store accepts a wrong event."""
+    cache = StateCache()
+    await execute(any_store, WeightedOptedIn("w", 1), codec=link_codec, cache=cache)
+    await execute(any_store, WeightedOptedIn("w", 5), codec=link_codec, cache=cache)
+    last = link_codec.decode((await any_store.read_stream("w"))[-1])
+    assert last == Tick(1), "decided on the state folded by the weight-1 instance"
+
+
+async def test_verification_passes_for_a_command_that_follows_the_rules(
+    any_store: EventStore,
+) -> None:
+    cache = StateCache(verify=True)
+    await execute(any_store, Deposit("a", 100), codec=bank_codec, cache=cache)
+    for amount in (10, 20, 30):
+        await execute(any_store, Transfer("a", "b", amount), codec=bank_codec, cache=cache)
+    await execute(any_store, Deposit("a", 5), codec=bank_codec)  # bypasses the cache
+    await execute(any_store, Transfer("a", "b", 45), codec=bank_codec, cache=cache)
+    assert cache.hits == 4  # the last transfer conflicted on the stale entry, then caught up
+    assert cache.verifications == cache.hits
+    assert await _balance(any_store, "a") == 0
+
+
+def test_verification_samples_hits_at_the_rate_given() -> None:
+    assert StateCache(verify=0.0).verify_rate == 0.0
+    assert StateCache(verify=True).verify_rate == 1.0
+    assert StateCache().verify_rate == 0.0
+    sampled = StateCache(verify=0.25)
+    picks = [sampled.should_verify() for _ in range(2000)]
+    assert 0 < sum(picks) < 2000
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "yes", None, float("nan")])
+def test_verify_must_be_a_bool_or_a_rate_between_0_and_1(bad: object) -> None:
+    with pytest.raises(ValidationError, match=f"verify must be .*got {bad!r}"):
+        StateCache(verify=bad)  # type: ignore[arg-type]

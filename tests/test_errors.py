@@ -18,9 +18,12 @@ from eventcore.errors import (
     InvalidExpectedVersions,
     InvalidStreamId,
     RetriesExhausted,
+    StateReuseMismatch,
+    StateReuseRefused,
     StoreClosed,
     StoreError,
     StoreUnavailable,
+    TooManyStreams,
     UndeclaredStreamError,
     UnknownEventType,
     ValidationError,
@@ -48,6 +51,9 @@ EXAMPLES: dict[type[EventCoreError], EventCoreError] = {
     StoreError: StoreError("the database refused it"),
     StoreUnavailable: StoreUnavailable("connection lost"),
     StoreClosed: StoreClosed("SQLiteEventStore"),
+    TooManyStreams: TooManyStreams("Chase", 1000, ["chase-998", "chase-999"]),
+    StateReuseRefused: StateReuseRefused("Transfer has not opted in to reused state"),
+    StateReuseMismatch: StateReuseMismatch("Weighted", 2, 10),
 }
 
 

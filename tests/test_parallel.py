@@ -6,7 +6,7 @@ import asyncio
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -74,6 +74,7 @@ class Follow(Command[int, Stamped]):
 
     stream: str
     n: int
+    reuses_state: ClassVar[bool] = True  # the state counts events; n only decides
 
     def streams(self) -> list[str]:
         return [self.stream]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -11,8 +12,9 @@ from eventcore import (
     AppendRequest,
     Codec,
     Command,
-    EncodingError,
     EventMetadata,
+    StateReuseRefused,
+    StoreError,
     StreamId,
     ValidationError,
     execute,
@@ -41,6 +43,7 @@ class Count(Command[Tally, Tick]):
     """Reads a stream, writes one Tick carrying the running total."""
 
     stream: str
+    reuses_state: ClassVar[bool] = True
     snapshot_every: ClassVar[int] = 1000
     snapshot_name: ClassVar[str | None] = "test.Count"
     state_type: ClassVar[Any] = Tally
@@ -129,41 +132,101 @@ async def test_a_snapshot_that_no_longer_decodes_is_ignored(any_store: EventStor
     assert last == Tick(0 + 1 + 2)  # folded from the start, not from the bad snapshot
 
 
-@dataclass(frozen=True)
-class Misconfigured(Count):
-    snapshot_name: ClassVar[str | None] = None
+# -- settings are checked once, when the class is defined ----------------------------
+
+
+def test_snapshots_need_a_name_at_class_definition() -> None:
+    with pytest.raises(ValidationError, match="Misconfigured sets snapshot_every but no"):
+
+        class Misconfigured(Count):
+            snapshot_name: ClassVar[str | None] = None
+
+
+def test_a_state_type_that_is_not_a_class_is_refused_at_class_definition() -> None:
+    with pytest.raises(ValidationError, match="state_type must be the state's class, got 'Tally'"):
+
+        class NamedTypeAsString(Count):
+            state_type: ClassVar[Any] = "Tally"
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "10"])
+def test_a_snapshot_every_that_is_not_an_int_is_refused_at_class_definition(bad: object) -> None:
+    with pytest.raises(ValidationError, match=f"snapshot_every must be an int >= 0, got {bad!r}"):
+
+        class Bad(Count):
+            snapshot_every = bad  # type: ignore[assignment]
+
+
+def test_snapshots_are_refused_for_a_command_class_that_has_not_opted_in() -> None:
+    with pytest.raises(StateReuseRefused) as caught:
+
+        class Unsure(Count):
+            reuses_state: ClassVar[bool] = False
+
+    message = str(caught.value)
+    assert "Unsure has not opted in to reused state" in message
+    assert "reuses_state: ClassVar[bool] = True" in message
+
+
+# -- a snapshot that cannot be taken or stored never fails the command -----------------
+
+
+class SnapshotSaveFails(FaultInjectingStore):
+    def __init__(self, inner: EventStore, error: Exception) -> None:
+        super().__init__(inner)
+        self.error = error
+        self.saves = 0
+
+    async def save_snapshot(self, snapshot: Snapshot) -> bool:
+        self.saves += 1
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error", [StoreError("snapshots table is read-only"), RuntimeError("driver bug")]
+)
+async def test_a_failed_snapshot_save_does_not_fail_the_command(
+    any_store: EventStore, error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _fill(any_store, "s", 3)
+    store = SnapshotSaveFails(any_store, error)
+    with caplog.at_level(logging.WARNING, logger="eventcore.execute"):
+        result = await execute(store, Saves("s"), codec=codec)
+    assert store.saves == 1
+    assert result.events_written == 1
+    (record,) = [r for r in caplog.records if r.name == "eventcore.execute"]
+    assert record.name == "eventcore.execute"
+    assert "could not store snapshot 'test.Count:" in record.getMessage()
 
 
 @dataclass(frozen=True)
-class Unencodable(Count):
+class Saves(Count):
     snapshot_every: ClassVar[int] = 1
 
-    def initial_state(self) -> Any:
-        return object()
 
-    def apply(self, state: Any, stream_id: StreamId, event: Tick) -> Any:
-        return state
+async def test_a_state_that_cannot_be_encoded_does_not_fail_the_command_and_warns_once(
+    any_store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
 
-    def handle(self, state: Any) -> list[tuple[str, Tick]]:
-        return []
+    @dataclass(frozen=True)
+    class Unencodable(Count):  # a class of its own per test: the warning is once per class
+        snapshot_every: ClassVar[int] = 1
 
+        def initial_state(self) -> Any:
+            return object()
 
-async def test_snapshots_need_a_name_and_a_state_type(any_store: EventStore) -> None:
-    with pytest.raises(ValidationError, match="snapshot_name"):
-        await execute(any_store, Misconfigured("s"), codec=codec)
+        def apply(self, state: Any, stream_id: StreamId, event: Tick) -> Any:
+            return state
 
+        def handle(self, state: Any) -> list[tuple[str, Tick]]:
+            return [(self.stream, Tick(0))]
 
-async def test_a_state_that_cannot_be_encoded_is_a_clear_error(any_store: EventStore) -> None:
     await _fill(any_store, "s", 2)
-    with pytest.raises(EncodingError, match="cannot snapshot the state of Unencodable"):
-        await execute(any_store, Unencodable("s"), codec=codec)
-
-
-@dataclass(frozen=True)
-class NamedTypeAsString(Count):
-    state_type: ClassVar[Any] = "Tally"
-
-
-async def test_a_state_type_that_is_not_a_class_is_refused(any_store: EventStore) -> None:
-    with pytest.raises(ValidationError, match="state_type must be the state's class, got 'Tally'"):
-        await execute(any_store, NamedTypeAsString("s"), codec=codec)
+    with caplog.at_level(logging.WARNING, logger="eventcore.execute"):
+        for _ in range(3):
+            result = await execute(any_store, Unencodable("s"), codec=codec)
+            assert result.events_written == 1
+    assert await any_store.stream_version("s") == 5
+    (record,) = [r for r in caplog.records if r.name == "eventcore.execute"]
+    assert "Unencodable (object): " in record.getMessage()
+    assert await any_store.load_snapshot('test.Count:["s"]') is None  # type: ignore[attr-defined]

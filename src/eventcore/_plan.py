@@ -17,9 +17,11 @@ cached state and reads only newer events, or none at all (see that module).
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
-from collections.abc import Generator, Hashable, Iterable, Mapping
+import weakref
+from collections.abc import Collection, Generator, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
@@ -27,11 +29,12 @@ import msgspec
 
 from eventcore.cache import CachedState, StateCache
 from eventcore.codec import Codec, json_encode
-from eventcore.command import Command
+from eventcore.command import Command, state_reuse_refused
 from eventcore.errors import (
     BusinessRuleViolation,
-    EncodingError,
     RetriesExhausted,
+    StateReuseMismatch,
+    TooManyStreams,
     UndeclaredStreamError,
     ValidationError,
     VersionConflict,
@@ -48,6 +51,10 @@ from eventcore.types import (
 )
 
 DEFAULT_FOLD_PAGE_SIZE = 2000
+
+# The executor's logger (the plan is part of it): snapshots that cannot be taken.
+_log = logging.getLogger("eventcore.execute")
+_unencodable_warned: weakref.WeakSet[type] = weakref.WeakSet()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +180,17 @@ def _fold(
                 if found not in versions:
                     versions[found] = 0
                     pending.append(found)
+            _check_stream_count(command, versions)
     return state, versions, replayed
+
+
+def _check_stream_count(command: Command[Any, Any], streams: Collection[StreamId]) -> None:
+    """Bound the streams of one execution: a resolver that names a new stream each
+    time it is asked would otherwise read (and remember) streams forever."""
+    limit = type(command).max_streams
+    if len(streams) > limit:
+        last = list(streams)[-5:]
+        raise TooManyStreams(type(command).__qualname__, limit, last)
 
 
 def _decide(
@@ -257,34 +274,75 @@ def _read_state(
         command, codec, start or _initial(command, declared), page_size
     )
     if snapshots is not None and replayed >= command.snapshot_every:
-        try:
-            encoded = json_encode(state)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise EncodingError(
-                f"cannot snapshot the state of {type(command).__qualname__} "
-                f"({type(state).__qualname__}): {exc}"
-            ) from exc
-        yield SaveSnapshot(Snapshot(snapshots, tuple(versions.items()), encoded))
+        encoded = _encode_snapshot(command, state)
+        if encoded is not None:
+            yield SaveSnapshot(Snapshot(snapshots, tuple(versions.items()), encoded))
     return state, versions
 
 
 def _snapshot_key(command: Command[Any, Any], declared: tuple[StreamId, ...]) -> str | None:
-    every = command.snapshot_every
-    if not every:
+    # The settings were checked when the command's class was defined.
+    if not command.snapshot_every:
         return None
-    if type(every) is not int or every < 0:
-        raise ValidationError(f"snapshot_every must be an int >= 0, got {every!r}")
-    if not isinstance(command.snapshot_name, str) or not command.snapshot_name:
-        raise ValidationError(
-            f"{type(command).__qualname__} sets snapshot_every but no snapshot_name "
-            f"(a stable name for its snapshots), got {command.snapshot_name!r}"
-        )
-    if not isinstance(command.state_type, type):
-        raise ValidationError(
-            f"{type(command).__qualname__}.state_type must be the state's class, "
-            f"got {command.state_type!r}"
-        )
     return f"{command.snapshot_name}:{json_encode(declared).decode()}"
+
+
+def _encode_snapshot(command: Command[Any, Any], state: object) -> bytes | None:
+    """The state as snapshot bytes, or None when it cannot be encoded. A snapshot
+    only saves future work, so this never fails the command; it is logged once
+    per class (it will fail the same way every time)."""
+    try:
+        return json_encode(state)
+    except Exception as exc:  # whatever the encoder (or its hook) raised
+        cls = type(command)
+        if cls not in _unencodable_warned:
+            _unencodable_warned.add(cls)
+            _log.warning(
+                "cannot snapshot the state of %s (%s): %s; its folds go on without "
+                "snapshots. Make the state encodable by msgspec (a dataclass or Struct "
+                "of plain values), or set snapshot_every = 0.",
+                cls.__qualname__,
+                type(state).__qualname__,
+                exc,
+            )
+        return None
+
+
+def _verify_reuse(
+    command: Command[Any, Any], codec: Codec, entry: CachedState, page_size: int | None
+) -> Generator[Step, Any, None]:
+    """Fold ``entry``'s streams afresh with this command, up to exactly the cached
+    versions, and refuse the cached state if it differs (a command that breaks the
+    rules of reused state, its ``apply`` reading its own fields, say)."""
+    state = command.initial_state()
+    for stream, version in entry.versions:
+        done = 0
+        while done < version:
+            limit = version - done if page_size is None else min(page_size, version - done)
+            page = (yield ReadStreams((stream,), (done + 1,), limit))[stream]
+            if not page:
+                break  # cannot happen while events are immutable; the states will differ
+            for record in page:
+                state = command.apply(state, stream, codec.decode(record))
+            done += len(page)
+    if state != entry.state:
+        raise StateReuseMismatch(type(command).__qualname__, entry.state, state)
+
+
+def _cached(
+    command: Command[Any, Any],
+    codec: Codec,
+    cache: StateCache | None,
+    key: Hashable,
+    page_size: int | None,
+) -> Generator[Step, Any, CachedState | None]:
+    """The cache's entry for this command, verified if the cache asks for it."""
+    if cache is None:
+        return None
+    entry = cache.get(key)
+    if entry is not None and cache.should_verify():
+        yield from _verify_reuse(command, codec, entry, page_size)
+    return entry
 
 
 def _from_snapshot(
@@ -318,6 +376,15 @@ class _Attempts:
         return self.retry.delay(self.conflicts - 1, self.rng)
 
 
+def _declared(command: Command[Any, Any], cache: StateCache | None) -> tuple[StreamId, ...]:
+    """The command's declared streams, refusing (before any I/O) what cannot run."""
+    if cache is not None and not type(command).reuses_state:
+        raise state_reuse_refused(type(command), "a StateCache")
+    declared = tuple(_unique_streams(command.streams(), "streams()"))
+    _check_stream_count(command, declared)
+    return declared
+
+
 def plan_execution(
     command: Command[Any, Any],
     *,
@@ -329,13 +396,13 @@ def plan_execution(
     page_size: int | None = DEFAULT_FOLD_PAGE_SIZE,
 ) -> Plan:
     """The pure decision logic of :func:`eventcore.execute`, as a generator of steps."""
-    declared = tuple(_unique_streams(command.streams(), "streams()"))
+    declared = _declared(command, cache)
     key: Hashable = StateCache.key_for(command, declared) if cache is not None else None
     trust_cache = cache is not None and cache.optimistic
     attempts = _Attempts(retry, rng)
     while True:
         attempts.made += 1
-        cached = cache.get(key) if cache is not None else None
+        cached = yield from _cached(command, codec, cache, key, page_size)
         if cached is not None and trust_cache and _closed_under_resolver(command, cached):
             state, versions, verified = cached.state, dict(cached.versions), False
         else:

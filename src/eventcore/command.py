@@ -35,7 +35,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any, ClassVar, Generic, TypeVar
 
+from eventcore.errors import StateReuseRefused, ValidationError
 from eventcore.types import StreamId
+
+DEFAULT_MAX_STREAMS = 1000
 
 S = TypeVar("S")
 E = TypeVar("E")
@@ -48,24 +51,44 @@ class Command(ABC, Generic[S, E]):
     (each retry starts again from fresh state), and ``apply`` must return a new
     state rather than change the one it was given.
 
-    Snapshots (opt-in): set ``snapshot_every`` to N > 0, ``snapshot_name`` to a
-    stable name (like an event type name) and ``state_type`` to the state's class
-    (a dataclass, msgspec Struct, or anything msgspec encodes). After a fold that
-    replayed at least N events, the state is saved in the store, and the next fold
-    starts from it, reading only the events after it. A snapshot that no longer
-    decodes (the state class changed) is ignored.
+    Reused state (opt-in, ``reuses_state = True``): the state cache
+    (:class:`~eventcore.cache.StateCache`) and snapshots hand a command the state
+    folded by an *earlier instance* of its class with the same declared streams.
+    That is only right if the command follows the rules of reused state:
+    ``initial_state``, ``apply`` and ``resolve_streams`` depend only on the events
+    and the class, never on the instance's fields; ``apply`` returns a new state;
+    and the state does not depend on how events of different streams interleave.
+    Nothing else can check this (the stream versions match either way, so a state
+    folded with another instance's fields would let a wrong event be written), so
+    a class declares it, and :func:`~eventcore.execute` refuses a cache or
+    snapshots for a class that has not. Subclasses inherit the declaration. Test
+    it with ``StateCache(verify=True)``, which folds afresh on every cache hit and
+    raises :class:`~eventcore.errors.StateReuseMismatch` if the states differ.
 
-    Snapshots and the state cache (:class:`~eventcore.cache.StateCache`) reuse a
-    folded state across executions, keyed by the command's class and declared
-    streams. So, for a command used with either: ``initial_state``, ``apply`` and
-    ``resolve_streams`` must depend only on the class, never on the instance's
-    fields (two instances with the same streams share the state), and the state
-    must not depend on how events of different streams interleave.
+    Snapshots (opt-in, needs ``reuses_state``): set ``snapshot_every`` to N > 0,
+    ``snapshot_name`` to a stable name (like an event type name) and
+    ``state_type`` to the state's class (a dataclass, msgspec Struct, or anything
+    msgspec encodes). After a fold that replayed at least N events, the state is
+    saved in the store, and the next fold starts from it, reading only the events
+    after it. A snapshot that no longer decodes (the state class changed) is
+    ignored; one that cannot be encoded or stored is skipped with a warning
+    logged, never failing the command.
+
+    ``max_streams`` bounds the streams one execution reads, declared and
+    discovered (see :meth:`resolve_streams`).
+
+    These class settings are checked once, when the class is defined.
     """
 
+    reuses_state: ClassVar[bool] = False
     snapshot_every: ClassVar[int] = 0
     snapshot_name: ClassVar[str | None] = None
     state_type: ClassVar[type[Any] | None] = None
+    max_streams: ClassVar[int] = DEFAULT_MAX_STREAMS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _check_class_settings(cls)
 
     @abstractmethod
     def streams(self) -> Iterable[str]:
@@ -90,5 +113,53 @@ class Command(ABC, Generic[S, E]):
 
         Streams returned here are read (once per attempt) and become part of the
         consistency boundary, like declared ones. The default discovers none.
+        One execution reads at most ``max_streams`` streams (declared and
+        discovered; 1,000 unless the class sets it): past that it raises
+        :class:`~eventcore.errors.TooManyStreams`, so a resolver that keeps naming
+        new streams fails instead of running forever.
         """
         return ()
+
+
+def _check_class_settings(cls: type[Command[Any, Any]]) -> None:
+    """Refuse bad class-level settings once, when the class is defined, rather than
+    on every execution."""
+    name = cls.__qualname__
+    limit = cls.max_streams
+    if type(limit) is not int or limit < 1:
+        raise ValidationError(f"{name}.max_streams must be an int >= 1, got {limit!r}")
+    if not isinstance(cls.reuses_state, bool):
+        raise ValidationError(
+            f"{name}.reuses_state must be True or False, got {cls.reuses_state!r}"
+        )
+    every = cls.snapshot_every
+    if type(every) is not int or every < 0:
+        raise ValidationError(f"{name}.snapshot_every must be an int >= 0, got {every!r}")
+    if not every:
+        return
+    if not isinstance(cls.snapshot_name, str) or not cls.snapshot_name:
+        raise ValidationError(
+            f"{name} sets snapshot_every but no snapshot_name (a stable name for its "
+            f"snapshots), got {cls.snapshot_name!r}"
+        )
+    if not isinstance(cls.state_type, type):
+        raise ValidationError(
+            f"{name}.state_type must be the state's class, got {cls.state_type!r}"
+        )
+    if not cls.reuses_state:
+        raise state_reuse_refused(cls, "snapshots (snapshot_every)")
+
+
+def state_reuse_refused(cls: type[Command[Any, Any]], used_with: str) -> StateReuseRefused:
+    """The error for using ``cls`` with reused state it has not opted in to."""
+    name = cls.__qualname__
+    return StateReuseRefused(
+        f"{name} has not opted in to reused state, so it cannot be used with {used_with}. "
+        f"A reused state was folded by another instance of {name} with the same streams, "
+        "so initial_state, apply and resolve_streams must not read the command's fields, "
+        "apply must return a new state rather than change the one it is given, and the "
+        "state must not depend on how events of different streams interleave. If "
+        f"{name} follows these rules, say so in the class: "
+        "`reuses_state: ClassVar[bool] = True` (and check it in tests with "
+        "StateCache(verify=True))."
+    )

@@ -8,7 +8,10 @@ need to import a driver to handle a failure::
     ├── ValidationError            bad input: the offending value is in the message
     │   ├── InvalidStreamId
     │   ├── InvalidExpectedVersions  duplicate, contradictory or negative versions
-    │   └── UndeclaredStreamError    an event for a stream the command did not read
+    │   ├── UndeclaredStreamError    an event for a stream the command did not read
+    │   ├── TooManyStreams           a command named more streams than its max_streams
+    │   ├── StateReuseRefused        a state cache or snapshots for a command not opted in
+    │   └── StateReuseMismatch       a reused state differs from a fresh fold (verify mode)
     ├── ConcurrencyError
     │   ├── VersionConflict          a stream moved since it was read (retried)
     │   └── RetriesExhausted         conflicts outlasted the retry policy
@@ -31,6 +34,7 @@ takes its own arguments), so it can cross a process pool or multiprocessing queu
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class EventCoreError(Exception):
@@ -173,3 +177,52 @@ class StoreClosed(StoreError):
 
     def __reduce__(self) -> tuple[type[StoreClosed], tuple[str]]:
         return (type(self), (self.store,))
+
+
+# -- reading and reusing a command's state (raised by the executor) -----------------
+
+
+class TooManyStreams(ValidationError):
+    """One execution of a command named more streams than ``Command.max_streams``
+    (declared and discovered together): most often a resolver that keeps naming
+    new streams, which would otherwise never end."""
+
+    def __init__(self, command: str, limit: int, last_streams: Iterable[str]) -> None:
+        self.command = command
+        self.limit = limit
+        self.last_streams = tuple(last_streams)
+        super().__init__(
+            f"{command} named more than its max_streams={limit} streams in one execution; "
+            f"the last ones named were {list(self.last_streams)!r}. If resolve_streams() "
+            f"keeps naming new streams, make it stop; if the command really reads that "
+            f"many, raise {command}.max_streams."
+        )
+
+    def __reduce__(self) -> tuple[type[TooManyStreams], tuple[str, int, tuple[str, ...]]]:
+        return (type(self), (self.command, self.limit, self.last_streams))
+
+
+class StateReuseRefused(ValidationError):
+    """A state cache or snapshots were used with a command class that has not
+    opted in to reused state (``reuses_state = True``)."""
+
+
+class StateReuseMismatch(ValidationError):
+    """Verification (``StateCache(verify=...)``) found a reused state that differs
+    from the state folded afresh by the command being executed: the command breaks
+    the rules of reused state (its ``apply`` reads its own fields, say)."""
+
+    def __init__(self, command: str, reused: Any, fresh: Any) -> None:
+        self.command = command
+        self.reused = reused
+        self.fresh = fresh
+        super().__init__(
+            f"{command} decided on a reused state {reused!r}, but folding its streams "
+            f"afresh gives {fresh!r}. Reused state must depend only on the events and "
+            f"the command's class: initial_state, apply and resolve_streams must not read "
+            f"the command's fields. Fix the command, or set {command}.reuses_state = False "
+            "and run it without a StateCache or snapshots."
+        )
+
+    def __reduce__(self) -> tuple[type[StateReuseMismatch], tuple[str, Any, Any]]:
+        return (type(self), (self.command, self.reused, self.fresh))

@@ -12,7 +12,6 @@ and no event loop at all (see :mod:`eventcore.testing.scenario`). With a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -41,7 +40,6 @@ from eventcore.command import Command
 from eventcore.errors import (
     BusinessRuleViolation,
     RetriesExhausted,
-    StoreUnavailable,
     ValidationError,
     VersionConflict,
 )
@@ -83,6 +81,7 @@ async def _drive(
     reply: Any = None
     refused: VersionConflict | ValidationError | None = None
     conflicts = 0
+    reads = 0
     while True:
         try:
             step = plan.send(reply) if refused is None else plan.throw(refused)
@@ -94,11 +93,8 @@ async def _drive(
             _report_retry(refused, conflicts, step, observer, tally)
         reply, refused = None, None
         if type(step) is ReadStreams:
-            reply = await store.read_streams(
-                step.stream_ids,
-                from_versions=dict(zip(step.stream_ids, step.from_versions, strict=True)),
-                limit=step.limit,
-            )
+            reads += 1
+            reply = await _read(store, step, first=reads == 1)
         elif type(step) is AppendEvents:
             reply, refused = await _append(store, step, observer)
         elif type(step) is LookupEvents:
@@ -111,6 +107,21 @@ async def _drive(
             await _save_snapshot(store, step.snapshot)
         else:  # pragma: no cover - the plan only yields the steps above
             raise TypeError(f"unknown step {step!r}")
+
+
+async def _read(
+    store: EventStore, step: ReadStreams, *, first: bool
+) -> dict[str, list[RecordedEvent]]:
+    if not first:
+        # A long fold (many pages, many discovered streams) must not hold the event
+        # loop: a store that answers without a real await (the memory store) would
+        # never let another task run. One read, the usual case, pays nothing.
+        await asyncio.sleep(0)
+    return await store.read_streams(
+        step.stream_ids,
+        from_versions=dict(zip(step.stream_ids, step.from_versions, strict=True)),
+        limit=step.limit,
+    )
 
 
 async def _append(
@@ -151,10 +162,16 @@ def _keeps_snapshots(store: object) -> TypeGuard[SnapshotStore]:
 async def _save_snapshot(store: EventStore, snapshot: Snapshot) -> None:
     if not _keeps_snapshots(store):
         return
-    # A snapshot only saves future work: failing to store one must not fail the
-    # command whose fold produced it.
-    with contextlib.suppress(StoreUnavailable):
+    # A snapshot only saves future work: failing to store one, for whatever reason,
+    # must not fail the command whose fold produced it.
+    try:
         await store.save_snapshot(snapshot)
+    except Exception:
+        _log.warning(
+            "could not store snapshot %r; the command goes on without it",
+            snapshot.key,
+            exc_info=True,
+        )
 
 
 class ExecuteOptions(TypedDict, total=False):
@@ -218,10 +235,13 @@ async def execute(
 
     ``correlation_id`` (a fresh UUID when not given), ``causation_id`` and the
     free-form ``metadata`` land on every event written. ``cache`` keeps folded
-    state between executions (see :mod:`eventcore.cache`); ``fold_page_size``
-    bounds how many events of a stream are held at once while folding (``None``:
-    read each stream whole). ``observer`` hears how it went (see
-    :mod:`eventcore.observe`); what it raises never changes the outcome.
+    state between executions (see :mod:`eventcore.cache`): it is refused for a
+    command class that has not opted in with ``reuses_state = True``
+    (:class:`~eventcore.errors.StateReuseRefused`) and for any store but the first
+    it was used with. ``fold_page_size`` bounds how many events of a stream are
+    held at once while folding (``None``: read each stream whole). ``observer``
+    hears how it went (see :mod:`eventcore.observe`); what it raises never changes
+    the outcome.
 
     ``command_id`` (a str or UUID unique to what the caller means to do once, such
     as a request id) makes a retry safe: the events written get ids derived from it,
@@ -236,7 +256,8 @@ async def execute(
       event for a stream the command did not read, a refused append),
       :class:`~eventcore.errors.BusinessRuleViolation` from ``handle`` (unchanged),
       :class:`~eventcore.errors.RetriesExhausted` when version conflicts outlast
-      ``retry``, and :class:`~eventcore.errors.CodecError`.
+      ``retry``, :class:`~eventcore.errors.TooManyStreams` past the command's
+      ``max_streams``, and :class:`~eventcore.errors.CodecError`.
     - Outcome unknown: :class:`~eventcore.errors.StoreUnavailable` (and any other
       :class:`~eventcore.errors.StoreError`), and cancellation
       (``CancelledError``, a timeout around ``execute``). Raised while the append
@@ -260,6 +281,8 @@ async def execute(
     )
     if metadata:
         encode_metadata(event_metadata)  # fail before any I/O if it is not JSON-encodable
+    if cache is not None:
+        cache.bind(store)
     plan = plan_execution(
         command,
         codec=codec or default_codec,
