@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Collection
 
 import pytest
 
-from eventcore import AppendRequest, NewEvent, SQLiteEventStore, StreamId, ValidationError
+from eventcore import (
+    AppendRequest,
+    NewEvent,
+    RecordedEvent,
+    SQLiteEventStore,
+    StreamId,
+    ValidationError,
+)
 from eventcore.store import EventStore
 from eventcore.subscription import AppendWaiter, follow
+from eventcore.testing.faults import FaultInjectingStore
 
 
 def _event(stream: str, n: int) -> NewEvent:
@@ -59,10 +69,141 @@ async def test_follow_resumes_after_a_position_and_applies_filters(any_store: Ev
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"after": -1}, "after"), ({"page_size": 0}, "page_size"), ({"poll_interval": 0}, "poll")],
+    [
+        ({"after": -1}, "after"),
+        ({"page_size": 0}, "page_size"),
+        ({"poll_interval": 0}, "poll"),
+    ],
 )
 async def test_follow_rejects_bad_arguments(
     any_store: EventStore, kwargs: dict[str, object], message: str
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         await anext(follow(any_store, **kwargs))  # type: ignore[arg-type]
+
+
+# -- waiting -------------------------------------------------------------------------
+
+SPIN_LIMIT = 50
+
+
+class _StopsASpin(FaultInjectingStore):
+    """Counts log reads, and fails past SPIN_LIMIT of them: a follower spinning on
+    the in-memory store never yields to the loop, so without this the test would
+    hang instead of failing. ``waiting`` is set once the follower waits."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner)
+        self.waiting = asyncio.Event()
+
+    async def wait_for_append(self, after: int, max_wait: float) -> None:
+        self.waiting.set()
+        await super().wait_for_append(after, max_wait)
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RecordedEvent]:
+        if self.log_read_calls >= SPIN_LIMIT:
+            raise AssertionError(f"follow() read the log {SPIN_LIMIT} times with nothing new")
+        return await super().read_all(
+            after=after,
+            limit=limit,
+            stream_prefix=stream_prefix,
+            stream_pattern=stream_pattern,
+            event_types=event_types,
+        )
+
+
+async def _reads_while_idle(
+    store: FaultInjectingStore, source: AsyncIterator[RecordedEvent]
+) -> int:
+    """Take one event from ``source``, then let another task tick for a while with
+    nothing new to see; return how many log reads the follower made meanwhile."""
+    first = await anext(source)
+    assert first.global_position == 1
+    follower = asyncio.ensure_future(anext(source))
+    await asyncio.sleep(0)  # let it reach its wait
+    reads_before = store.log_read_calls
+    ticks = 0
+    for _ in range(20):  # another task keeps running while the follower waits
+        await asyncio.sleep(0.01)
+        ticks += 1
+    try:
+        assert ticks == 20
+        if follower.done():
+            follower.result()  # raises what stopped the follower
+            raise AssertionError(f"follow() yielded {follower.result()} with nothing new")
+        return store.log_read_calls - reads_before
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+
+
+async def test_follow_waits_without_reading_when_nothing_is_new(any_store: EventStore) -> None:
+    store = _StopsASpin(any_store)
+    await _append(store, "s", 1)
+    reads = await _reads_while_idle(store, follow(store, poll_interval=60))
+    assert reads <= 1
+
+
+async def test_follow_with_a_filter_waits_when_the_newest_events_do_not_match(
+    any_store: EventStore,
+) -> None:
+    store = _StopsASpin(any_store)
+    for n in (1, 2, 4):  # Tick, Tock, Tock: the newest do not match
+        await _append(store, "s", n)
+    reads = await _reads_while_idle(store, follow(store, event_types=["Tick"], poll_interval=60))
+    assert reads <= 2
+
+
+async def test_follow_with_a_filter_sees_matches_appended_after_unmatched_ones(
+    any_store: EventStore,
+) -> None:
+    store = _StopsASpin(any_store)
+    for n in (1, 2):
+        await _append(store, "s", n)
+    wakes = isinstance(any_store, AppendWaiter) and not isinstance(any_store, SQLiteEventStore)
+    source = follow(store, event_types=["Tick"], poll_interval=60.0 if wakes else 0.02)
+    assert (await anext(source)).global_position == 1
+    follower = asyncio.create_task(_take(source, 2))
+    await asyncio.wait(  # until it has scanned past position 2 and waits
+        [follower, asyncio.ensure_future(store.waiting.wait())],
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    for n in (4, 6, 7, 8, 9):  # positions 3..7; the odd n are Ticks
+        await _append(store, "s", n)
+    assert await asyncio.wait_for(follower, timeout=20) == [5, 7]
+
+
+class _AppendsWhileTheHeadIsRead(_StopsASpin):
+    """Commits one matching event just before answering for the head, as a
+    concurrent writer could: a follower that read its page before the head would
+    count the event as scanned without having seen it."""
+
+    armed = False
+
+    async def head_position(self) -> int:
+        if self.armed:
+            self.armed = False
+            await _append(self.inner, "late", 1)  # a Tick
+        return await super().head_position()
+
+
+async def test_follow_never_skips_an_event_committed_while_it_reads_the_head(
+    any_store: EventStore,
+) -> None:
+    store = _AppendsWhileTheHeadIsRead(any_store)
+    for n in (1, 2):
+        await _append(store, "s", n)
+    store.armed = True
+    positions = await asyncio.wait_for(
+        _take(follow(store, event_types=["Tick"], poll_interval=0.02), 2), timeout=20
+    )
+    assert positions == [1, 3]
