@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Collection
 
 import pytest
 
 from eventcore import (
     AppendRequest,
+    DeserializationError,
     NewEvent,
     RecordedEvent,
     SQLiteEventStore,
+    StoreClosed,
+    StoreUnavailable,
     StreamId,
     ValidationError,
 )
@@ -73,6 +77,8 @@ async def test_follow_resumes_after_a_position_and_applies_filters(any_store: Ev
         ({"after": -1}, "after"),
         ({"page_size": 0}, "page_size"),
         ({"poll_interval": 0}, "poll"),
+        ({"max_retry_time": -1}, "max_retry_time"),
+        ({"max_retry_time": float("nan")}, "max_retry_time"),
     ],
 )
 async def test_follow_rejects_bad_arguments(
@@ -207,3 +213,87 @@ async def test_follow_never_skips_an_event_committed_while_it_reads_the_head(
         _take(follow(store, event_types=["Tick"], poll_interval=0.02), 2), timeout=20
     )
     assert positions == [1, 3]
+
+
+# -- riding out an unavailable store -----------------------------------------------
+
+
+async def test_follow_rides_out_an_unavailable_store_yielding_each_event_once(
+    any_store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="eventcore.subscription")
+    store = FaultInjectingStore(any_store)
+    for n in range(5):
+        await _append(store, "s", n)
+    store.fail_next_log_reads(2)
+    source = follow(store, page_size=2, poll_interval=0.02)
+    positions = [(await anext(source)).global_position for _ in range(3)]
+    store.fail_next_log_reads(2)  # again, with a page half yielded
+    positions += [(await anext(source)).global_position for _ in range(2)]
+    await _append(store, "s", 5)
+    positions.append((await asyncio.wait_for(anext(source), timeout=20)).global_position)
+    await source.aclose()
+
+    assert positions == [1, 2, 3, 4, 5, 6]
+    retries = [r for r in caplog.records if r.name == "eventcore.subscription"]
+    assert len(retries) == 4
+    assert all(r.levelno == logging.WARNING for r in retries)
+    assert "after position 0" in retries[0].getMessage()
+    assert "after position 4" in retries[2].getMessage()
+    assert "injected log read failure" in retries[0].getMessage()
+
+
+async def test_follow_rides_out_a_failed_wait(
+    any_store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="eventcore.subscription")
+    store = FaultInjectingStore(any_store)
+    await _append(store, "s", 1)
+    store.fail_next_waits(1)
+    source = follow(store, poll_interval=0.02)
+    assert (await anext(source)).global_position == 1
+    follower = asyncio.ensure_future(anext(source))
+    await _append(store, "s", 2)
+    assert (await asyncio.wait_for(follower, timeout=20)).global_position == 2
+    await source.aclose()
+    retries = [r.getMessage() for r in caplog.records if r.name == "eventcore.subscription"]
+    assert len(retries) == 1
+    assert "injected wait failure" in retries[0]
+
+
+async def test_follow_gives_up_with_store_unavailable_when_its_retry_time_is_spent(
+    any_store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="eventcore.subscription")
+    store = FaultInjectingStore(any_store)
+    await _append(store, "s", 1)
+    store.fail_next_log_reads(10_000)
+    with pytest.raises(StoreUnavailable, match="injected log read failure"):
+        await anext(follow(store, max_retry_time=0.2))
+    assert caplog.records, "each retry is logged"
+    assert store.log_read_calls < 10_000
+
+
+async def test_follow_without_retry_time_raises_the_first_store_unavailable(
+    any_store: EventStore,
+) -> None:
+    store = FaultInjectingStore(any_store)
+    store.fail_next_log_reads(2)
+    with pytest.raises(StoreUnavailable):
+        await anext(follow(store, max_retry_time=0))
+    assert store.log_read_calls == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [DeserializationError("s", 1, "Tick", "bad"), StoreClosed("the store"), RuntimeError("bug")],
+)
+async def test_follow_does_not_retry_other_errors(
+    any_store: EventStore, caplog: pytest.LogCaptureFixture, error: Exception
+) -> None:
+    store = FaultInjectingStore(any_store)
+    store.fail_next_log_reads(1, error)
+    with pytest.raises(type(error)):
+        await anext(follow(store))
+    assert store.log_read_calls == 1
+    assert not [r for r in caplog.records if r.name == "eventcore.subscription"]

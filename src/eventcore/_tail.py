@@ -1,23 +1,32 @@
-"""Tailing the global log: how far a reader has scanned.
+"""Tailing the global log: how far a reader has scanned, and riding out outages.
 
-:func:`eventcore.follow` is built from this piece so that anything else that
-tails the log (a projection runner) can reuse it.
+:func:`eventcore.follow` is built from these two pieces so that anything else that
+tails the log (a projection runner) can reuse them.
 
 :class:`LogScanner` remembers how far it has *scanned*, not only the last event it
 returned. With a filter the difference matters: when the newest events do not
 match, the last match lies behind the log's head, so waiting for appends past it
 would return at once, and the reader would read the same empty page forever.
+
+:class:`OutageRetry` re-runs a read or a wait that failed with
+:class:`~eventcore.errors.StoreUnavailable` (a database restarting, a network
+blip), backing off, until the store answers or a time budget is spent.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
-from typing import Protocol, runtime_checkable
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Protocol, TypeVar, runtime_checkable
 
-from eventcore.errors import ValidationError
+from eventcore.errors import StoreUnavailable, ValidationError
+from eventcore.retry import RetryPolicy
 from eventcore.store import EventReader, LogFilter, check_page_size
 from eventcore.types import RecordedEvent, check_version
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -94,3 +103,57 @@ class LogScanner:
             await self._store.wait_for_append(self.scanned, self._poll_interval)
         else:
             await asyncio.sleep(self._poll_interval)
+
+
+class OutageRetry:
+    """Re-runs a step that raised StoreUnavailable until it succeeds or
+    ``max_time`` seconds have passed since its first failure; then re-raises the
+    last failure. Any other error is not the store being away, and passes at once.
+
+    The waits double from 50 ms up to 5 s, with jitter, so that many readers
+    coming back after a restart do not all knock at once. Each retry is logged at
+    WARNING on ``logger``, with the position and the error.
+    """
+
+    _BACKOFF = RetryPolicy(base_delay=0.05, max_delay=5.0, jitter=0.2)
+
+    def __init__(self, max_time: float, logger: logging.Logger) -> None:
+        self._max_time = _check_seconds(max_time, "max_retry_time", zero=True)
+        self._logger = logger
+
+    async def run(self, step: Callable[[], Awaitable[T]], position: int) -> T:
+        retries = 0
+        first_failure = 0.0
+        while True:
+            try:
+                result = await step()
+            except StoreUnavailable as exc:
+                now = time.monotonic()
+                if not retries:
+                    first_failure = now
+                left = self._max_time - (now - first_failure)
+                if left <= 0:
+                    if retries:
+                        exc.add_note(
+                            f"gave up after {retries} retries over {now - first_failure:.1f} s "
+                            "(max_retry_time)"
+                        )
+                    raise
+                delay = min(self._BACKOFF.delay(retries), left)
+                retries += 1
+                self._logger.warning(
+                    "store unavailable reading the log after position %d; retry %d in %.2f s: %s",
+                    position,
+                    retries,
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+            else:
+                if retries:
+                    self._logger.info(
+                        "store available again after position %d, after %d retries",
+                        position,
+                        retries,
+                    )
+                return result
