@@ -19,6 +19,7 @@ from eventcore import (
     StoreUnavailable,
     StreamId,
     ValidationError,
+    VersionConflict,
 )
 from eventcore.store import EventStore
 from eventcore.subscription import AppendWaiter, follow
@@ -297,3 +298,24 @@ async def test_follow_does_not_retry_other_errors(
         await anext(follow(store))
     assert store.log_read_calls == 1
     assert not [r for r in caplog.records if r.name == "eventcore.subscription"]
+
+
+async def test_follow_with_a_filter_sees_every_match_while_writers_race(
+    any_store: EventStore,
+) -> None:
+    async def writer(w: int) -> None:
+        for n in range(20):
+            while True:
+                try:
+                    await _append(any_store, f"race-{(w + n) % 3}", w * 100 + n)
+                    break
+                except VersionConflict:
+                    await asyncio.sleep(0)
+
+    reader = FaultInjectingStore(any_store, latency=0)  # each read yields to the writers
+    source = follow(reader, page_size=3, event_types=["Tick"], poll_interval=0.02)
+    follower = asyncio.create_task(_take(source, 40))  # half of the 80 events are Ticks
+    await asyncio.gather(*(writer(w) for w in range(4)))
+    seen = await asyncio.wait_for(follower, timeout=30)
+    final = await any_store.read_all(event_types=["Tick"])
+    assert seen == [e.global_position for e in final]
