@@ -241,6 +241,12 @@ def check_requests(*requests: object) -> None:
             )
 
 
+def check_page_size(page_size: object) -> int:
+    if type(page_size) is not int or page_size < 1:
+        raise ValidationError(f"page_size must be a positive int, got {page_size!r}")
+    return page_size
+
+
 def check_snapshot_key(key: object) -> str:
     if not isinstance(key, str) or not key:
         raise ValidationError(f"snapshot key must be a non-empty str, got {key!r}")

@@ -9,27 +9,21 @@
 woken by the store when it can tell (PostgreSQL's LISTEN/NOTIFY, the in-memory
 store's own appends), else by polling every ``poll_interval`` seconds — and reads
 again. Because every store's log is commit-ordered, this never misses an event.
+The paging, waiting and retrying live in :mod:`eventcore._tail`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import AsyncIterator, Collection
-from typing import Protocol, runtime_checkable
 
-from eventcore.backends._common import check_page_size
-from eventcore.errors import ValidationError
+from eventcore._tail import AppendWaiter, LogScanner, OutageRetry
 from eventcore.store import EventReader
-from eventcore.types import RecordedEvent, check_version
+from eventcore.types import RecordedEvent
 
+__all__ = ["AppendWaiter", "follow"]
 
-@runtime_checkable
-class AppendWaiter(Protocol):
-    """A store that can wake a reader when its log grows."""
-
-    async def wait_for_append(self, after: int, max_wait: float) -> None:
-        """Return soon after the log grows past ``after``, or after ``max_wait`` s."""
-        ...
+_log = logging.getLogger(__name__)
 
 
 async def follow(
@@ -41,33 +35,38 @@ async def follow(
     stream_prefix: str | None = None,
     stream_pattern: str | None = None,
     event_types: Collection[str] | None = None,
+    max_retry_time: float = 60.0,
 ) -> AsyncIterator[RecordedEvent]:
     """Yield every event after position ``after`` that passes the filters, in log
-    order, then each new one as it is committed. Never returns on its own."""
-    position = check_version(after, "after (a global position)")
-    check_page_size(page_size)
-    if (
-        isinstance(poll_interval, bool)
-        or not isinstance(poll_interval, int | float)
-        or (not poll_interval > 0)
-    ):
-        raise ValidationError(f"poll_interval must be a positive number, got {poll_interval!r}")
-    waiter = store if isinstance(store, AppendWaiter) else None
+    order, then each new one as it is committed. Never returns on its own.
+
+    The follower remembers how far it has *scanned*: the position up to which it
+    has seen every event, yielded or passed over by the filters. With a filter,
+    that is usually past the last event yielded (it reads the log's head before
+    each page, and a page that is not full has scanned up to that head), so it
+    waits for appends past the scanned position rather than rereading events that
+    do not match.
+
+    If the store is unavailable (:class:`~eventcore.errors.StoreUnavailable`, as
+    while a database restarts), the read or wait is retried with a growing delay
+    (50 ms doubling to 5 s), each retry logged at WARNING on the
+    ``eventcore.subscription`` logger; after ``max_retry_time`` seconds without an
+    answer (``0``: no retry, ``math.inf``: never give up) the last
+    StoreUnavailable is raised. Any other error is raised at once.
+    """
+    scanner = LogScanner(
+        store,
+        after=after,
+        page_size=page_size,
+        poll_interval=poll_interval,
+        stream_prefix=stream_prefix,
+        stream_pattern=stream_pattern,
+        event_types=event_types,
+    )
+    outage = OutageRetry(max_retry_time, _log)
     while True:
-        page = await store.read_all(
-            after=position,
-            limit=page_size,
-            stream_prefix=stream_prefix,
-            stream_pattern=stream_pattern,
-            event_types=event_types,
-        )
+        page = await outage.run(scanner.next_page, scanner.scanned)
         for event in page:
             yield event
-        if page:
-            position = page[-1].global_position
-        if len(page) == page_size:
-            continue  # more to catch up on
-        if waiter is not None:
-            await waiter.wait_for_append(position, poll_interval)
-        else:
-            await asyncio.sleep(poll_interval)
+        if scanner.caught_up:
+            await outage.run(scanner.wait, scanner.scanned)

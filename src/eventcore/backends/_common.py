@@ -5,14 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 from eventcore.errors import ValidationError
-from eventcore.store import LogFilter
+from eventcore.store import LogFilter, check_page_size
 from eventcore.types import RecordedEvent, StreamId, check_limit, check_version
-
-
-def check_page_size(page_size: object) -> int:
-    if type(page_size) is not int or page_size < 1:
-        raise ValidationError(f"page_size must be a positive int, got {page_size!r}")
-    return page_size
 
 
 def check_stream_read(

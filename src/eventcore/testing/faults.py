@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 
 from eventcore.errors import StoreUnavailable, ValidationError, VersionConflict
 from eventcore.store import DEFAULT_PAGE_SIZE, EventLookup, EventStore, SnapshotStore
+from eventcore.subscription import AppendWaiter
 from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot
 
 
@@ -31,10 +32,14 @@ class FaultInjectingStore:
         self.latency = latency
         self.append_calls = 0
         self.read_calls = 0
+        self.log_read_calls = 0
+        self.wait_calls = 0
         self._conflicts = 0
         self._append_failures: list[BaseException] = []
         self._lost_replies: list[BaseException] = []
         self._read_failures: list[BaseException] = []
+        self._log_read_failures: list[BaseException] = []
+        self._wait_failures: list[BaseException] = []
 
     def conflict_next_appends(self, count: int = 1) -> None:
         """The next ``count`` appends raise VersionConflict and write nothing, as if
@@ -56,6 +61,18 @@ class FaultInjectingStore:
     def fail_next_reads(self, count: int = 1, error: BaseException | None = None) -> None:
         """The next ``count`` stream reads raise ``error`` (StoreUnavailable by default)."""
         self._read_failures.extend([error or StoreUnavailable("injected read failure")] * count)
+
+    def fail_next_log_reads(self, count: int = 1, error: BaseException | None = None) -> None:
+        """The next ``count`` reads of the global log (``read_all``,
+        ``head_position``) raise ``error`` (StoreUnavailable by default)."""
+        self._log_read_failures.extend(
+            [error or StoreUnavailable("injected log read failure")] * count
+        )
+
+    def fail_next_waits(self, count: int = 1, error: BaseException | None = None) -> None:
+        """The next ``count`` calls of ``wait_for_append`` raise ``error``
+        (StoreUnavailable by default)."""
+        self._wait_failures.extend([error or StoreUnavailable("injected wait failure")] * count)
 
     async def _wait(self) -> None:
         if self.latency is not None:
@@ -100,7 +117,14 @@ class FaultInjectingStore:
     async def stream_version(self, stream_id: str) -> int:
         return await self.inner.stream_version(stream_id)
 
+    async def _before_log_read(self) -> None:
+        self.log_read_calls += 1
+        await self._wait()
+        if self._log_read_failures:
+            raise self._log_read_failures.pop(0)
+
     async def head_position(self) -> int:
+        await self._before_log_read()
         return await self.inner.head_position()
 
     async def read_all(
@@ -112,6 +136,7 @@ class FaultInjectingStore:
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
     ) -> list[RecordedEvent]:
+        await self._before_log_read()
         return await self.inner.read_all(
             after=after,
             limit=limit,
@@ -147,6 +172,17 @@ class FaultInjectingStore:
         if not isinstance(self.inner, EventLookup):
             raise ValidationError(f"{type(self.inner).__qualname__} cannot look events up by id")
         return await self.inner.events_by_id(event_ids)
+
+    async def wait_for_append(self, after: int, max_wait: float) -> None:
+        """Waits as the inner store does; one that cannot wake readers is polled,
+        as :func:`~eventcore.follow` would poll it."""
+        self.wait_calls += 1
+        if self._wait_failures:
+            raise self._wait_failures.pop(0)
+        if isinstance(self.inner, AppendWaiter):
+            await self.inner.wait_for_append(after, max_wait)
+        else:
+            await asyncio.sleep(max_wait)
 
     async def save_snapshot(self, snapshot: Snapshot) -> bool:
         """Delegated when the inner store keeps snapshots; refused otherwise."""
