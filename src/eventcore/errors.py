@@ -8,6 +8,7 @@ need to import a driver to handle a failure::
     ├── ValidationError            bad input: the offending value is in the message
     │   ├── InvalidStreamId
     │   ├── InvalidExpectedVersions  duplicate, contradictory or negative versions
+    │   ├── DuplicateEventId         an event id already stored or repeated in an append
     │   └── UndeclaredStreamError    an event for a stream the command did not read
     ├── ConcurrencyError
     │   ├── VersionConflict          a stream moved since it was read (retried)
@@ -27,6 +28,7 @@ guards user input with ``except ValueError`` keeps working.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 
@@ -49,6 +51,25 @@ class InvalidStreamId(ValidationError):
 
 class InvalidExpectedVersions(ValidationError):
     """An append named a stream twice, or gave a negative expected version."""
+
+
+class DuplicateEventId(ValidationError):
+    """An append carried an event id that is already stored, or carried one twice.
+
+    Nothing of the append was written. ``event_ids`` names the offending ids.
+    """
+
+    def __init__(self, event_ids: Iterable[uuid.UUID]) -> None:
+        self.event_ids = tuple(event_ids)
+        names = ", ".join(str(i) for i in self.event_ids)
+        super().__init__(
+            f"event id(s) {names} already stored or repeated within the append; nothing "
+            "was written. Give every event its own id (NewEvent makes a fresh one when "
+            "event_id is not given)"
+        )
+
+    def __reduce__(self) -> tuple[type[DuplicateEventId], tuple[tuple[uuid.UUID, ...]]]:
+        return (type(self), (self.event_ids,))
 
 
 class UndeclaredStreamError(ValidationError):

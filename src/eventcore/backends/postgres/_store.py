@@ -239,7 +239,12 @@ class PostgresEventStore:
             try:
                 rows = await conn.fetch(self._sql.append_batch, *arrays.parameters())
             except asyncpg.UniqueViolationError as exc:
-                raise duplicate_id_error(exc, requests) from exc
+                ids = [event.event_id for request in requests for event in request.events]
+                stored = await conn.fetch(self._sql.stored_event_ids, ids)
+                duplicate = duplicate_id_error(requests, [row[0] for row in stored])
+                if duplicate is None:
+                    raise  # not an event id's: translated() makes it a StoreError
+                raise duplicate from exc
             except _LOCK_CONFLICTS as exc:
                 versions = await conn.fetch(self._sql.current_versions, arrays.all_streams())
                 raise conflict_from_lock_error(requests[0], versions) from exc

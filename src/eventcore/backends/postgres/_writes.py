@@ -3,12 +3,17 @@ into results: the pure half of the PostgreSQL append path."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eventcore.codec import encode_metadata
-from eventcore.errors import ValidationError, VersionConflict
+from eventcore.errors import (
+    DuplicateEventId,
+    ValidationError,
+    VersionConflict,
+)
 from eventcore.store import AppendOutcome
 from eventcore.types import (
     AppendRequest,
@@ -106,17 +111,21 @@ def outcome_of(row: Any, request: AppendRequest) -> AppendOutcome:
     return AppendResult(stream_versions, positions)
 
 
-def duplicate_id_error(exc: Exception, requests: Sequence[AppendRequest]) -> ValidationError:
-    """The only unique index an append can hit is the event id's: the stream rows
-    are locked, so (stream_id, stream_version) cannot collide."""
-    ids = [str(e.event_id) for r in requests for e in r.events]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    detail = getattr(exc, "detail", None) or str(exc)
-    return ValidationError(
-        f"an event id is already stored or repeated within the append "
-        f"({detail}{'; repeated: ' + ', '.join(repeated) if repeated else ''}); "
-        "every event needs a unique id"
-    )
+def duplicate_id_error(
+    requests: Sequence[AppendRequest], stored: Iterable[uuid.UUID]
+) -> DuplicateEventId | None:
+    """After a unique violation: the ids of ``requests`` that are ``stored`` (looked
+    up after the failure) or repeated within the batch, or None if there are none
+    (then the violation was not an event id's, and is no request's fault)."""
+    already = set(stored)
+    seen: set[uuid.UUID] = set()
+    duplicates: dict[uuid.UUID, None] = {}  # ordered, for the message
+    for request in requests:
+        for event in request.events:
+            if event.event_id in already or event.event_id in seen:
+                duplicates[event.event_id] = None
+            seen.add(event.event_id)
+    return DuplicateEventId(duplicates) if duplicates else None
 
 
 def conflict_from_lock_error(request: AppendRequest, current: Sequence[Any]) -> VersionConflict:
