@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import sqlite3
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from eventcore import (
     StreamId,
     ValidationError,
 )
+from eventcore.backends.sqlite import SQLiteEventStore, _schema
 from eventcore.store import EventStore
 
 
@@ -140,3 +143,71 @@ async def test_a_store_refuses_an_event_id_repeated_within_a_trusted_request(
         await any_store.append(request)
     assert caught.value.event_ids == (event.event_id,)
     assert await any_store.head_position() == 0
+
+
+# -- SQLite: an INSERT may not replace a stored event ------------------------------------
+
+
+def _replace_statements() -> list[tuple[str, tuple[object, ...]]]:
+    columns = (
+        "(position, event_id, stream_id, stream_version, event_type, payload, metadata,"
+        " recorded_at)"
+    )
+    forged = "'Forged', '{}', '{}', '2000-01-01T00:00:00+00:00'"
+    return [
+        # same position
+        (f"INSERT OR REPLACE INTO events {columns} VALUES (1, ?, 'x', 1, {forged})", ("new",)),
+        (f"REPLACE INTO events {columns} VALUES (1, ?, 'x', 1, {forged})", ("new",)),
+        # same event id, elsewhere in the log
+        (f"REPLACE INTO events {columns} VALUES (99, ?, 'x', 1, {forged})", ("stored",)),
+        # same stream and version
+        (f"REPLACE INTO events {columns} VALUES (99, ?, 's', 1, {forged})", ("new",)),
+        # an upsert is an update
+        (
+            f"INSERT INTO events {columns} VALUES (1, ?, 's', 1, {forged})"
+            " ON CONFLICT DO UPDATE SET event_type = 'Forged'",
+            ("stored",),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("statement", "which_id"),
+    _replace_statements(),
+    ids=["insert-or-replace", "replace", "replace-by-event-id", "replace-by-version", "upsert"],
+)
+async def test_a_stored_sqlite_event_cannot_be_replaced_through_a_raw_connection(
+    tmp_path: Path, statement: str, which_id: tuple[str]
+) -> None:
+    path = tmp_path / "events.db"
+    async with await SQLiteEventStore.open(path) as store:
+        stored = _event("s")
+        await store.append(AppendRequest.create({"s": 0}, [stored]))
+        event_id = str(stored.event_id) if which_id == ("stored",) else str(uuid.uuid4())
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+                conn.execute(statement, (event_id,))
+        finally:
+            conn.close()
+        assert [(e.event_id, e.event_type) for e in await store.read_all()] == [
+            (stored.event_id, "Happened")
+        ]
+
+
+async def test_a_version_2_sqlite_file_gets_the_replace_guard_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    conn = sqlite3.connect(path)
+    for statement in (*_schema._VERSION_1, *_schema._VERSION_2):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    async with await SQLiteEventStore.open(path) as store:
+        await store.append(AppendRequest.create({"s": 0}, [_event("s")]))
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+            conn.execute("REPLACE INTO events VALUES (1, 'x', 's', 1, 'Forged', '{}', '{}', 'now')")
+    finally:
+        conn.close()
