@@ -1,6 +1,6 @@
 """PostgreSQL's own defences of the log: ``append_batch`` refuses arrays that would
-hand out positions for rows it did not insert, and stored events cannot be
-rewritten by an upsert.
+hand out positions for rows it did not insert, stored events cannot be rewritten
+by an upsert, and lock trouble is never reported as a conflict nobody caused.
 
 The SQL functions are called directly, with arrays no store would build, on a
 schema of the test's own."""
@@ -16,6 +16,8 @@ import asyncpg
 import pytest
 
 from eventcore.backends.postgres import PostgresEventStore
+from eventcore.backends.postgres._writes import conflict_from_lock_error, lock_error_outcomes
+from eventcore.errors import StoreUnavailable, VersionConflict
 from eventcore.types import AppendRequest, NewEvent, StreamId
 from tests import pg
 
@@ -168,3 +170,65 @@ async def test_an_upsert_cannot_rewrite_a_stored_event(pg_schema: str):
             )
         [stored] = await store.read_all()
         assert stored.event_type == "Happened"
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    cause = error.__cause__
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__
+    return chain
+
+
+# -- lock trouble is not a conflict -------------------------------------------------------
+
+
+def test_a_lock_error_on_a_request_without_streams_invents_no_conflict() -> None:
+    assert conflict_from_lock_error(AppendRequest.create({}), []) is None
+
+
+def test_a_lock_error_where_no_stream_moved_invents_no_conflict() -> None:
+    request = AppendRequest.create({"a": 3, "b": 0}, [_event("a")])
+    assert conflict_from_lock_error(request, [("a", 3)]) is None
+
+
+def test_a_lock_error_where_a_stream_moved_is_a_conflict_on_that_stream() -> None:
+    request = AppendRequest.create({"a": 3, "b": 0}, [_event("a")])
+    conflict = conflict_from_lock_error(request, [("a", 3), ("b", 2)])
+    assert isinstance(conflict, VersionConflict)
+    assert (conflict.stream_id, conflict.expected, conflict.actual) == ("b", 0, 2)
+
+
+def test_each_request_of_a_batch_that_hit_a_lock_error_gets_its_own_outcome() -> None:
+    moved = AppendRequest.create({"a": 0}, [_event("a")])
+    unmoved = AppendRequest.create({"b": 1}, [_event("b")])
+    cause = asyncpg.DeadlockDetectedError("deadlock detected")
+    outcomes = lock_error_outcomes([moved, unmoved, unmoved], [("a", 2), ("b", 1)], cause)
+    assert isinstance(outcomes[0], VersionConflict)
+    assert (outcomes[0].stream_id, outcomes[0].actual) == ("a", 2)
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes[1:])
+    assert outcomes[1] is not outcomes[2]
+    assert "deadlock detected" in str(outcomes[1])
+    assert all(o.__cause__ is cause for o in outcomes)
+
+
+async def test_a_lock_timeout_on_an_unmoved_stream_is_store_unavailable(pg_schema: str):
+    async with _store_and_raw(pg_schema) as (store, raw):
+        await store.append(AppendRequest.create({"a": 0}, [_event("a")]))
+        # A short lock wait, set on this schema's function only.
+        await raw.execute(
+            f'ALTER FUNCTION "{pg_schema}".append_batch(int[], int[], text[], bigint[], int[],'
+            " int[], uuid[], text[], text[], bytea[], bytea[]) SET lock_timeout = '100ms'"
+        )
+        async with raw.transaction():
+            await raw.execute(
+                f'SELECT 1 FROM "{pg_schema}".streams WHERE stream_id = $1 FOR UPDATE', "a"
+            )
+            with pytest.raises(StoreUnavailable, match="lock timeout") as caught:
+                await store.append(AppendRequest.create({"a": 1}, [_event("a")]))
+        assert any(isinstance(e, asyncpg.LockNotAvailableError) for e in _causes(caught.value))
+        # Nothing was written, and the append goes through once the lock is free.
+        assert await store.stream_version("a") == 1
+        result = await store.append(AppendRequest.create({"a": 1}, [_event("a")]))
+        assert result.positions == (2,)

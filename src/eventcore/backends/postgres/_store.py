@@ -42,8 +42,8 @@ from eventcore.backends.postgres._sql import Statements, decode_rows, decode_slo
 from eventcore.backends.postgres._writes import (
     BatchArrays,
     check_payload_sizes,
-    conflict_from_lock_error,
     duplicate_id_error,
+    lock_error_outcomes,
     outcome_of,
 )
 from eventcore.errors import EventCoreError, StoreClosed, StoreUnavailable, ValidationError
@@ -228,7 +228,8 @@ class PostgresEventStore:
         Each is checked against the versions the ones before it left, exactly as if
         they were made one after another; a conflict is returned in its place and
         does not affect the others. A request that fails the whole transaction (a
-        duplicate event id) raises for the batch.
+        duplicate event id) raises for the batch; a lock error (deadlock, lock
+        timeout) gives each request its own outcome, as lock_error_outcomes says.
         """
         self._check_open()
         check_requests(*requests)
@@ -247,7 +248,7 @@ class PostgresEventStore:
                 raise duplicate from exc
             except _LOCK_CONFLICTS as exc:
                 versions = await conn.fetch(self._sql.current_versions, arrays.all_streams())
-                raise conflict_from_lock_error(requests[0], versions) from exc
+                return lock_error_outcomes(requests, versions, exc)
         return [outcome_of(row, request) for row, request in zip(rows, requests, strict=True)]
 
     # -- reads ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 from eventcore.codec import encode_metadata
 from eventcore.errors import (
     DuplicateEventId,
+    StoreUnavailable,
     ValidationError,
     VersionConflict,
 )
@@ -19,7 +20,6 @@ from eventcore.types import (
     AppendRequest,
     AppendResult,
     EventMetadata,
-    StreamId,
     trusted_stream_id,
 )
 
@@ -128,15 +128,44 @@ def duplicate_id_error(
     return DuplicateEventId(duplicates) if duplicates else None
 
 
-def conflict_from_lock_error(request: AppendRequest, current: Sequence[Any]) -> VersionConflict:
-    """A deadlock or lock timeout (which the fixed lock order should prevent) is
-    reported as a conflict on the first stream that moved, so the executor retries."""
+def conflict_from_lock_error(
+    request: AppendRequest, current: Sequence[Any]
+) -> VersionConflict | None:
+    """After a deadlock, lock timeout or serialization failure (the transaction was
+    rolled back, nothing was written): the conflict on the first stream that moved,
+    which is real and makes the executor re-read and retry, or None if none moved.
+
+    A lock error on unmoved streams is not reported as a conflict: no writer got
+    there first, and a made-up conflict would send callers of ``append`` after a
+    change that never happened. Nor is it retried here: the store cannot know
+    whether the lock holder (another application's transaction, an administrator)
+    lets go soon, and a silent retry would double the caller's wait, and in a group
+    commit every other caller's. The caller gets StoreUnavailable with the
+    database's message and decides."""
     versions = {row[0]: int(row[1]) for row in current}
     for stream, expected in request.expected:
         actual = versions.get(stream, 0)
         if actual != expected:
             return VersionConflict(stream, expected, actual)
-    if not request.expected:  # nothing to check: report the lock trouble itself
-        return VersionConflict(StreamId("-"), 0, 0)
-    stream, expected = request.expected[0]
-    return VersionConflict(StreamId(stream), expected, versions.get(stream, 0))
+    return None
+
+
+def lock_error_outcomes(
+    requests: Sequence[AppendRequest], current: Sequence[Any], error: BaseException
+) -> list[AppendOutcome]:
+    """Each request's own outcome of a batch that failed on a lock error: its real
+    conflict, or a StoreUnavailable (a fresh one each, caused by ``error``)."""
+    outcomes: list[AppendOutcome] = []
+    for request in requests:
+        conflict = conflict_from_lock_error(request, current)
+        if conflict is None:
+            unavailable = StoreUnavailable(
+                f"append could not take its locks, and nothing was written ({error}); "
+                "no stream it expected had moved, so try the append again"
+            )
+            unavailable.__cause__ = error
+            outcomes.append(unavailable)
+        else:
+            conflict.__cause__ = error
+            outcomes.append(conflict)
+    return outcomes
