@@ -1,22 +1,32 @@
+import dataclasses
+import enum
+import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any, ClassVar
 
 import msgspec
 import pydantic
 import pytest
 
 from eventcore import (
+    AppendRequest,
     Codec,
+    Command,
     DeserializationError,
     EncodingError,
     EventMetadata,
+    NewEvent,
     RecordedEvent,
     StreamId,
     UnknownEventType,
     ValidationError,
+    execute,
 )
-from eventcore.codec import decode_metadata, encode_metadata
+from eventcore.codec import decode_metadata, default_codec, encode_metadata, json_encode
+from eventcore.store import EventStore, SnapshotStore
 from eventcore.types import new_event_id
 
 
@@ -46,7 +56,9 @@ def codec() -> Codec:
     return codec
 
 
-def _record(event_type: str, payload: bytes, stream: str = "acc-1", version: int = 3):
+def _record(
+    event_type: str, payload: bytes, stream: str = "acc-1", version: int = 3
+) -> RecordedEvent:
     return RecordedEvent(
         new_event_id(),
         StreamId(stream),
@@ -148,7 +160,7 @@ def test_registering_the_same_pair_twice_is_harmless(codec: Codec) -> None:
     assert codec.type_name(Opened) == "acct.Opened"
 
 
-@pytest.mark.parametrize("name", ["", "  ", " padded", 7, "x" * 201])
+@pytest.mark.parametrize("name", ["", "  ", " padded", 7, "x" * 201, "a\x00b", "a\ud800"])
 def test_bad_type_names_are_rejected(name: object) -> None:
     with pytest.raises(ValidationError, match="type name"):
         Codec().register(name)  # type: ignore[arg-type]
@@ -201,5 +213,284 @@ def test_a_nan_that_json_would_turn_into_null_is_refused() -> None:
     class Measured:
         value: float
 
-    with pytest.raises(EncodingError, match="does not decode back"):
+    with pytest.raises(EncodingError, match="value is nan, which JSON cannot hold"):
         codec.encode(Measured(float("nan")))
+
+
+def test_an_event_registered_in_another_codec_is_named_as_such() -> None:
+    mine = Codec()
+
+    @mine.register("shop.BookAdded")
+    @dataclass(frozen=True)
+    class BookAdded:
+        title: str
+
+    with pytest.raises(EncodingError) as caught:
+        default_codec.encode(BookAdded("Dune"))
+    message = str(caught.value)
+    assert "registered as 'shop.BookAdded' in another Codec, not in the default codec" in message
+    assert "codec=" in message
+    with pytest.raises(EncodingError, match="in another Codec, not in this codec"):
+        Codec().type_name(BookAdded)
+
+
+# -- int and float subclasses: common value types in domain code -------------------
+
+
+class Cents(int):
+    pass
+
+
+class Ratio(float):
+    pass
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+@dataclass(frozen=True)
+class Priced:
+    amount: Cents
+    rate: Ratio
+    plain: int
+    history: list[Cents]
+    by_name: dict[str, Ratio]
+    maybe: Cents | None
+    account: StreamId
+    level: Level
+
+
+class PricedStruct(msgspec.Struct, frozen=True):
+    amount: Cents
+    rate: Ratio
+    history: list[Cents]
+    maybe: Cents | None = None
+
+
+def _priced() -> Priced:
+    return Priced(
+        Cents(1250),
+        Ratio(0.25),
+        Cents(7),
+        [Cents(1), Cents(2)],
+        {"eur": Ratio(1.5)},
+        Cents(3),
+        StreamId("acc-1"),
+        Level.HIGH,
+    )
+
+
+@pytest.mark.parametrize(
+    "event",
+    [_priced(), PricedStruct(Cents(5), Ratio(2.0), [Cents(9)], Cents(4))],
+    ids=["dataclass", "struct"],
+)
+def test_int_and_float_subclasses_round_trip_as_their_declared_types(event: object) -> None:
+    codec = Codec()
+    codec.add(type(event), "t.Priced")
+    name, payload = codec.encode(event)
+    decoded = codec.decode(_record(name, payload))
+    assert decoded == event
+    for field in ("amount", "rate", "history", "maybe"):
+        mine, theirs = getattr(decoded, field), getattr(event, field)
+        assert type(mine) is type(theirs)
+        if isinstance(mine, list):
+            assert [type(v) for v in mine] == [type(v) for v in theirs]
+
+
+def test_declared_subclass_types_survive_inside_collections_and_as_str() -> None:
+    codec = Codec()
+    codec.add(Priced, "t.Priced")
+    decoded = codec.decode(_record(*codec.encode(_priced())))
+    assert type(decoded.by_name["eur"]) is Ratio
+    assert type(decoded.account) is StreamId
+    assert type(decoded.level) is Level
+    assert type(decoded.plain) is int  # declared int: decodes as int
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"amount": 1.5, "rate": 1, "history": []}', b'{"amount": true, "rate": 1, "history": []}'],
+    ids=["float-for-int", "bool-for-int"],
+)
+def test_a_stored_value_of_the_wrong_kind_does_not_decode_into_an_int_subclass(
+    payload: bytes,
+) -> None:
+    codec = Codec()
+    codec.add(PricedStruct, "t.PricedStruct")
+    with pytest.raises(DeserializationError, match="Cents"):
+        codec.decode(_record("t.PricedStruct", payload))
+
+
+def test_pydantic_events_keep_their_own_handling_of_int_subclasses() -> None:
+    class Charged(pydantic.BaseModel):
+        amount: int
+
+    codec = Codec()
+    codec.add(Charged, "t.Charged")
+    assert codec.decode(_record(*codec.encode(Charged(amount=Cents(3))))) == Charged(amount=3)
+
+
+# -- NaN and infinity: JSON has neither, and msgspec would write null ---------------
+
+NON_FINITE = pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"]
+)
+
+
+@dataclass(frozen=True)
+class Inner:
+    level: float | None
+
+
+@dataclass(frozen=True)
+class Reading:
+    maybe: float | None = 0.0
+    anything: Any = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    series: list[Any] = dataclasses.field(default_factory=list)
+    inner: Inner = Inner(0.0)
+    exact: float = 0.0
+
+
+class ReadingStruct(msgspec.Struct, frozen=True):
+    maybe: float | None = None
+    extra: dict[str, Any] = {}
+
+
+class ReadingModel(pydantic.BaseModel):
+    maybe: float | None = None
+    extra: dict[str, Any] = {}
+
+
+@NON_FINITE
+@pytest.mark.parametrize(
+    ("build", "where"),
+    [
+        (lambda x: Reading(maybe=x), "maybe"),
+        (lambda x: Reading(anything=x), "anything"),
+        (lambda x: Reading(extra={"k": [1.0, x]}), "extra['k'][1]"),
+        (lambda x: Reading(series=[None, x]), "series[1]"),
+        (lambda x: Reading(inner=Inner(x)), "inner.level"),
+        (lambda x: Reading(exact=x), "exact"),
+        (lambda x: Reading(exact=Ratio(x)), "exact"),
+        (lambda x: ReadingStruct(maybe=x), "maybe"),
+        (lambda x: ReadingStruct(extra={"k": x}), "extra['k']"),
+        (lambda x: ReadingModel(maybe=x), "maybe"),
+        (lambda x: ReadingModel(extra={"k": {"j": x}}), "extra['k']['j']"),
+    ],
+    ids=[
+        "optional",
+        "any",
+        "dict",
+        "list",
+        "nested",
+        "float",
+        "float-subclass",
+        "struct-optional",
+        "struct-dict",
+        "pydantic-optional",
+        "pydantic-dict",
+    ],
+)
+def test_non_finite_floats_are_refused_naming_the_field(build: Any, where: str, bad: float) -> None:
+    codec = Codec()
+    for cls in (Reading, ReadingStruct, ReadingModel):
+        codec.add(cls, f"t.{cls.__name__}")
+    with pytest.raises(EncodingError, match=re.escape(f"{where} is {bad!r}")):
+        codec.encode(build(bad))
+
+
+def test_null_and_finite_floats_still_encode() -> None:
+    codec = Codec()
+    codec.add(Reading, "t.Reading")
+    event = Reading(maybe=None, anything=None, extra={"k": None, "null": "null"}, series=[None])
+    assert codec.decode(_record(*codec.encode(event))) == event
+    # Values msgspec turns into strings or ints are looked at, not mistaken for NaN.
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    _, payload = codec.encode(Reading(anything=[None, at, Decimal("1.5"), Level.HIGH]))
+    assert payload.startswith(b'{"maybe":0.0,"anything":[null,"2026-01-02T00:00:00Z","1.5",2]')
+
+
+@NON_FINITE
+def test_non_finite_floats_in_metadata_are_refused_naming_the_key(bad: float) -> None:
+    with pytest.raises(EncodingError, match=re.escape(f"user['when'][0] is {bad!r}")):
+        encode_metadata(EventMetadata(user={"when": [bad]}))
+
+
+@NON_FINITE
+async def test_execute_refuses_non_finite_metadata_and_writes_nothing(
+    any_store: EventStore, bad: float
+) -> None:
+    from eventcore.demo.bank import Deposit, bank_codec
+
+    with pytest.raises(EncodingError, match=re.escape(f"user['rate'] is {bad!r}")):
+        await execute(any_store, Deposit("acc-1", 5), codec=bank_codec, metadata={"rate": bad})
+    assert await any_store.read_all() == []
+
+
+@NON_FINITE
+async def test_appending_non_finite_metadata_is_refused_and_writes_nothing(
+    any_store: EventStore, bad: float
+) -> None:
+    event = NewEvent(StreamId("a"), "T", b"{}", EventMetadata(user={"rate": bad}))
+    with pytest.raises(EncodingError, match=re.escape(f"user['rate'] is {bad!r}")):
+        await any_store.append(AppendRequest.create({"a": 0}, [event]))
+    assert await any_store.read_all() == []
+
+
+@dataclass(frozen=True)
+class Average:
+    mean: float | None = None
+
+
+@dataclass(frozen=True)
+class Measure(Command[Average, Reading]):
+    """Folds readings into a mean that becomes NaN, with a snapshot after each fold."""
+
+    snapshot_every: ClassVar[int] = 1
+    snapshot_name: ClassVar[str | None] = "t.Measure"
+    state_type: ClassVar[Any] = Average
+
+    def streams(self) -> list[str]:
+        return ["sensor"]
+
+    def initial_state(self) -> Average:
+        return Average()
+
+    def apply(self, state: Average, stream_id: StreamId, event: Reading) -> Average:
+        # A large reading overflows: inf - inf is NaN.
+        return Average(event.exact * 10 - event.exact * 10)
+
+    def handle(self, state: Average) -> list[tuple[str, Reading]]:
+        return [("sensor", Reading())]
+
+
+async def test_a_snapshot_state_with_nan_is_refused_not_stored_as_null(
+    any_store: EventStore,
+) -> None:
+    codec = Codec()
+    codec.add(Reading, "t.Reading")
+    sensor = StreamId("sensor")
+    first = codec.new_event(sensor, Reading(exact=1e308), EventMetadata())
+    await any_store.append(AppendRequest.create({sensor: 0}, [first]))
+    with pytest.raises(EncodingError, match=re.escape("mean is nan")):
+        await execute(any_store, Measure(), codec=codec)
+    assert len(await any_store.read_all()) == 1  # the command wrote nothing
+    assert isinstance(any_store, SnapshotStore)
+    assert await any_store.load_snapshot(f"t.Measure:{json_encode(['sensor']).decode()}") is None
+
+
+def test_a_pydantic_model_that_keeps_nan_stores_it_faithfully() -> None:
+    class Kept(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(ser_json_inf_nan="constants")
+        maybe: float | None = None
+        gone: float | None = None
+
+    codec = Codec()
+    codec.add(Kept, "t.Kept")
+    decoded = codec.decode(_record(*codec.encode(Kept(maybe=float("nan")))))
+    assert math.isnan(decoded.maybe)
+    assert decoded.gone is None

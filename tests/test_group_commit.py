@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
+import asyncpg
 import pytest
 
 from eventcore import (
     AppendRequest,
     AppendResult,
+    EventCoreError,
     InMemoryEventStore,
     NewEvent,
+    StoreClosed,
+    StoreError,
     StoreUnavailable,
     StreamId,
     ValidationError,
     VersionConflict,
 )
 from eventcore.backends._group_commit import GroupCommitSettings, GroupCommitter
+from eventcore.backends.postgres import _store as postgres_store
+from eventcore.backends.sqlite import _store as sqlite_store
 from eventcore.store import AppendOutcome, BatchAppender, EventStore
+from tests.sql_storage import REFUSED_TYPE, SQL_KINDS, SqlStorage, sql_storage
 
 
 def _events(stream: str, count: int = 1) -> list[NewEvent]:
@@ -31,6 +41,12 @@ def _request(expected: dict[str, int], stream: str, count: int = 1) -> AppendReq
 
 def _committer(store: EventStore) -> GroupCommitter | None:
     return getattr(store, "_committer", None)  # private: the tests inspect batching
+
+
+@pytest.fixture(params=SQL_KINDS)
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStorage]:
+    async for storage in sql_storage(request.param, tmp_path):
+        yield storage
 
 
 async def test_append_many_applies_requests_as_if_one_after_another(any_store: EventStore) -> None:
@@ -98,12 +114,12 @@ async def test_a_request_that_spoils_its_batch_fails_alone(any_store: EventStore
     assert positions == list(range(1, 7))
 
 
-async def test_a_failing_store_fails_every_request_of_the_batch() -> None:
+async def test_a_lost_connection_fails_every_request_of_the_batch() -> None:
     calls: list[int] = []
 
     async def broken(requests: object) -> list[AppendOutcome]:
         calls.append(len(requests))  # type: ignore[arg-type]
-        raise StoreUnavailable("the server went away")
+        raise StoreUnavailable("the server went away") from ConnectionResetError()
 
     committer = GroupCommitter(broken, GroupCommitSettings())
     outcomes = await asyncio.gather(
@@ -183,3 +199,133 @@ async def test_cancelling_the_flusher_while_it_retries_one_by_one_leaves_nobody_
     done, pending = await asyncio.wait(waiters, timeout=1)
     assert not pending, "every caller must be answered (cancelled), none left hanging"
     assert all(w.cancelled() for w in done)
+
+
+async def test_a_request_the_database_refuses_fails_alone_in_its_batch(
+    storage: SqlStorage,
+) -> None:
+    store = await storage.open()
+    await storage.refuse_event_type()
+    requests = [_request({f"ok-{i}": 0}, f"ok-{i}") for i in range(12)]
+    requests[5] = AppendRequest.create(
+        {"refused": 0}, [NewEvent(StreamId("refused"), REFUSED_TYPE, b"{}")]
+    )
+    outcomes = await asyncio.gather(*map(store.append, requests), return_exceptions=True)
+    assert isinstance(outcomes[5], StoreError)
+    assert "refused by a database rule" in str(outcomes[5])
+    assert all(isinstance(o, AppendResult) for i, o in enumerate(outcomes) if i != 5)
+    assert len(await store.read_all()) == 11
+
+
+async def test_text_the_database_cannot_store_fails_only_its_own_append(
+    storage: SqlStorage,
+) -> None:
+    store = await storage.open()
+    requests = [_request({f"ok-{i}": 0}, f"ok-{i}") for i in range(12)]
+    # The trusted constructor: nothing checked the lone surrogate on the way in.
+    bad = NewEvent(StreamId("bad"), "Bad\ud800", b"{}")
+    requests[5] = AppendRequest(((StreamId("bad"), 0),), (bad,))
+    outcomes = await asyncio.gather(*map(store.append, requests), return_exceptions=True)
+    assert isinstance(outcomes[5], EventCoreError), f"not an eventcore error: {outcomes[5]!r}"
+    assert all(isinstance(o, AppendResult) for i, o in enumerate(outcomes) if i != 5)
+    assert len(await store.read_all()) == 11
+
+
+async def test_a_driver_exception_reaches_only_its_caller_wrapped_in_a_store_error() -> None:
+    store = InMemoryEventStore()
+    marked = _request({"marked": 0}, "marked")
+
+    async def refusing_marked(requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        if marked in requests:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return await store.append_many(requests)
+
+    committer = GroupCommitter(refusing_marked, GroupCommitSettings())
+    requests = [_request({f"s{i}": 0}, f"s{i}") for i in range(6)]
+    requests[3] = marked
+    outcomes = await asyncio.gather(*map(committer.append, requests), return_exceptions=True)
+    failure = outcomes[3]
+    assert type(failure) is StoreError
+    assert "UnicodeEncodeError" in str(failure)
+    assert "surrogates not allowed" in str(failure)
+    assert isinstance(failure.__cause__, UnicodeEncodeError)
+    assert all(isinstance(o, AppendResult) for i, o in enumerate(outcomes) if i != 3)
+    assert len(await store.read_all()) == 5
+
+
+async def test_each_caller_of_a_failed_batch_gets_its_own_exception() -> None:
+    cause = StoreUnavailable("the server went away")
+
+    async def broken(requests: object) -> list[AppendOutcome]:
+        raise cause from ConnectionResetError()
+
+    committer = GroupCommitter(broken, GroupCommitSettings())
+    outcomes = await asyncio.gather(
+        *(committer.append(_request({f"s{i}": 0}, f"s{i}")) for i in range(3)),
+        return_exceptions=True,
+    )
+    assert len({id(o) for o in outcomes}) == 3, "one exception object shared by callers"
+    for failure in outcomes:
+        assert type(failure) is StoreUnavailable
+        assert str(failure) == str(cause)
+        assert failure.__cause__ is cause
+
+
+async def test_a_connection_lost_while_retrying_one_by_one_fails_the_rest_at_once() -> None:
+    calls: list[int] = []
+
+    async def spoiled_then_lost(requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        calls.append(len(requests))
+        if len(requests) > 1:
+            raise StoreError("one request spoilt the batch")
+        raise StoreUnavailable("the server went away") from ConnectionResetError()
+
+    committer = GroupCommitter(spoiled_then_lost, GroupCommitSettings())
+    outcomes = await asyncio.gather(
+        *(committer.append(_request({f"s{i}": 0}, f"s{i}")) for i in range(4)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+    assert calls == [4, 1], "after the connection was lost, nothing more is tried"
+
+
+def _raised_from(cause: BaseException) -> StoreError:
+    error = StoreUnavailable("wrapped by the backend")
+    error.__cause__ = cause
+    return error
+
+
+def test_postgres_fails_a_whole_batch_only_for_trouble_no_request_caused() -> None:
+    store_wide = postgres_store._fails_every_append
+    assert store_wide(_raised_from(asyncpg.exceptions.ConnectionDoesNotExistError("gone")))
+    assert store_wide(_raised_from(asyncpg.exceptions.AdminShutdownError("restart")))
+    assert store_wide(_raised_from(TimeoutError()))  # no connection free in time
+    assert store_wide(_raised_from(asyncpg.exceptions.QueryCanceledError("statement timeout")))
+    assert store_wide(StoreClosed("PostgresEventStore"))
+    assert not store_wide(_raised_from(asyncpg.exceptions.CharacterNotInRepertoireError("0x00")))
+    assert not store_wide(_raised_from(asyncpg.exceptions.DataError("invalid input")))
+    assert not store_wide(_raised_from(asyncpg.exceptions.RaiseError("refused by a rule")))
+    assert not store_wide(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))
+
+
+def test_sqlite_fails_a_whole_batch_only_when_the_file_is_unusable(tmp_path: Path) -> None:
+    store_wide = sqlite_store._fails_every_append
+    path = tmp_path / "errors.sqlite"
+    first = sqlite3.connect(path, isolation_level=None, timeout=0)
+    second = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        first.execute("CREATE TABLE t (x UNIQUE)")
+        first.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(sqlite3.IntegrityError) as refused:
+            first.execute("INSERT INTO t VALUES (1)")
+        first.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as busy:
+            second.execute("BEGIN IMMEDIATE")
+        first.execute("ROLLBACK")
+    finally:
+        first.close()
+        second.close()
+    assert store_wide(_raised_from(busy.value))
+    assert store_wide(StoreClosed("SQLiteEventStore"))
+    assert not store_wide(_raised_from(refused.value))
+    assert not store_wide(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))

@@ -249,8 +249,10 @@ async def test_random_transfers_conserve_money_and_decide_as_a_serial_run_would(
 ) -> None:
     accounts = await open_accounts(any_store, 6)
     rng = random.Random(seed)
+    pairs = [rng.sample(accounts, 2) for _ in range(80)]
     transfers = [
-        Transfer(*rng.sample(accounts, 2), rng.randint(1, 60), reference=f"t{i}") for i in range(80)
+        Transfer(source, target, rng.randint(1, 60), reference=f"t{i}")
+        for i, (source, target) in enumerate(pairs)
     ]
     outcomes = sort_outcomes(
         transfers, await execute_all(any_store, transfers, concurrency=8, codec=bank_codec)
@@ -364,7 +366,7 @@ async def test_an_invalid_declared_stream_id_raises_before_anything_runs() -> No
 async def test_an_unknown_keyword_argument_raises_type_error_before_anything_runs() -> None:
     store = FaultInjectingStore(InMemoryEventStore())
     with pytest.raises(TypeError, match="cdec"):
-        await execute_all(store, [Stamp(("a",), 0)], cdec=codec)
+        await execute_all(store, [Stamp(("a",), 0)], cdec=codec)  # type: ignore[call-arg]
     assert store.read_calls == 0
 
 

@@ -13,6 +13,8 @@ from eventcore.demo.bank import MoneyDeposited, Transfer, bank_codec
 from eventcore.execute import AppendEvents, Plan, ReadStreams, Sleep, plan_execution
 from eventcore.types import RecordedEvent, StreamId, new_event_id
 
+BOTH = (StreamId("a"), StreamId("b"))
+
 
 def _deposit(stream: str, version: int, amount: int) -> RecordedEvent:
     name, payload = bank_codec.encode(MoneyDeposited(amount))
@@ -41,7 +43,7 @@ def _plan(retry: RetryPolicy | None = None) -> Plan:
 def test_plan_reads_then_appends_with_every_read_version() -> None:
     plan = _plan()
     step = next(plan)
-    assert step == ReadStreams(("a", "b"), (1, 1), DEFAULT_FOLD_PAGE_SIZE)
+    assert step == ReadStreams(BOTH, (1, 1), DEFAULT_FOLD_PAGE_SIZE)
     step = plan.send({"a": [_deposit("a", 1, 50), _deposit("a", 2, 50)], "b": []})
     assert isinstance(step, AppendEvents)
     assert step.request.expected == (("a", 2), ("b", 0))
@@ -60,7 +62,7 @@ def test_plan_sleeps_with_backoff_then_rereads_after_a_conflict() -> None:
     step = plan.throw(VersionConflict("a", 1, 2))
     assert isinstance(step, Sleep)
     assert 0.008 <= step.seconds <= 0.012
-    assert plan.send(None) == ReadStreams(("a", "b"), (1, 1), DEFAULT_FOLD_PAGE_SIZE)
+    assert plan.send(None) == ReadStreams(BOTH, (1, 1), DEFAULT_FOLD_PAGE_SIZE)
     step = plan.send({"a": [_deposit("a", 1, 100), _deposit("a", 2, 5)], "b": []})
     assert isinstance(step, AppendEvents)
     assert step.request.expected == (("a", 2), ("b", 0))

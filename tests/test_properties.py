@@ -61,9 +61,9 @@ async def _apply_ops(store: EventStore, ops: list[list[tuple[str, int, int]]]) -
     assert [e.payload.decode() for e in stored] == log
     assert [e.global_position for e in stored] == list(range(1, len(log) + 1))
     for stream, payloads in model.items():
-        events = await store.read_stream(stream)
-        assert [e.payload.decode() for e in events] == payloads
-        assert [e.stream_version for e in events] == list(range(1, len(payloads) + 1))
+        recorded = await store.read_stream(stream)
+        assert [e.payload.decode() for e in recorded] == payloads
+        assert [e.stream_version for e in recorded] == list(range(1, len(payloads) + 1))
         assert await store.stream_version(stream) == len(payloads)
 
 

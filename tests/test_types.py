@@ -22,7 +22,8 @@ def test_stream_id_is_trimmed_and_behaves_as_str() -> None:
     sid = StreamId("  account-1 ")
     assert sid == "account-1"
     assert isinstance(sid, str)
-    assert {sid: 1}["account-1"] == 1
+    assert {sid: 1}[StreamId("account-1")] == 1
+    assert {str(sid): 1}["account-1"] == 1
 
 
 @pytest.mark.parametrize(
@@ -36,6 +37,8 @@ def test_stream_id_is_trimmed_and_behaves_as_str() -> None:
         ("acc-[1]", "glob"),
         ("acc]", "glob"),
         ("acc\x00", "NUL"),
+        ("acc\ud800", "lone surrogate"),
+        ("\udfff", "lone surrogate"),
     ],
 )
 def test_invalid_stream_id_is_rejected_with_the_offending_value(raw: str, reason: str) -> None:
@@ -51,6 +54,11 @@ def test_non_str_stream_id_is_rejected() -> None:
 
 def test_stream_id_of_255_characters_is_accepted() -> None:
     assert len(StreamId("é" * 255)) == 255
+
+
+@pytest.mark.parametrize("raw", ["konto-ü", "账户-1", "acc-\U0001f600", "tab\there"])
+def test_stream_ids_in_any_script_are_accepted(raw: str) -> None:
+    assert StreamId(raw) == raw
 
 
 def test_invalid_stream_id_is_also_a_value_error() -> None:

@@ -6,6 +6,7 @@ read, with an optimistic version check on each (read-only streams included) and
 automatic retry on conflict.
 """
 
+from eventcore.application import Application, open_store
 from eventcore.backends._group_commit import GroupCommitSettings
 from eventcore.backends.memory import InMemoryEventStore
 from eventcore.backends.sqlite import SQLiteEventStore
@@ -32,6 +33,8 @@ from eventcore.errors import (
     VersionConflict,
 )
 from eventcore.execute import ExecutionResult, execute
+from eventcore.observe import CommandReport, Observer, ObserverGroup
+from eventcore.observed_store import observe_store
 from eventcore.parallel import execute_all
 from eventcore.retry import RetryPolicy
 from eventcore.store import (
@@ -55,15 +58,19 @@ from eventcore.types import (
     StreamId,
 )
 
+__version__ = "0.1.0"
+
 __all__ = [
     "AppendRequest",
     "AppendResult",
+    "Application",
     "BatchAppender",
     "BusinessRuleViolation",
     "CheckpointStore",
     "Codec",
     "CodecError",
     "Command",
+    "CommandReport",
     "ConcurrencyError",
     "DeserializationError",
     "DuplicateEventId",
@@ -81,6 +88,8 @@ __all__ = [
     "LeaseStore",
     "LogFilter",
     "NewEvent",
+    "Observer",
+    "ObserverGroup",
     "RecordedEvent",
     "RetriesExhausted",
     "RetryPolicy",
@@ -101,4 +110,6 @@ __all__ = [
     "execute",
     "execute_all",
     "follow",
+    "observe_store",
+    "open_store",
 ]

@@ -22,12 +22,16 @@ class gets its decoder built once, at registration.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import msgspec
 
+from eventcore._json import is_pydantic_model, json_decoder, refuse_non_finite
+from eventcore._json import json_encode as json_encode  # the backends' JSON encoder too
+from eventcore._text import check_storable_text
 from eventcore.errors import (
     DeserializationError,
     EncodingError,
@@ -39,16 +43,6 @@ from eventcore.types import EventMetadata, NewEvent, RecordedEvent, StreamId
 T = TypeVar("T")
 
 
-def _encode_str_subclass(value: Any) -> Any:
-    # msgspec encodes exact str only; StreamId (and other str subclasses) are str.
-    if isinstance(value, str):
-        return str(value)
-    raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
-
-
-# The one JSON encoder: events, metadata, snapshot states and the backends' own
-# JSON columns.
-json_encode: Final = msgspec.json.Encoder(enc_hook=_encode_str_subclass).encode
 MAX_TYPE_NAME_LENGTH: Final = 200
 
 
@@ -60,22 +54,20 @@ class _Registration:
     decode: Callable[[bytes], Any]
 
 
-def _is_pydantic_model(cls: type[Any]) -> bool:
-    return callable(getattr(cls, "model_validate_json", None)) and callable(
-        getattr(cls, "model_dump_json", None)
-    )
+def _encode_pydantic(event: Any) -> bytes:
+    encoded: bytes = event.model_dump_json().encode()
+    # pydantic, too, writes NaN and infinities as null unless the model says
+    # otherwise (ser_json_inf_nan="constants" or "strings" keeps them).
+    if b"null" in encoded and event.model_config.get("ser_json_inf_nan", "null") == "null":
+        refuse_non_finite(event)
+    return encoded
 
 
 def _registration_for(cls: type[Any], name: str) -> _Registration:
-    if _is_pydantic_model(cls):
-        return _Registration(
-            cls,
-            name,
-            lambda event: event.model_dump_json().encode(),
-            cls.model_validate_json,
-        )
+    if is_pydantic_model(cls):
+        return _Registration(cls, name, _encode_pydantic, cls.model_validate_json)
     if dataclasses.is_dataclass(cls) or issubclass(cls, msgspec.Struct):
-        return _Registration(cls, name, json_encode, msgspec.json.Decoder(cls).decode)
+        return _Registration(cls, name, json_encode, json_decoder(cls))
     raise ValidationError(
         f"cannot register {cls.__qualname__} as an event: events must be dataclasses, "
         "msgspec.Struct subclasses or pydantic models"
@@ -92,7 +84,12 @@ def _check_type_name(name: object) -> str:
             f"event type name {name!r} is {len(name)} characters; "
             f"the limit is {MAX_TYPE_NAME_LENGTH}"
         )
-    return name
+    return check_storable_text(name, "event type name")
+
+
+# Every codec alive, so that "not registered here" can say where a class *is*
+# registered: the usual mistake is running a command with the wrong codec.
+_codecs: weakref.WeakSet[Codec] = weakref.WeakSet()
 
 
 class Codec:
@@ -101,6 +98,21 @@ class Codec:
     def __init__(self) -> None:
         self._by_class: dict[type[Any], _Registration] = {}
         self._by_name: dict[str, _Registration] = {}
+        _codecs.add(self)
+
+    def _not_registered(self, cls: type[Any], doing: str) -> EncodingError:
+        elsewhere = sorted({c._by_class[cls].name for c in _codecs if cls in c._by_class})
+        which = "the default codec" if self is default_codec else "this codec"
+        if elsewhere:
+            return EncodingError(
+                f"{doing}{cls.__qualname__} is registered as {elsewhere[0]!r} in another "
+                f"Codec, not in {which}; pass that codec (execute(..., codec=...) or "
+                "Application(store, codec=...))"
+            )
+        return EncodingError(
+            f"{doing}{cls.__qualname__} is not a registered event class in {which}; "
+            "register it with Codec.register(name)"
+        )
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         """Class decorator: register the class under the stable type ``name``.
@@ -141,10 +153,7 @@ class Codec:
         """The stored type name of a registered class."""
         registration = self._by_class.get(cls)
         if registration is None:
-            raise EncodingError(
-                f"{cls.__qualname__} is not a registered event class; "
-                "register it with Codec.register(name)"
-            )
+            raise self._not_registered(cls, "")
         return registration.name
 
     @property
@@ -155,10 +164,7 @@ class Codec:
         """Return ``(type name, JSON payload)`` for a registered event object."""
         registration = self._by_class.get(type(event))
         if registration is None:
-            raise EncodingError(
-                f"cannot encode {event!r}: {type(event).__qualname__} is not a registered "
-                "event class; register it with Codec.register(name)"
-            )
+            raise self._not_registered(type(event), f"cannot encode {event!r}: ")
         try:
             payload = registration.encode(event)
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
@@ -166,8 +172,8 @@ class Codec:
                 f"cannot encode event {registration.name!r} ({event!r}): {exc}"
             ) from exc
         # Stored events are immutable: one that could not be decoded again would
-        # make its stream unreadable for good (a str in an int field, a NaN
-        # encoded as null). So every payload must decode before it is written.
+        # make its stream unreadable for good (a str in an int field). So every
+        # payload must decode before it is written.
         try:
             registration.decode(payload)
         except (ValueError, TypeError, msgspec.DecodeError) as exc:

@@ -24,6 +24,9 @@ need to import a driver to handle a failure::
 
 ``ValidationError`` also derives from :class:`ValueError`, so code that already
 guards user input with ``except ValueError`` keeps working.
+
+Every error pickles with its attributes intact (``__reduce__`` where ``__init__``
+takes its own arguments), so it can cross a process pool or multiprocessing queue.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ class InvalidStreamId(ValidationError):
         self.value = value
         self.reason = reason
         super().__init__(f"invalid stream id {value!r}: {reason}")
+
+    def __reduce__(self) -> tuple[type[InvalidStreamId], tuple[object, str]]:
+        return (type(self), (self.value, self.reason))
 
 
 class InvalidExpectedVersions(ValidationError):
@@ -84,6 +90,9 @@ class UndeclaredStreamError(ValidationError):
             "or return it from resolve_streams()."
         )
 
+    def __reduce__(self) -> tuple[type[UndeclaredStreamError], tuple[str, tuple[str, ...]]]:
+        return (type(self), (self.stream_id, self.read_streams))
+
 
 class ConcurrencyError(EventCoreError):
     """Another writer got there first."""
@@ -112,6 +121,9 @@ class RetriesExhausted(ConcurrencyError):
         self.last_conflict = last_conflict
         super().__init__(f"gave up after {attempts} attempt(s); last conflict: {last_conflict}")
 
+    def __reduce__(self) -> tuple[type[RetriesExhausted], tuple[int, VersionConflict]]:
+        return (type(self), (self.attempts, self.last_conflict))
+
 
 class BusinessRuleViolation(EventCoreError):
     """The command refused to act; raised from ``handle``. Never retried."""
@@ -138,6 +150,9 @@ class UnknownEventType(CodecError):
             "register it with Codec.register()"
         )
 
+    def __reduce__(self) -> tuple[type[UnknownEventType], tuple[str, str | None, int | None]]:
+        return (type(self), (self.event_type, self.stream_id, self.stream_version))
+
 
 class DeserializationError(CodecError):
     """A stored payload does not decode into its registered event class."""
@@ -152,6 +167,9 @@ class DeserializationError(CodecError):
             f"version {stream_version}: {reason}"
         )
 
+    def __reduce__(self) -> tuple[type[DeserializationError], tuple[str, int, str, str]]:
+        return (type(self), (self.stream_id, self.stream_version, self.event_type, self.reason))
+
 
 class StoreError(EventCoreError):
     """The event store failed."""
@@ -165,4 +183,8 @@ class StoreClosed(StoreError):
     """The store was used after it was closed."""
 
     def __init__(self, store: str) -> None:
+        self.store = store
         super().__init__(f"{store} is closed; open a new store to continue")
+
+    def __reduce__(self) -> tuple[type[StoreClosed], tuple[str]]:
+        return (type(self), (self.store,))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
 
 from eventcore._glob import matches as glob_matches
+from eventcore._text import check_storable_text
 from eventcore.errors import EventCoreError, ValidationError
 from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot, check_version
 
@@ -53,10 +54,14 @@ class LogFilter:
     ) -> LogFilter:
         if stream_prefix is not None and (not isinstance(stream_prefix, str) or not stream_prefix):
             raise ValidationError(f"stream_prefix must be a non-empty str, got {stream_prefix!r}")
+        if stream_prefix is not None:
+            check_storable_text(stream_prefix, "stream_prefix")
         if stream_pattern is not None and (
             not isinstance(stream_pattern, str) or not stream_pattern
         ):
             raise ValidationError(f"stream_pattern must be a non-empty str, got {stream_pattern!r}")
+        if stream_pattern is not None:
+            check_storable_text(stream_pattern, "stream_pattern")
         types: frozenset[str] | None = None
         if event_types is not None:
             if isinstance(event_types, str):
@@ -68,6 +73,8 @@ class LogFilter:
                 raise ValidationError(
                     f"event_types must be a non-empty collection of type names, got {event_types!r}"
                 )
+            for name in types:
+                check_storable_text(name, "event type name")
         return cls(stream_prefix, stream_pattern, types)
 
     @property
@@ -203,7 +210,7 @@ def check_requests(*requests: object) -> None:
 def check_snapshot_key(key: object) -> str:
     if not isinstance(key, str) or not key:
         raise ValidationError(f"snapshot key must be a non-empty str, got {key!r}")
-    return key
+    return check_storable_text(key, "snapshot key")
 
 
 @runtime_checkable
@@ -239,6 +246,7 @@ def check_lease_args(name: object, holder: object, ttl: object | None = None) ->
     for what, value in (("lease name", name), ("lease holder", holder)):
         if not isinstance(value, str) or not value:
             raise ValidationError(f"{what} must be a non-empty str, got {value!r}")
+        check_storable_text(value, what)
     if ttl is not None and (
         isinstance(ttl, bool)
         or not isinstance(ttl, int | float)
@@ -253,7 +261,7 @@ def check_lease_args(name: object, holder: object, ttl: object | None = None) ->
 def check_checkpoint_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise ValidationError(f"checkpoint name must be a non-empty str, got {name!r}")
-    return name
+    return check_storable_text(name, "checkpoint name")
 
 
 def check_checkpoint_position(position: object) -> int:

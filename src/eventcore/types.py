@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
+from eventcore._text import check_storable_text, unstorable_text_reason
 from eventcore.errors import (
     DuplicateEventId,
     InvalidExpectedVersions,
@@ -35,7 +36,7 @@ _GLOB_METACHARACTERS: Final = frozenset("*?[]")
 class StreamId(str):
     """A validated stream name: trimmed, non-empty, at most 255 characters, no glob
     metacharacters (``* ? [ ]``), so that patterns can never be mistaken for ids,
-    and no NUL character.
+    and no NUL or lone surrogate (no database stores them in text).
 
     It is a ``str``, so it works as a dict key, sorts, and goes to a driver as is.
     Surrounding white space is trimmed; anything else invalid raises
@@ -56,8 +57,9 @@ class StreamId(str):
             raise InvalidStreamId(
                 value, f"is {len(trimmed)} characters long; the limit is {MAX_STREAM_ID_LENGTH}"
             )
-        if "\x00" in trimmed:
-            raise InvalidStreamId(value, "must not contain NUL (no database stores it in text)")
+        unstorable = unstorable_text_reason(trimmed)
+        if unstorable is not None:
+            raise InvalidStreamId(value, unstorable)
         bad = _GLOB_METACHARACTERS.intersection(trimmed)
         if bad:
             raise InvalidStreamId(
@@ -161,6 +163,7 @@ def _check_new_event(event: NewEvent) -> None:
             f"event_type must be a non-empty str, got {event.event_type!r} "
             f"(event for stream {event.stream_id!r})"
         )
+    check_storable_text(event.event_type, "event_type")
     if not isinstance(event.payload, bytes):
         raise ValidationError(
             f"payload must be bytes (the encoded event), got {type(event.payload).__name__} "
@@ -175,8 +178,10 @@ def _check_metadata(metadata: object) -> None:
         raise ValidationError(f"event metadata must be an EventMetadata, got {metadata!r}")
     for name in ("correlation_id", "causation_id"):
         value = getattr(metadata, name)
-        if value is not None and not isinstance(value, str):
-            raise ValidationError(f"metadata {name} must be a str or None, got {value!r}")
+        if value is not None:
+            if not isinstance(value, str):
+                raise ValidationError(f"metadata {name} must be a str or None, got {value!r}")
+            check_storable_text(value, f"metadata {name}")
     if not isinstance(metadata.user, Mapping):
         raise ValidationError(f"metadata user must be a mapping, got {metadata.user!r}")
 

@@ -10,59 +10,122 @@ wait for; ``max_wait`` can trade a little latency for bigger batches.
 Each request is checked on its own inside the batch (``append_many`` returns a
 conflict in its place), so one command's conflict never fails its neighbours, and
 requests touching the same stream behave exactly as if sent one after another.
-If a whole batch fails (a duplicate event id aborts the transaction, say), its
-requests are retried one by one, so only the faulty one sees the error.
+If a whole batch fails, its requests are retried one by one, so only the faulty
+one sees the error; only a failure no request could have caused (the store is
+closed, the connection lost, see ``store_wide``) fails the whole batch at once.
+Every caller then gets an exception of its own, chained to the shared cause.
+
+``close()`` takes no new appends, waits up to ``close_timeout`` for those already
+accepted, and fails what is left saying whether it may have been written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from eventcore.errors import EventCoreError, StoreError, ValidationError
+from eventcore.errors import (
+    EventCoreError,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+    ValidationError,
+)
 from eventcore.store import AppendOutcome
 from eventcore.types import AppendRequest, AppendResult
 
+_log = logging.getLogger(__name__)
+
 AppendMany: TypeAlias = Callable[[Sequence[AppendRequest]], Awaitable[list[AppendOutcome]]]
+StoreWide: TypeAlias = Callable[[Exception], bool]
 
 
 @dataclass(frozen=True, slots=True)
 class GroupCommitSettings:
     """``max_batch`` appends at most per transaction; ``max_wait`` seconds to wait
-    for more before sending a batch that is not full (0: send at once)."""
+    for more before sending a batch that is not full (0: send at once);
+    ``close_timeout`` seconds that ``close()`` waits for appends already accepted
+    before failing them."""
 
     enabled: bool = True
     max_batch: int = 256
     max_wait: float = 0.0
+    close_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if type(self.max_batch) is not int or self.max_batch < 1:
             raise ValidationError(f"max_batch must be a positive int, got {self.max_batch!r}")
-        if (
-            isinstance(self.max_wait, bool)
-            or not isinstance(self.max_wait, int | float)
-            or not (math.isfinite(self.max_wait) and self.max_wait >= 0)
-        ):
-            raise ValidationError(
-                f"max_wait must be a number of seconds >= 0, got {self.max_wait!r}"
-            )
+        for name in ("max_wait", "close_timeout"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value >= 0)
+            ):
+                raise ValidationError(f"{name} must be a number of seconds >= 0, got {value!r}")
 
 
 _Waiting: TypeAlias = tuple[AppendRequest, "asyncio.Future[AppendOutcome]"]
 
+# True inside a committer's flusher task. A store refuses new work from the moment
+# close() begins, but lets this task through: it is finishing appends accepted before.
+_flushing: ContextVar[bool] = ContextVar("eventcore_group_commit_flushing", default=False)
+
+
+def finishing_accepted_appends() -> bool:
+    """Whether the caller is a group committer sending appends it already accepted."""
+    return _flushing.get()
+
+
+def lost_connection(exc: Exception) -> bool:
+    """The default ``store_wide`` test: the store is closed, or an OSError or
+    TimeoutError (connection refused, reset, no answer) is among the causes
+    (``raise ... from``) of the failure."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, StoreClosed | OSError | TimeoutError):
+            return True
+        seen = seen.__cause__
+    return False
+
 
 class GroupCommitter:
-    def __init__(self, append_many: AppendMany, settings: GroupCommitSettings) -> None:
+    """Queues appends and sends them in batches through ``append_many``.
+
+    ``store_wide(exc)`` says whether a failed ``append_many`` failed for a reason no
+    request of the batch could have caused, so that sending them one by one would
+    only fail again; anything else is charged to one request by retrying each alone.
+    """
+
+    def __init__(
+        self,
+        append_many: AppendMany,
+        settings: GroupCommitSettings,
+        *,
+        store_name: str = "the event store",
+        store_wide: StoreWide = lost_connection,
+    ) -> None:
         self._append_many = append_many
         self._settings = settings
+        self._store_name = store_name
+        self._store_wide = store_wide
         self._waiting: list[_Waiting] = []
+        self._in_flight: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
         self.batches = 0  # how many append_many calls were made (for tests and metrics)
+        # Called with each batch's size (observers: see eventcore.observe_store);
+        # they must not raise.
+        self.batch_listeners: list[Callable[[int], None]] = []
 
     async def append(self, request: AppendRequest) -> AppendResult:
+        if self._closing:
+            raise StoreClosed(self._store_name)
         future: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
         self._waiting.append((request, future))
         if self._flusher is None:
@@ -72,10 +135,47 @@ class GroupCommitter:
             raise outcome
         return outcome
 
+    async def close(self) -> None:
+        """Take no new appends; wait up to ``close_timeout`` for the accepted ones
+        to be committed, then fail those still waiting."""
+        self._closing = True
+        flusher = self._flusher
+        if flusher is None:
+            return
+        timeout = self._settings.close_timeout
+        await asyncio.wait({flusher}, timeout=timeout)
+        if flusher.done():
+            return
+        self._give_up(timeout)
+        flusher.cancel()
+        await asyncio.wait({flusher}, timeout=timeout)
+
+    def _give_up(self, timeout: float) -> None:
+        waited = f"{self._store_name} was closed after waiting close_timeout={timeout} s"
+        _fail_each(
+            self._in_flight,
+            StoreUnavailable(
+                f"{waited} for this append to commit; it may or may not have been "
+                "written: read its streams to find out"
+            ),
+        )
+        _fail_each(
+            self._waiting,
+            StoreUnavailable(
+                f"{waited} for earlier appends; this one was not written: retry it on an open store"
+            ),
+        )
+        self._waiting.clear()
+
     async def _flush(self) -> None:
+        _flushing.set(True)  # in this task's own context only
         try:
             while self._waiting:
-                if self._settings.max_wait and len(self._waiting) < self._settings.max_batch:
+                if (
+                    self._settings.max_wait
+                    and not self._closing
+                    and len(self._waiting) < self._settings.max_batch
+                ):
                     await asyncio.sleep(self._settings.max_wait)
                 # A caller cancelled before its append was sent (a timeout, say)
                 # must not be written behind its back: drop it.
@@ -93,42 +193,94 @@ class GroupCommitter:
             self._flusher = None
 
     async def _commit(self, batch: list[_Waiting]) -> None:
-        self.batches += 1
+        self._in_flight = batch
         try:
-            outcomes = await self._append_many([request for request, _ in batch])
-        except asyncio.CancelledError:
-            for _, future in batch:
-                future.cancel()
-            raise
-        except EventCoreError as exc:
-            # A StoreError means the connection or server failed: nobody got through.
-            # Anything else that fails a whole batch is one request's fault.
-            if len(batch) > 1 and not isinstance(exc, StoreError):
-                await self._commit_one_by_one(batch)
+            failure = await self._send(batch)
+            if failure is None:
+                return
+            if len(batch) == 1 or self._store_wide(failure):
+                _log_batch_failure(batch, failure)
+                _fail_each(batch, failure)
             else:
-                _fail_all(batch, exc)
-        except Exception as exc:
-            _fail_all(batch, exc)
-        else:
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if not future.done():
-                    future.set_result(outcome)
-
-    async def _commit_one_by_one(self, batch: list[_Waiting]) -> None:
-        try:
-            for one in batch:
-                if not one[1].done():
-                    await self._commit([one])
+                _log.debug(
+                    "batch of %d appends failed (%r): retrying one by one", len(batch), failure
+                )
+                await self._commit_one_by_one(batch)
         except asyncio.CancelledError:
             for _, future in batch:
                 future.cancel()  # a no-op for those already answered
             raise
+        finally:
+            self._in_flight = []
+
+    async def _commit_one_by_one(self, batch: list[_Waiting]) -> None:
+        for index, one in enumerate(batch):
+            if one[1].done():
+                continue
+            failure = await self._send([one])
+            if failure is None:
+                continue
+            if self._store_wide(failure):
+                _fail_each(batch[index:], failure)  # the rest would only fail too
+                return
+            _fail_each([one], failure)
+
+    async def _send(self, batch: list[_Waiting]) -> Exception | None:
+        """One ``append_many`` call; answers every caller and returns None, or
+        returns what it raised."""
+        self.batches += 1
+        for listener in self.batch_listeners:
+            listener(len(batch))
+        try:
+            outcomes = await self._append_many([request for request, _ in batch])
+            if len(outcomes) != len(batch):
+                raise StoreError(
+                    f"append_many returned {len(outcomes)} outcomes for {len(batch)} "
+                    "requests; this is a bug in the store"
+                )
+        except Exception as exc:
+            return exc
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
+        return None
 
 
-def _fail_all(batch: list[_Waiting], exc: Exception) -> None:
-    for _, future in batch:
-        if not future.done():
-            future.set_exception(exc)
+def _log_batch_failure(batch: Sequence[_Waiting], exc: Exception) -> None:
+    # A store error or a bug is worth a warning; a refused request (say a duplicate
+    # event id) is its caller's to handle, and only a debug line here.
+    refused = isinstance(exc, EventCoreError) and not isinstance(exc, StoreError)
+    level = logging.DEBUG if refused else logging.WARNING
+    streams = sorted({stream for request, _ in batch for stream, _ in request.expected})
+    _log.log(level, "group commit of %d append(s) on %s failed: %r", len(batch), streams[:10], exc)
+
+
+def _fail_each(batch: Sequence[_Waiting], cause: Exception) -> None:
+    """Fail every caller still waiting: with ``cause`` itself if it is an eventcore
+    error and they are alone, else each with an exception of its own, chained to it
+    (one object raised in many tasks would gather all their tracebacks)."""
+    waiting = [future for _, future in batch if not future.done()]
+    for future in waiting:
+        if len(waiting) == 1 and isinstance(cause, EventCoreError):
+            future.set_exception(cause)
+        else:
+            future.set_exception(_own_copy(cause))
+
+
+def _own_copy(cause: Exception) -> EventCoreError:
+    fresh: EventCoreError
+    if isinstance(cause, EventCoreError):
+        # Same class, message and attributes, built without calling __init__ (whose
+        # signature differs by class), as unpickling would.
+        fresh = type(cause).__new__(type(cause))
+        fresh.args = cause.args
+        fresh.__dict__.update(vars(cause))
+    else:  # a driver exception that escaped the backend's mapping: never leaked raw
+        kind = StoreUnavailable if isinstance(cause, OSError | TimeoutError) else StoreError
+        fresh = kind(f"the store failed to append: {type(cause).__name__}: {cause}")
+    fresh.__cause__ = cause
+    fresh.__suppress_context__ = True
+    return fresh
 
 
 DEFAULT_GROUP_COMMIT = GroupCommitSettings()

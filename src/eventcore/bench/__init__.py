@@ -1,11 +1,12 @@
 """The benchmark suite: ``eventcore bench`` (or ``python -m eventcore bench``,
 or ``python benchmarks/run.py``).
 
-The seed chapter's scenarios — commands at several concurrencies, raw appends in
+The standard event-store scenarios — commands at several concurrencies, raw appends in
 batches, two-stream transfers, a 10,000-event fold, ``read_all`` paging, the
 10,000-command memory test and an open-loop load — on the memory, SQLite and
 PostgreSQL stores, each compared with a baseline measured in the same run (see
-:mod:`eventcore.bench.baselines`) and checked against the issue's targets.
+:mod:`eventcore.bench.baselines`) and checked against eventcore's speed targets
+(:mod:`eventcore.bench.targets`, explained in ``docs/benchmarks.md``).
 
 Layout: :mod:`~eventcore.bench.stores` (the store factory and the one function
 that runs a command), :mod:`~eventcore.bench.baselines`,

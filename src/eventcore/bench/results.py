@@ -165,7 +165,7 @@ class Params:
 
 @dataclass(frozen=True, slots=True)
 class TargetOutcome:
-    """One of the issue's targets, checked against a measured figure."""
+    """One speed target, checked against a measured figure."""
 
     description: str
     metric: str

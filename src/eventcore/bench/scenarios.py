@@ -1,4 +1,4 @@
-"""The seed chapter's scenarios, as specs (what to run, under which load) and
+"""The benchmark scenarios, as specs (what to run, under which load) and
 workloads (the operation itself, on a prepared store).
 
 Every command goes through :func:`~eventcore.bench.stores.run_command` and every
@@ -24,7 +24,7 @@ from eventcore.types import AppendRequest, NewEvent, StreamId
 SCENARIOS: Final = ("commands", "append", "transfers", "fold", "read_all", "memory", "open_loop")
 DEFAULT_CONCURRENCY: Final = (1, 10, 50, 64, 100)
 DEFAULT_BATCH_SIZES: Final = (1, 10, 100, 1000)
-TARGET_TASKS: Final = 64  # the concurrency at which the issue sets its targets
+TARGET_TASKS: Final = 64  # the concurrency the speed targets are set at
 
 # Raw appends and pre-filled streams store real bank events, so that commands can
 # fold them; encoded once, since the store, not the codec, is being measured.

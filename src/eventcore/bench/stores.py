@@ -25,6 +25,8 @@ from eventcore.cache import StateCache
 from eventcore.command import Command
 from eventcore.demo.bank import bank_codec
 from eventcore.execute import ExecutionResult, execute
+from eventcore.observe import Observer, ObserverGroup
+from eventcore.observed_store import observe_store
 from eventcore.store import EventStore
 
 BACKENDS: Final = ("memory", "sqlite", "postgres")
@@ -41,9 +43,39 @@ class BenchSetupError(Exception):
 _CACHES: weakref.WeakKeyDictionary[EventStore, StateCache] = weakref.WeakKeyDictionary()
 
 
+# The "observer" option (none, noop, prometheus; default none): commands then run
+# through observe_store with that observer, to measure what observing costs. The
+# scenario keeps the plain store, so its preparation and baseline are unchanged.
+_OBSERVED: dict[EventStore, tuple[EventStore, Observer]] = {}
+OBSERVER_CHOICES: Final = ("none", "noop", "prometheus")
+
+
 async def run_command(store: EventStore, command: Command[Any, Any]) -> ExecutionResult:
     """Run one command the way every scenario does."""
-    return await execute(store, command, codec=bank_codec, cache=_CACHES.get(store))
+    observed = _OBSERVED.get(store)
+    if observed is None:
+        return await execute(store, command, codec=bank_codec, cache=_CACHES.get(store))
+    wrapped, observer = observed
+    return await execute(
+        wrapped, command, codec=bank_codec, cache=_CACHES.get(store), observer=observer
+    )
+
+
+def _split_observer_option(options: dict[str, Any]) -> Observer | None:
+    choice = str(options.pop("observer", "none")).strip().lower()
+    if choice == "none":
+        return None
+    if choice == "noop":
+        return ObserverGroup([Observer()])
+    if choice == "prometheus":
+        try:
+            from eventcore.prometheus import PrometheusObserver
+        except ImportError as exc:
+            raise BenchSetupError(
+                "observer=prometheus needs the metrics extra (prometheus_client)"
+            ) from exc
+        return ObserverGroup([PrometheusObserver()])
+    raise BenchSetupError(f"unknown observer {choice!r}; choose from {', '.join(OBSERVER_CHOICES)}")
 
 
 def _split_cache_option(options: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
@@ -64,13 +96,15 @@ async def open_backend(name: str, options: Mapping[str, Any]) -> AsyncIterator[E
     """A fresh, empty store of backend ``name``, removed again on exit.
 
     ``options`` go to the store unchanged (but for ``cache``, default true, which
-    turns the executor's state cache on for commands run on this store):
+    turns the executor's state cache on for commands run on this store, and
+    ``observer``, default ``none``, see :data:`OBSERVER_CHOICES`):
     ``InMemoryEventStore(**options)``, ``SQLiteEventStore.open(path, **options)``,
     or ``PostgresConfig(**options)`` for PostgreSQL, whose ``dsn`` option names
     the server. The harness chooses the place: a temporary SQLite file, a fresh
     PostgreSQL schema ``bench_<hex>`` that is dropped afterwards.
     """
     use_cache, options = _split_cache_option(options)
+    observer = _split_observer_option(options)
     if name == "memory":
         opened = _memory_store(options)
     elif name == "sqlite":
@@ -82,7 +116,12 @@ async def open_backend(name: str, options: Mapping[str, Any]) -> AsyncIterator[E
     async with opened as store:
         if use_cache:
             _CACHES[store] = StateCache()
-        yield store
+        if observer is not None:
+            _OBSERVED[store] = (observe_store(store, observer), observer)
+        try:
+            yield store
+        finally:
+            _OBSERVED.pop(store, None)
 
 
 def _structured(

@@ -1,4 +1,4 @@
-"""The issue's speed targets, and their check against measured results.
+"""eventcore's speed targets, and their check against measured results.
 
 A target names a backend, a scenario (and its concurrency or batch size where
 that matters), a figure and a threshold. Ratios are to the same run's baseline

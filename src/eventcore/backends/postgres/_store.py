@@ -20,7 +20,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, Self, TypeAlias, TypeVar
+from typing import Any, Final, Self, TypeAlias, TypeVar
 
 import asyncpg
 
@@ -31,7 +31,11 @@ from eventcore.backends._common import (
     walk_log,
     walk_stream,
 )
-from eventcore.backends._group_commit import GroupCommitter
+from eventcore.backends._group_commit import (
+    GroupCommitter,
+    finishing_accepted_appends,
+    lost_connection,
+)
 from eventcore.backends.postgres._config import PostgresConfig
 from eventcore.backends.postgres._errors import CONNECTION_ERRORS, describe_target, translated
 from eventcore.backends.postgres._group_read import GroupReader
@@ -67,6 +71,7 @@ from eventcore.types import (
 )
 
 T = TypeVar("T")
+_NAME: Final = "PostgresEventStore"
 # What a pool hands out: a proxy with the Connection interface (generic in the
 # stubs only, hence the string).
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
@@ -100,9 +105,16 @@ class PostgresEventStore:
         self._listener = AppendListener(self._connect_one, config.channel, self._sql.head_position)
         self._recycler = asyncio.get_running_loop().create_task(self._recycle_connections())
         settings = config.group_commit
-        self._committer = GroupCommitter(self.append_many, settings) if settings.enabled else None
+        self._committer = (
+            GroupCommitter(
+                self.append_many, settings, store_name=_NAME, store_wide=_fails_every_append
+            )
+            if settings.enabled
+            else None
+        )
         self._group_reader = GroupReader(self._fetch_slots) if config.group_reads else None
         self._closed = False
+        self._closing: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -147,9 +159,17 @@ class PostgresEventStore:
         await self.close()
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Refuse new work, finish the appends already accepted (group commit waits
+        up to its ``close_timeout``), then close the connections. Idempotent; every
+        concurrent caller returns once the store is closed."""
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._shut_down())
+        await asyncio.shield(self._closing)
+
+    async def _shut_down(self) -> None:
+        if self._committer is not None:
+            await self._committer.close()
         self._recycler.cancel()
         await self._listener.close()
         with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
@@ -157,8 +177,9 @@ class PostgresEventStore:
         self._pool.terminate()
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosed("PostgresEventStore")
+        # close() lets the group committer finish the appends accepted before it.
+        if self._closed and not finishing_accepted_appends():
+            raise StoreClosed(_NAME)
 
     async def _recycle_connections(self) -> None:
         # asyncpg has no per-connection lifetime; expiring the pool every
@@ -419,6 +440,18 @@ class PostgresEventStore:
             return holder
 
         return await self._read("lease_holder", run)
+
+
+def _fails_every_append(exc: Exception) -> bool:
+    """Whether a failed group commit failed for every append in it: the connection
+    was lost, none was free in time, or the server did not answer in time. Any other
+    failure (a value or rule the database refuses) is charged to one append."""
+    cause = exc.__cause__ if isinstance(exc, EventCoreError) else exc
+    if isinstance(cause, asyncpg.exceptions.QueryCanceledError):
+        return True
+    if isinstance(cause, CONNECTION_ERRORS) and not isinstance(cause, ValueError):
+        return True  # (a ValueError among them is the driver refusing one value)
+    return lost_connection(exc)
 
 
 def _connect_kwargs(config: PostgresConfig) -> dict[str, Any]:

@@ -25,10 +25,15 @@ from eventcore.backends._common import (
     walk_log,
     walk_stream,
 )
-from eventcore.backends._group_commit import GroupCommitSettings, GroupCommitter
+from eventcore.backends._group_commit import (
+    GroupCommitSettings,
+    GroupCommitter,
+    finishing_accepted_appends,
+    lost_connection,
+)
 from eventcore.backends.sqlite import _ops
 from eventcore.backends.sqlite._schema import Synchronous, connect_reader, connect_writer
-from eventcore.errors import StoreClosed, StoreUnavailable, ValidationError
+from eventcore.errors import EventCoreError, StoreClosed, StoreUnavailable, ValidationError
 from eventcore.store import (
     DEFAULT_PAGE_SIZE,
     AppendOutcome,
@@ -95,7 +100,13 @@ class SQLiteEventStore:
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
         settings = group_commit or GroupCommitSettings()
-        self._committer = GroupCommitter(self.append_many, settings) if settings.enabled else None
+        self._committer = (
+            GroupCommitter(
+                self.append_many, settings, store_name=_NAME, store_wide=_fails_every_append
+            )
+            if settings.enabled
+            else None
+        )
 
     @classmethod
     async def open(
@@ -153,13 +164,21 @@ class SQLiteEventStore:
             raise self._unavailable(exc) from exc
 
     async def close(self) -> None:
-        """Close every connection; idempotent. Work already handed over finishes first."""
+        """Refuse new work, finish the appends already accepted (group commit waits
+        up to its ``close_timeout``), then close every connection. Idempotent; every
+        concurrent caller returns once the store is closed."""
         if self._closing is None:
             self._closed = True
-            loop = asyncio.get_running_loop()
-            self._closing = loop.run_in_executor(self._writer, self._close_connections)
-            self._writer.shutdown(wait=False)  # the thread exits after the queued close
+            self._closing = asyncio.ensure_future(self._shut_down())
         await asyncio.shield(self._closing)
+
+    async def _shut_down(self) -> None:
+        if self._committer is not None:
+            await self._committer.close()
+        loop = asyncio.get_running_loop()
+        closing = loop.run_in_executor(self._writer, self._close_connections)
+        self._writer.shutdown(wait=False)  # the thread exits after the queued close
+        await closing
 
     def _close_connections(self) -> None:
         # On the writer thread, behind every append already queued there.
@@ -173,7 +192,8 @@ class SQLiteEventStore:
             conn.close()
 
     def _check_open(self) -> None:
-        if self._closed:
+        # close() lets the group committer finish the appends accepted before it.
+        if self._closed and not finishing_accepted_appends():
             raise StoreClosed(_NAME)
 
     async def _submit(self, executor: Executor, fn: Callable[[], T]) -> T:
@@ -352,6 +372,33 @@ class SQLiteEventStore:
         self._check_open()
         check_lease_args(name, "-")
         return await self._read(lambda conn: _ops.lease_holder(conn, name))
+
+
+# SQLite result codes that say nothing in a batch could have been written (the file
+# is locked, unreadable or full), so retrying its appends one by one is pointless.
+_STORE_WIDE_CODES: Final = (
+    "SQLITE_AUTH",
+    "SQLITE_BUSY",
+    "SQLITE_CANTOPEN",
+    "SQLITE_CORRUPT",
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_LOCKED",
+    "SQLITE_NOMEM",
+    "SQLITE_NOTADB",
+    "SQLITE_PERM",
+    "SQLITE_PROTOCOL",
+    "SQLITE_READONLY",
+)
+
+
+def _fails_every_append(exc: Exception) -> bool:
+    """Whether a failed group commit failed for every append in it; any other
+    failure (a value or rule the database refuses) is charged to one append."""
+    cause = exc.__cause__ if isinstance(exc, EventCoreError) else exc
+    if isinstance(cause, sqlite3.Error):
+        return getattr(cause, "sqlite_errorname", "").startswith(_STORE_WIDE_CODES)
+    return lost_connection(exc)
 
 
 def _check_path(path: object) -> str:

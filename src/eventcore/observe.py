@@ -1,0 +1,231 @@
+"""Observers: what the executor, the stores and the group committer report.
+
+An :class:`Observer` has one no-op method per thing that happens; subclass it and
+override the hooks you care about::
+
+    class Printer(Observer):
+        def command_executed(self, report: CommandReport) -> None:
+            print(report.command_type, report.outcome, report.seconds)
+
+    app = Application(store, observers=[Printer(), PrometheusObserver()])
+
+Who reports what:
+
+- :func:`eventcore.execute` (and so ``execute_all`` and :class:`Application`):
+  :meth:`~Observer.command_executed` once per command, whatever its outcome;
+  :meth:`~Observer.conflict_retried` before each retry;
+  :meth:`~Observer.events_appended` after each successful append.
+- :func:`observe_store` wraps a store and reports
+  :meth:`~Observer.store_operation` (latency by operation name) and, for stores
+  with group commit, :meth:`~Observer.batch_committed`.
+- A projection runner reports :meth:`~Observer.projection_advanced` and
+  :meth:`~Observer.projection_failed`.
+
+Observers must be cheap: hooks run inline on the command's path. They must not
+change outcomes either: :class:`ObserverGroup`, which every entry point wraps
+observers in, catches what a hook raises, logs it once per observer and hook, and
+counts it afterwards (:attr:`ObserverGroup.failures`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeAlias
+
+from eventcore.errors import ValidationError
+
+_log = logging.getLogger(__name__)
+
+Outcome: TypeAlias = Literal["success", "rejected", "conflict", "error"]
+"""``success``; ``rejected`` (a BusinessRuleViolation); ``conflict`` (retries
+exhausted); ``error`` (anything else: a store error, a bug in the command)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReport:
+    """One executed command. ``command_type`` is the class's qualified name (a
+    bounded label); ``seconds`` the wall time from start to outcome; ``streams``
+    how many streams it read (0 when it failed before knowing)."""
+
+    command_type: str
+    outcome: Outcome
+    attempts: int
+    seconds: float
+    events: int
+    streams: int = 0
+
+
+class Observer:
+    """The hooks eventcore reports to; every one does nothing here."""
+
+    def command_executed(self, report: CommandReport) -> None:
+        """A command finished (see :class:`CommandReport`)."""
+
+    def conflict_retried(self, stream_id: str, attempt: int, delay: float) -> None:
+        """A version conflict on ``stream_id`` ended attempt ``attempt``; the command
+        runs again after ``delay`` seconds."""
+
+    def events_appended(self, stream_ids: tuple[str, ...], count: int) -> None:
+        """A command appended ``count`` events to ``stream_ids`` (ids are for
+        bounded bookkeeping, such as active streams: never use them as labels)."""
+
+    def store_operation(self, operation: str, seconds: float, error: Exception | None) -> None:
+        """A store call ``operation`` (``append``, ``read_streams``, ...) took
+        ``seconds``; ``error`` is what it raised, if anything."""
+
+    def batch_committed(self, size: int) -> None:
+        """Group commit sent ``size`` appends in one transaction."""
+
+    def projection_advanced(self, name: str, position: int, head: int) -> None:
+        """Projection ``name`` has handled the log up to ``position``; the log ends at
+        ``head`` (its lag is ``head - position``)."""
+
+    def projection_failed(self, name: str, position: int, error: Exception) -> None:
+        """Projection ``name`` failed handling the event after ``position``."""
+
+
+_HOOKS: Final = (
+    "command_executed",
+    "conflict_retried",
+    "events_appended",
+    "store_operation",
+    "batch_committed",
+    "projection_advanced",
+    "projection_failed",
+)
+
+
+class ObserverGroup(Observer):
+    """Several observers as one; a hook that raises is logged once, then counted.
+
+    Only the hooks an observer overrides are called, so a group of observers that
+    watch nothing costs one empty loop per report.
+    """
+
+    def __init__(self, observers: Observer | Iterable[Observer] = ()) -> None:
+        if isinstance(observers, Observer):
+            observers = (observers,)
+        members = tuple(observers)
+        for member in members:
+            if not isinstance(member, Observer):
+                raise ValidationError(
+                    f"observers must be eventcore.observe.Observer instances, got {member!r}; "
+                    "subclass Observer and override the hooks you need"
+                )
+        self.observers: tuple[Observer, ...] = members
+        self.failures: dict[tuple[str, str], int] = {}
+        self._calls: dict[str, tuple[Callable[..., None], ...]] = {
+            hook: tuple(
+                getattr(member, hook)
+                for member in members
+                if getattr(type(member), hook) is not getattr(Observer, hook)
+            )
+            for hook in _HOOKS
+        }
+
+    def listens_to(self, hook: str) -> bool:
+        """Whether any member overrides ``hook`` (so reporting it is worth its cost)."""
+        return bool(self._calls[hook])
+
+    def find(self, kind: type[Any]) -> Any:
+        """The first member (or member of a nested group) that is a ``kind``, or None."""
+        for member in self.observers:
+            if isinstance(member, kind):
+                return member
+            if isinstance(member, ObserverGroup):
+                found = member.find(kind)
+                if found is not None:
+                    return found
+        return None
+
+    def _dispatch(self, hook: str, *args: Any) -> None:
+        for call in self._calls[hook]:
+            try:
+                call(*args)
+            except Exception:
+                self._failed(call, hook)
+
+    def _failed(self, call: Callable[..., None], hook: str) -> None:
+        owner = getattr(call, "__self__", call)
+        key = (type(owner).__qualname__, hook)
+        count = self.failures.get(key, 0) + 1
+        self.failures[key] = count
+        if count == 1:  # a broken observer would otherwise flood the log
+            _log.exception(
+                "observer %s raised in %s; the command is unaffected, and further "
+                "failures of this hook are only counted",
+                key[0],
+                hook,
+            )
+
+    def command_executed(self, report: CommandReport) -> None:
+        self._dispatch("command_executed", report)
+
+    def conflict_retried(self, stream_id: str, attempt: int, delay: float) -> None:
+        self._dispatch("conflict_retried", stream_id, attempt, delay)
+
+    def events_appended(self, stream_ids: tuple[str, ...], count: int) -> None:
+        self._dispatch("events_appended", stream_ids, count)
+
+    def store_operation(self, operation: str, seconds: float, error: Exception | None) -> None:
+        self._dispatch("store_operation", operation, seconds, error)
+
+    def batch_committed(self, size: int) -> None:
+        self._dispatch("batch_committed", size)
+
+    def projection_advanced(self, name: str, position: int, head: int) -> None:
+        self._dispatch("projection_advanced", name, position, head)
+
+    def projection_failed(self, name: str, position: int, error: Exception) -> None:
+        self._dispatch("projection_failed", name, position, error)
+
+
+def as_observer(observer: Observer | Iterable[Observer] | None) -> ObserverGroup | None:
+    """``None`` stays None; anything else becomes a (safe) :class:`ObserverGroup`."""
+    if observer is None or isinstance(observer, ObserverGroup):
+        return observer
+    return ObserverGroup(observer)
+
+
+class RecentStreams:
+    """Streams touched within the last ``window`` seconds, at most ``capacity``
+    of them remembered (the oldest are forgotten first), so memory stays bounded
+    however many streams an application has."""
+
+    def __init__(
+        self,
+        window: float = 60.0,
+        capacity: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not window > 0:
+            raise ValidationError(f"window must be a positive number of seconds, got {window!r}")
+        if type(capacity) is not int or capacity < 1:
+            raise ValidationError(f"capacity must be a positive int, got {capacity!r}")
+        self._window = window
+        self._capacity = capacity
+        self._clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()  # oldest touch first
+
+    def touch(self, stream_ids: Iterable[str]) -> None:
+        now = self._clock()
+        seen = self._seen
+        for stream in stream_ids:
+            seen[stream] = now
+            seen.move_to_end(stream)
+        while len(seen) > self._capacity:
+            seen.popitem(last=False)
+
+    def count(self) -> int:
+        horizon = self._clock() - self._window
+        seen = self._seen
+        while seen:
+            stream, touched = next(iter(seen.items()))
+            if touched >= horizon:
+                break
+            del seen[stream]
+        return len(seen)

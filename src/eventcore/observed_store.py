@@ -1,0 +1,235 @@
+"""A store wrapper that times every call: :func:`observe_store`.
+
+::
+
+    store = observe_store(await SQLiteEventStore.open("bank.sqlite"), observer)
+
+The wrapper has exactly the capabilities of the store it wraps (snapshots,
+checkpoints, leases, batch appends, waking followers), so code that checks for a
+capability with ``isinstance(store, SnapshotStore)`` behaves the same on both.
+Every call is reported to :meth:`Observer.store_operation` under the method's name,
+failures with their error; store errors are also logged on ``eventcore.store``.
+Iterators (``iter_stream``, ``iter_all``) and ``wait_for_append`` pass through
+untimed: their duration is the caller's pace, not the store's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Self, TypeVar
+
+from eventcore.backends._group_commit import GroupCommitter
+from eventcore.errors import StoreError, ValidationError
+from eventcore.observe import Observer, as_observer
+from eventcore.store import (
+    DEFAULT_PAGE_SIZE,
+    AppendOutcome,
+    BatchAppender,
+    CheckpointStore,
+    EventStore,
+    LeaseStore,
+    SnapshotStore,
+)
+from eventcore.subscription import AppendWaiter
+from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot
+
+_log = logging.getLogger("eventcore.store")
+T = TypeVar("T")
+
+
+class ObservedStore:
+    """An :class:`~eventcore.store.EventStore` reporting every call to an observer;
+    build one with :func:`observe_store`."""
+
+    def __init__(self, inner: EventStore, observer: Observer) -> None:
+        self._inner: Any = inner
+        self._observer = observer
+
+    @property
+    def inner(self) -> EventStore:
+        """The wrapped store."""
+        store: EventStore = self._inner
+        return store
+
+    def __repr__(self) -> str:
+        return f"observe_store({self._inner!r})"
+
+    async def _timed(self, operation: str, call: Awaitable[T], context: object = None) -> T:
+        start = time.perf_counter()
+        try:
+            result = await call
+        except Exception as exc:
+            self._observer.store_operation(operation, time.perf_counter() - start, exc)
+            if isinstance(exc, StoreError):
+                where = context() if callable(context) else context
+                _log.warning("store %s failed (%s): %s", operation, where or "-", exc)
+            raise
+        self._observer.store_operation(operation, time.perf_counter() - start, None)
+        return result
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        streams = getattr(request, "expected", ())
+        return await self._timed(
+            "append", self._inner.append(request), lambda: [s for s, _ in streams]
+        )
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        call = self._inner.read_stream(stream_id, from_version=from_version, limit=limit)
+        return await self._timed("read_stream", call, f"stream {stream_id!r}")
+
+    async def read_streams(
+        self,
+        stream_ids: Iterable[str],
+        *,
+        from_versions: Mapping[str, int] | None = None,
+        limit: int | None = None,
+    ) -> dict[str, list[RecordedEvent]]:
+        streams = list(stream_ids) if not isinstance(stream_ids, str) else stream_ids
+        call = self._inner.read_streams(streams, from_versions=from_versions, limit=limit)
+        return await self._timed("read_streams", call, f"streams {streams!r}")
+
+    async def stream_version(self, stream_id: str) -> int:
+        call = self._inner.stream_version(stream_id)
+        return await self._timed("stream_version", call, f"stream {stream_id!r}")
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RecordedEvent]:
+        call = self._inner.read_all(
+            after=after,
+            limit=limit,
+            stream_prefix=stream_prefix,
+            stream_pattern=stream_pattern,
+            event_types=event_types,
+        )
+        return await self._timed("read_all", call, f"after position {after!r}")
+
+    async def head_position(self) -> int:
+        return await self._timed("head_position", self._inner.head_position())
+
+    def iter_stream(
+        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[RecordedEvent]:
+        walk: AsyncIterator[RecordedEvent] = self._inner.iter_stream(
+            stream_id, from_version=from_version, page_size=page_size
+        )
+        return walk
+
+    def iter_all(
+        self,
+        *,
+        after: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        walk: AsyncIterator[RecordedEvent] = self._inner.iter_all(
+            after=after,
+            page_size=page_size,
+            stream_prefix=stream_prefix,
+            stream_pattern=stream_pattern,
+            event_types=event_types,
+        )
+        return walk
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _Batches(ObservedStore):
+    async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        call = self._inner.append_many(requests)
+        return await self._timed("append_many", call, f"{len(requests)} requests")
+
+
+class _Snapshots(ObservedStore):
+    async def save_snapshot(self, snapshot: Snapshot) -> bool:
+        call = self._inner.save_snapshot(snapshot)
+        return await self._timed("save_snapshot", call, f"key {snapshot.key!r}")
+
+    async def load_snapshot(self, key: str) -> Snapshot | None:
+        return await self._timed("load_snapshot", self._inner.load_snapshot(key), f"key {key!r}")
+
+
+class _Checkpoints(ObservedStore):
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        call = self._inner.save_checkpoint(name, position)
+        await self._timed("save_checkpoint", call, f"checkpoint {name!r} at {position!r}")
+
+    async def load_checkpoint(self, name: str) -> int | None:
+        call = self._inner.load_checkpoint(name)
+        return await self._timed("load_checkpoint", call, f"checkpoint {name!r}")
+
+
+class _Leases(ObservedStore):
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        call = self._inner.acquire_lease(name, holder, ttl)
+        acquired: bool = await self._timed("acquire_lease", call, f"lease {name!r} for {holder!r}")
+        _log.debug(
+            "lease %r %s by %r (ttl %s s)",
+            name,
+            "acquired" if acquired else "refused",
+            holder,
+            ttl,
+        )
+        return acquired
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        call = self._inner.release_lease(name, holder)
+        await self._timed("release_lease", call, f"lease {name!r} of {holder!r}")
+        _log.debug("lease %r released by %r", name, holder)
+
+    async def lease_holder(self, name: str) -> str | None:
+        return await self._timed("lease_holder", self._inner.lease_holder(name), f"lease {name!r}")
+
+
+class _Waits(ObservedStore):
+    async def wait_for_append(self, after: int, max_wait: float) -> None:
+        await self._inner.wait_for_append(after, max_wait)
+
+
+_CAPABILITIES: tuple[tuple[type, type[ObservedStore]], ...] = (
+    (BatchAppender, _Batches),
+    (SnapshotStore, _Snapshots),
+    (CheckpointStore, _Checkpoints),
+    (LeaseStore, _Leases),
+    (AppendWaiter, _Waits),
+)
+_CLASSES: dict[tuple[type[ObservedStore], ...], type[ObservedStore]] = {}
+
+
+def observe_store(store: EventStore, observer: Observer | Iterable[Observer]) -> ObservedStore:
+    """Wrap ``store`` so that every call is reported to ``observer`` (one observer
+    or several); the wrapper has the same capabilities as ``store``. Group commit
+    batch sizes are reported too, for stores that batch."""
+    if not isinstance(store, EventStore):
+        raise ValidationError(f"observe_store() needs an EventStore, got {store!r}")
+    group = as_observer(observer)
+    assert group is not None  # observer is not None
+    mixins = tuple(mixin for protocol, mixin in _CAPABILITIES if isinstance(store, protocol))
+    cls = _CLASSES.get(mixins)
+    if cls is None:
+        cls = _CLASSES[mixins] = type("ObservedStore", (*mixins, ObservedStore), {})
+    # The committer is the store's own; reaching for it here keeps every backend
+    # free of observer plumbing. A store without group commit simply has none.
+    committer = getattr(store, "_committer", None)
+    if isinstance(committer, GroupCommitter):
+        committer.batch_listeners.append(group.batch_committed)
+    return cls(store, group)

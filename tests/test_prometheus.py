@@ -1,0 +1,98 @@
+"""Prometheus metrics, read back through the registry after known work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from eventcore import (
+    Application,
+    BusinessRuleViolation,
+    InMemoryEventStore,
+    RetryPolicy,
+    SQLiteEventStore,
+)
+from eventcore.demo.bank import Deposit, Transfer, bank_codec
+from eventcore.prometheus import PrometheusObserver
+from eventcore.testing.faults import FaultInjectingStore
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    found = registry.get_sample_value(name, labels)
+    assert found is not None, f"no sample {name} {labels}"
+    return found
+
+
+async def test_ten_commands_count_ten_and_fill_the_latency_histogram_ten_times() -> None:
+    registry = CollectorRegistry()
+    app = Application(
+        InMemoryEventStore(), codec=bank_codec, observers=[PrometheusObserver(registry)]
+    )
+    for n in range(10):
+        await app.execute(Deposit(f"account-{n % 4}", 1))
+    ok = {"command": "Deposit", "outcome": "success"}
+    assert value(registry, "eventcore_commands_total", **ok) == 10
+    assert value(registry, "eventcore_command_duration_seconds_count", command="Deposit") == 10
+    assert value(registry, "eventcore_events_written_total") == 10
+    assert value(registry, "eventcore_active_streams") == 4
+    assert value(registry, "eventcore_process_memory_bytes") > 0
+    appends = value(
+        registry, "eventcore_store_operation_duration_seconds_count", operation="append"
+    )
+    assert appends == 10
+
+
+async def test_outcomes_and_retried_conflicts_are_counted_apart() -> None:
+    registry = CollectorRegistry()
+    store = FaultInjectingStore(InMemoryEventStore())
+    app = Application(
+        store,
+        codec=bank_codec,
+        retry=RetryPolicy.fixed(0),
+        observers=[PrometheusObserver(registry)],
+    )
+    store.conflict_next_appends(2)
+    await app.execute(Deposit("alice", 5))
+    with pytest.raises(BusinessRuleViolation):
+        await app.execute(Transfer("alice", "bob", 50))
+    assert value(registry, "eventcore_version_conflicts_retried_total") == 2
+    assert value(registry, "eventcore_commands_total", command="Transfer", outcome="rejected") == 1
+    assert value(registry, "eventcore_commands_total", command="Deposit", outcome="success") == 1
+
+
+async def test_group_commit_batch_sizes_are_observed(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    store = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    async with Application(
+        store, codec=bank_codec, observers=[PrometheusObserver(registry)]
+    ) as app:
+        await app.execute_all([Deposit(f"a-{n}", 1) for n in range(12)], concurrency=12)
+    assert value(registry, "eventcore_group_commit_batch_size_sum") == 12
+
+
+def test_projection_position_and_lag_are_gauges_by_projection() -> None:
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    observer.projection_advanced("balances", 70, 100)
+    assert value(registry, "eventcore_projection_position", projection="balances") == 70
+    assert value(registry, "eventcore_projection_lag_events", projection="balances") == 30
+
+
+async def test_no_label_ever_carries_a_stream_id() -> None:
+    registry = CollectorRegistry()
+    app = Application(
+        InMemoryEventStore(), codec=bank_codec, observers=[PrometheusObserver(registry)]
+    )
+    await app.execute(Deposit("stream-id-that-must-not-leak", 1))
+    assert b"stream-id-that-must-not-leak" not in generate_latest(registry)
+
+
+def test_each_observer_gets_a_fresh_registry_by_default() -> None:
+    # Two observers on the global registry would collide on the metric names.
+    first, second = PrometheusObserver(), PrometheusObserver()
+    assert first.registry is not second.registry
