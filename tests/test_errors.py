@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import uuid
 
 import pytest
 
@@ -13,6 +14,7 @@ from eventcore.errors import (
     CodecError,
     ConcurrencyError,
     DeserializationError,
+    DuplicateEventId,
     EncodingError,
     EventCoreError,
     InvalidExpectedVersions,
@@ -39,6 +41,7 @@ EXAMPLES: dict[type[EventCoreError], EventCoreError] = {
     ValidationError: ValidationError("limit must be a positive int, got 0"),
     InvalidStreamId: InvalidStreamId("a*b", "must not contain glob metacharacters '*'"),
     InvalidExpectedVersions: InvalidExpectedVersions("duplicate expected versions"),
+    DuplicateEventId: DuplicateEventId([uuid.UUID(int=7), uuid.UUID(int=8)]),
     UndeclaredStreamError: UndeclaredStreamError("order-9", ["account-1", "account-2"]),
     ConcurrencyError: ConcurrencyError("another writer got there first"),
     VersionConflict: _CONFLICT,

@@ -224,7 +224,7 @@ async def test_text_the_database_cannot_store_fails_only_its_own_append(
     requests = [_request({f"ok-{i}": 0}, f"ok-{i}") for i in range(12)]
     # The trusted constructor: nothing checked the lone surrogate on the way in.
     bad = NewEvent(StreamId("bad"), "Bad\ud800", b"{}")
-    requests[5] = AppendRequest(((StreamId("bad"), 0),), (bad,))
+    requests[5] = AppendRequest._trusted(((StreamId("bad"), 0),), (bad,))
     outcomes = await asyncio.gather(*map(store.append, requests), return_exceptions=True)
     assert isinstance(outcomes[5], EventCoreError), f"not an eventcore error: {outcomes[5]!r}"
     assert all(isinstance(o, AppendResult) for i, o in enumerate(outcomes) if i != 5)

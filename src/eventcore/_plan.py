@@ -417,7 +417,7 @@ def plan_execution(
                 cache.put(key, state, versions)
             return ExecutionResult(attempts.made, 0, cast(Mapping[str, int], versions), ())
         new_events = [codec.new_event(s, e, metadata) for s, e in decided]
-        request = AppendRequest(tuple(versions.items()), tuple(new_events))
+        request = AppendRequest._trusted(tuple(versions.items()), tuple(new_events))
         try:
             result: AppendResult = yield AppendEvents(request)
         except VersionConflict as conflict:

@@ -8,6 +8,7 @@ need to import a driver to handle a failure::
     ├── ValidationError            bad input: the offending value is in the message
     │   ├── InvalidStreamId
     │   ├── InvalidExpectedVersions  duplicate, contradictory or negative versions
+    │   ├── DuplicateEventId         an event id already stored or repeated in an append
     │   ├── UndeclaredStreamError    an event for a stream the command did not read
     │   ├── TooManyStreams           a command named more streams than its max_streams
     │   ├── StateReuseRefused        a state cache or snapshots for a command not opted in
@@ -33,6 +34,7 @@ takes its own arguments), so it can cross a process pool or multiprocessing queu
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -59,6 +61,25 @@ class InvalidStreamId(ValidationError):
 
 class InvalidExpectedVersions(ValidationError):
     """An append named a stream twice, or gave a negative expected version."""
+
+
+class DuplicateEventId(ValidationError):
+    """An append carried an event id that is already stored, or carried one twice.
+
+    Nothing of the append was written. ``event_ids`` names the offending ids.
+    """
+
+    def __init__(self, event_ids: Iterable[uuid.UUID]) -> None:
+        self.event_ids = tuple(event_ids)
+        names = ", ".join(str(i) for i in self.event_ids)
+        super().__init__(
+            f"event id(s) {names} already stored or repeated within the append; nothing "
+            "was written. Give every event its own id (NewEvent makes a fresh one when "
+            "event_id is not given)"
+        )
+
+    def __reduce__(self) -> tuple[type[DuplicateEventId], tuple[tuple[uuid.UUID, ...]]]:
+        return (type(self), (self.event_ids,))
 
 
 class UndeclaredStreamError(ValidationError):

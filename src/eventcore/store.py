@@ -231,7 +231,7 @@ class SnapshotStore(Protocol):
 
 
 def check_requests(*requests: object) -> None:
-    """Backends trust an AppendRequest (``create`` validated it); anything else is
+    """Backends trust an AppendRequest (building one validated it); anything else is
     refused before it can reach the storage."""
     for request in requests:
         if not isinstance(request, AppendRequest):

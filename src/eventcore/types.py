@@ -19,10 +19,15 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from eventcore._text import check_storable_text, unstorable_text_reason
-from eventcore.errors import InvalidExpectedVersions, InvalidStreamId, ValidationError
+from eventcore.errors import (
+    DuplicateEventId,
+    InvalidExpectedVersions,
+    InvalidStreamId,
+    ValidationError,
+)
 
 MAX_STREAM_ID_LENGTH: Final = 255
 _GLOB_METACHARACTERS: Final = frozenset("*?[]")
@@ -181,6 +186,57 @@ def _check_metadata(metadata: object) -> None:
         raise ValidationError(f"metadata user must be a mapping, got {metadata.user!r}")
 
 
+def _checked_expected(expected: object) -> dict[StreamId, int]:
+    _check_collection(expected, "expected", "a mapping of stream id to version")
+    pairs = expected.items() if isinstance(expected, Mapping) else expected
+    seen: dict[StreamId, int] = {}
+    for pair in cast(Iterable[object], pairs):
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise ValidationError(f"expected must hold (stream id, version) pairs, got {pair!r}")
+        stream = StreamId(pair[0])
+        version = pair[1]
+        if type(version) is not int or not 0 <= version <= MAX_INT64:
+            raise InvalidExpectedVersions(
+                f"expected version of stream {stream!r} must be an int from 0 to "
+                f"2**63-1, got {version!r}"
+            )
+        if stream in seen:
+            kind = "contradictory" if seen[stream] != version else "duplicate"
+            raise InvalidExpectedVersions(
+                f"{kind} expected versions for stream {stream!r}: "
+                f"{seen[stream]} and {version}; name each stream once"
+            )
+        seen[stream] = version
+    return seen
+
+
+def _checked_events(events: object, expected: Mapping[StreamId, int]) -> tuple[NewEvent, ...]:
+    _check_collection(events, "events", "a sequence of NewEvent", mapping_ok=False)
+    checked = tuple(cast(Iterable[object], events))
+    metadata_seen: set[int] = set()
+    ids: set[uuid.UUID] = set()
+    repeated: dict[uuid.UUID, None] = {}  # ordered, for the message
+    for event in checked:
+        if not isinstance(event, NewEvent):
+            raise ValidationError(f"append takes NewEvent objects, got {event!r}")
+        _check_new_event(event)
+        if id(event.metadata) not in metadata_seen:
+            _check_metadata(event.metadata)
+            metadata_seen.add(id(event.metadata))
+        if not isinstance(event.stream_id, str) or event.stream_id not in expected:
+            raise InvalidExpectedVersions(
+                f"event {event.event_type!r} is addressed to stream "
+                f"{event.stream_id!r}, which has no expected version in this append; "
+                "list every stream written to in expected"
+            )
+        if event.event_id in ids:
+            repeated[event.event_id] = None
+        ids.add(event.event_id)
+    if repeated:
+        raise DuplicateEventId(repeated)
+    return cast(tuple[NewEvent, ...], checked)
+
+
 @dataclass(frozen=True, slots=True)
 class AppendRequest:
     """One atomic append: the version every participating stream must be at, and the
@@ -188,13 +244,22 @@ class AppendRequest:
 
     ``expected`` lists *every* stream the decision depended on, including streams
     that are only read; the append succeeds only if all of them are still at the
-    given version. Every stream written to must be listed.
+    given version. Every stream written to must be listed, once.
 
-    Build it with :meth:`create`, which validates; the constructor trusts its input.
+    Building one validates (and normalises: stream ids become :class:`StreamId`,
+    sequences become tuples), whether through the constructor or :meth:`create`,
+    so a store never sees a request that breaks these rules.
     """
 
     expected: tuple[tuple[StreamId, int], ...]
     events: tuple[NewEvent, ...]
+
+    def __post_init__(self) -> None:
+        expected = _checked_expected(self.expected)
+        events = _checked_events(self.events, expected)
+        # Frozen: the normalised values go in the way the dataclass __init__ does it.
+        object.__setattr__(self, "expected", tuple(expected.items()))
+        object.__setattr__(self, "events", events)
 
     @classmethod
     def create(
@@ -202,38 +267,20 @@ class AppendRequest:
         expected: Mapping[StreamId, int] | Mapping[str, int] | Iterable[tuple[str, int]],
         events: Sequence[NewEvent] = (),
     ) -> AppendRequest:
-        _check_collection(expected, "expected", "a mapping of stream id to version")
-        _check_collection(events, "events", "a sequence of NewEvent", mapping_ok=False)
-        pairs = expected.items() if isinstance(expected, Mapping) else expected
-        seen: dict[StreamId, int] = {}
-        for raw_stream, version in pairs:
-            stream = StreamId(raw_stream)
-            if type(version) is not int or not 0 <= version <= MAX_INT64:
-                raise InvalidExpectedVersions(
-                    f"expected version of stream {stream!r} must be an int from 0 to "
-                    f"2**63-1, got {version!r}"
-                )
-            if stream in seen:
-                kind = "contradictory" if seen[stream] != version else "duplicate"
-                raise InvalidExpectedVersions(
-                    f"{kind} expected versions for stream {stream!r}: "
-                    f"{seen[stream]} and {version}; name each stream once"
-                )
-            seen[stream] = version
-        checked: set[int] = set()
-        for event in events:
-            if not isinstance(event, NewEvent):
-                raise ValidationError(f"append takes NewEvent objects, got {event!r}")
-            _check_new_event(event)
-            if id(event.metadata) not in checked:
-                _check_metadata(event.metadata)
-                checked.add(id(event.metadata))
-            if event.stream_id not in seen:
-                raise InvalidExpectedVersions(
-                    f"event {event.event_type!r} is addressed to stream "
-                    f"{event.stream_id!r}, which has no expected version in this append"
-                )
-        return cls(tuple(seen.items()), tuple(events))
+        """Build a request from a mapping (or pairs) of stream id to expected version."""
+        return cls(cast(Any, expected), cast(Any, events))
+
+    @classmethod
+    def _trusted(
+        cls, expected: tuple[tuple[StreamId, int], ...], events: tuple[NewEvent, ...]
+    ) -> AppendRequest:
+        """Skip the checks: only for the executor, whose request is valid by
+        construction (the versions it read, keyed by StreamId; events its codec
+        built for streams it checked were read). Stores still refuse repeated ids."""
+        request = object.__new__(cls)
+        object.__setattr__(request, "expected", expected)
+        object.__setattr__(request, "events", events)
+        return request
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,13 @@ from eventcore.backends._common import (
     walk_stream,
 )
 from eventcore.codec import decode_metadata, encode_metadata
-from eventcore.errors import EncodingError, StoreClosed, ValidationError, VersionConflict
+from eventcore.errors import (
+    DuplicateEventId,
+    EncodingError,
+    StoreClosed,
+    ValidationError,
+    VersionConflict,
+)
 from eventcore.store import (
     DEFAULT_PAGE_SIZE,
     AppendOutcome,
@@ -158,14 +164,14 @@ class InMemoryEventStore:
         return outcomes
 
     def _check_new_ids(self, request: AppendRequest) -> None:
-        ids = [new.event_id for new in request.events]
-        repeated = {i for i in ids if i in self._event_ids}
-        if len(set(ids)) != len(ids) or repeated:
-            duplicates = sorted(repeated | {i for i in ids if ids.count(i) > 1})
-            raise ValidationError(
-                f"event ids {duplicates!r} are already stored or repeated within the "
-                "append; every event needs a unique id"
-            )
+        seen: set[uuid.UUID] = set()
+        duplicates: dict[uuid.UUID, None] = {}  # ordered, for the message
+        for new in request.events:
+            if new.event_id in self._event_ids or new.event_id in seen:
+                duplicates[new.event_id] = None
+            seen.add(new.event_id)
+        if duplicates:
+            raise DuplicateEventId(duplicates)
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None

@@ -36,6 +36,7 @@ class Statements:
     release_lease: str
     lease_holder: str
     current_versions: str
+    stored_event_ids: str
     save_snapshot: str
     load_snapshot: str
     events_by_id: str
@@ -85,6 +86,7 @@ class Statements:
             current_versions=(
                 f"SELECT stream_id, version FROM {s}.streams WHERE stream_id = ANY($1::text[])"
             ),
+            stored_event_ids=f"SELECT event_id FROM {s}.events WHERE event_id = ANY($1::uuid[])",
             # Replaces the stored snapshot only if the new one was folded from at
             # least every event the old one was, and more (Snapshot.supersedes).
             save_snapshot=(

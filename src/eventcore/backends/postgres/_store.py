@@ -47,8 +47,8 @@ from eventcore.backends.postgres._sql import Statements, decode_rows, decode_slo
 from eventcore.backends.postgres._writes import (
     BatchArrays,
     check_payload_sizes,
-    conflict_from_lock_error,
     duplicate_id_error,
+    lock_error_outcomes,
     outcome_of,
 )
 from eventcore.errors import EventCoreError, StoreClosed, StoreUnavailable, ValidationError
@@ -251,7 +251,8 @@ class PostgresEventStore:
         Each is checked against the versions the ones before it left, exactly as if
         they were made one after another; a conflict is returned in its place and
         does not affect the others. A request that fails the whole transaction (a
-        duplicate event id) raises for the batch.
+        duplicate event id) raises for the batch; a lock error (deadlock, lock
+        timeout) gives each request its own outcome, as lock_error_outcomes says.
         """
         self._check_open()
         check_requests(*requests)
@@ -262,10 +263,15 @@ class PostgresEventStore:
             try:
                 rows = await conn.fetch(self._sql.append_batch, *arrays.parameters())
             except asyncpg.UniqueViolationError as exc:
-                raise duplicate_id_error(exc, requests) from exc
+                ids = [event.event_id for request in requests for event in request.events]
+                stored = await conn.fetch(self._sql.stored_event_ids, ids)
+                duplicate = duplicate_id_error(requests, [row[0] for row in stored])
+                if duplicate is None:
+                    raise  # not an event id's: translated() makes it a StoreError
+                raise duplicate from exc
             except _LOCK_CONFLICTS as exc:
                 versions = await conn.fetch(self._sql.current_versions, arrays.all_streams())
-                raise conflict_from_lock_error(requests[0], versions) from exc
+                return lock_error_outcomes(requests, versions, exc)
         return [outcome_of(row, request) for row, request in zip(rows, requests, strict=True)]
 
     # -- reads ---------------------------------------------------------------------

@@ -3,18 +3,23 @@ into results: the pure half of the PostgreSQL append path."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eventcore.codec import encode_metadata
-from eventcore.errors import ValidationError, VersionConflict
+from eventcore.errors import (
+    DuplicateEventId,
+    StoreUnavailable,
+    ValidationError,
+    VersionConflict,
+)
 from eventcore.store import AppendOutcome
 from eventcore.types import (
     AppendRequest,
     AppendResult,
     EventMetadata,
-    StreamId,
     trusted_stream_id,
 )
 
@@ -106,28 +111,61 @@ def outcome_of(row: Any, request: AppendRequest) -> AppendOutcome:
     return AppendResult(stream_versions, positions)
 
 
-def duplicate_id_error(exc: Exception, requests: Sequence[AppendRequest]) -> ValidationError:
-    """The only unique index an append can hit is the event id's: the stream rows
-    are locked, so (stream_id, stream_version) cannot collide."""
-    ids = [str(e.event_id) for r in requests for e in r.events]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    detail = getattr(exc, "detail", None) or str(exc)
-    return ValidationError(
-        f"an event id is already stored or repeated within the append "
-        f"({detail}{'; repeated: ' + ', '.join(repeated) if repeated else ''}); "
-        "every event needs a unique id"
-    )
+def duplicate_id_error(
+    requests: Sequence[AppendRequest], stored: Iterable[uuid.UUID]
+) -> DuplicateEventId | None:
+    """After a unique violation: the ids of ``requests`` that are ``stored`` (looked
+    up after the failure) or repeated within the batch, or None if there are none
+    (then the violation was not an event id's, and is no request's fault)."""
+    already = set(stored)
+    seen: set[uuid.UUID] = set()
+    duplicates: dict[uuid.UUID, None] = {}  # ordered, for the message
+    for request in requests:
+        for event in request.events:
+            if event.event_id in already or event.event_id in seen:
+                duplicates[event.event_id] = None
+            seen.add(event.event_id)
+    return DuplicateEventId(duplicates) if duplicates else None
 
 
-def conflict_from_lock_error(request: AppendRequest, current: Sequence[Any]) -> VersionConflict:
-    """A deadlock or lock timeout (which the fixed lock order should prevent) is
-    reported as a conflict on the first stream that moved, so the executor retries."""
+def conflict_from_lock_error(
+    request: AppendRequest, current: Sequence[Any]
+) -> VersionConflict | None:
+    """After a deadlock, lock timeout or serialization failure (the transaction was
+    rolled back, nothing was written): the conflict on the first stream that moved,
+    which is real and makes the executor re-read and retry, or None if none moved.
+
+    A lock error on unmoved streams is not reported as a conflict: no writer got
+    there first, and a made-up conflict would send callers of ``append`` after a
+    change that never happened. Nor is it retried here: the store cannot know
+    whether the lock holder (another application's transaction, an administrator)
+    lets go soon, and a silent retry would double the caller's wait, and in a group
+    commit every other caller's. The caller gets StoreUnavailable with the
+    database's message and decides."""
     versions = {row[0]: int(row[1]) for row in current}
     for stream, expected in request.expected:
         actual = versions.get(stream, 0)
         if actual != expected:
             return VersionConflict(stream, expected, actual)
-    if not request.expected:  # nothing to check: report the lock trouble itself
-        return VersionConflict(StreamId("-"), 0, 0)
-    stream, expected = request.expected[0]
-    return VersionConflict(StreamId(stream), expected, versions.get(stream, 0))
+    return None
+
+
+def lock_error_outcomes(
+    requests: Sequence[AppendRequest], current: Sequence[Any], error: BaseException
+) -> list[AppendOutcome]:
+    """Each request's own outcome of a batch that failed on a lock error: its real
+    conflict, or a StoreUnavailable (a fresh one each, caused by ``error``)."""
+    outcomes: list[AppendOutcome] = []
+    for request in requests:
+        conflict = conflict_from_lock_error(request, current)
+        if conflict is None:
+            unavailable = StoreUnavailable(
+                f"append could not take its locks, and nothing was written ({error}); "
+                "no stream it expected had moved, so try the append again"
+            )
+            unavailable.__cause__ = error
+            outcomes.append(unavailable)
+        else:
+            conflict.__cause__ = error
+            outcomes.append(conflict)
+    return outcomes

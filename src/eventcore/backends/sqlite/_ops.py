@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final, TypeVar
@@ -39,7 +40,7 @@ from eventcore.backends.sqlite._rows import (
     log_query,
 )
 from eventcore.codec import json_encode
-from eventcore.errors import EventCoreError, ValidationError, VersionConflict
+from eventcore.errors import DuplicateEventId, EventCoreError, ValidationError, VersionConflict
 from eventcore.store import AppendOutcome, LogFilter
 from eventcore.types import (
     AppendRequest,
@@ -86,13 +87,11 @@ def _apply(conn: sqlite3.Connection, request: AppendRequest, rows: list[Row]) ->
     try:
         conn.executemany(INSERT_SQL, rows)
     except sqlite3.IntegrityError as exc:
-        if "event_id" not in str(exc):
-            raise
+        # The UNIQUE index or the trigger refusing replacements: ask which ids.
         duplicates = _duplicate_ids(conn, rows, head)
-        raise ValidationError(
-            f"event ids {duplicates!r} are already stored or repeated within the "
-            "append; every event needs a unique id"
-        ) from exc
+        if not duplicates:
+            raise
+        raise DuplicateEventId(uuid.UUID(str(i)) for i in duplicates) from exc
     return tuple(range(head + 1, head + 1 + len(rows)))
 
 
@@ -139,17 +138,19 @@ def append_many(conn: sqlite3.Connection, requests: Sequence[AppendRequest]) -> 
 
 
 def _duplicate_ids(conn: sqlite3.Connection, rows: list[Row], head: int) -> list[object]:
+    """The ids of ``rows`` stored before this append (at or below ``head``) or
+    repeated among them, each once, in order."""
     seen: set[object] = set()
-    duplicates: list[object] = []
+    duplicates: dict[object, None] = {}
     for row in rows:
         event_id = row[1]
         stored = conn.execute(
             "SELECT 1 FROM events WHERE event_id = ? AND position <= ?", (event_id, head)
         ).fetchone()
         if stored is not None or event_id in seen:
-            duplicates.append(event_id)
+            duplicates[event_id] = None
         seen.add(event_id)
-    return duplicates
+    return list(duplicates)
 
 
 def read_stream(

@@ -14,7 +14,7 @@ from eventcore.errors import StoreUnavailable
 
 # Kept in PRAGMA user_version; 0 means "no schema yet". Migration n (below) takes a
 # file from version n - 1 to n.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -75,7 +75,26 @@ _VERSION_2: Final = (
     """,
 )
 
-_MIGRATIONS: Final = (_VERSION_1, _VERSION_2)
+# INSERT OR REPLACE (and REPLACE INTO) deletes a conflicting row without firing
+# DELETE triggers (unless a connection turns recursive_triggers on), so a stored
+# event could be rewritten in place. This refuses, before any conflict resolution,
+# an insert that collides with a stored event on any of its unique keys; the store
+# itself never inserts such a row (a reused event id is reported as one).
+_VERSION_3: Final = (
+    """
+    CREATE TRIGGER IF NOT EXISTS events_are_not_replaced BEFORE INSERT ON events
+    WHEN EXISTS (SELECT 1 FROM events WHERE position = NEW.position)
+      OR EXISTS (SELECT 1 FROM events WHERE event_id = NEW.event_id)
+      OR EXISTS (
+          SELECT 1 FROM events
+           WHERE stream_id = NEW.stream_id AND stream_version = NEW.stream_version)
+    BEGIN
+        SELECT RAISE(ABORT, 'eventcore: stored events are immutable (insert over one refused)');
+    END
+    """,
+)
+
+_MIGRATIONS: Final = (_VERSION_1, _VERSION_2, _VERSION_3)
 
 FNMATCH_FUNCTION: Final = "eventcore_fnmatch"
 

@@ -10,8 +10,8 @@ import pytest
 
 from eventcore.errors import (
     ConcurrencyError,
+    DuplicateEventId,
     InvalidExpectedVersions,
-    ValidationError,
     VersionConflict,
 )
 from eventcore.store import EventStore
@@ -265,17 +265,42 @@ class AppendContract(ContractFixtures):
         await store.append(append_request({"a": 0}, [first]))
         log_before = await whole_log(store)
         reused = NewEvent(StreamId("b"), "Happened", b"{}", event_id=first.event_id)
-        with pytest.raises(ValidationError):
+        with pytest.raises(DuplicateEventId, match=str(first.event_id)) as caught:
             await store.append(append_request({"b": 0}, [new_event("b"), reused]))
+        assert caught.value.event_ids == (first.event_id,)
         assert await whole_log(store) == log_before
+
+    @pytest.mark.asyncio
+    async def test_duplicate_event_id_names_every_reused_id(self, store: EventStore) -> None:
+        stored = [new_event("a"), new_event("a"), new_event("a")]
+        await store.append(append_request({"a": 0}, stored))
+        reused = [
+            NewEvent(StreamId("b"), "Happened", b"{}", event_id=e.event_id) for e in stored[1:]
+        ]
+        with pytest.raises(DuplicateEventId) as caught:
+            await store.append(append_request({"b": 0}, [new_event("b"), *reused]))
+        assert set(caught.value.event_ids) == {e.event_id for e in stored[1:]}
+        assert await store.stream_version("b") == 0
+
+    @pytest.mark.asyncio
+    async def test_an_event_id_stored_through_another_handle_is_a_duplicate(
+        self, store: EventStore, open_peer: PeerFactory
+    ) -> None:
+        peer = await open_peer()
+        first = new_event("a")
+        await peer.append(append_request({"a": 0}, [first]))
+        reused = NewEvent(StreamId("b"), "Happened", b"{}", event_id=first.event_id)
+        with pytest.raises(DuplicateEventId, match=str(first.event_id)):
+            await store.append(append_request({"b": 0}, [reused]))
 
     @pytest.mark.asyncio
     async def test_append_repeating_an_event_id_within_itself_is_rejected(
         self, store: EventStore
     ) -> None:
         event = new_event("a")
-        with pytest.raises(ValidationError):
+        with pytest.raises(DuplicateEventId, match=str(event.event_id)) as caught:
             await store.append(append_request({"a": 0}, [event, event]))
+        assert caught.value.event_ids == (event.event_id,)
         assert await store.head_position() == 0
 
     # -- versions and positions --------------------------------------------------------
