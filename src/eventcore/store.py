@@ -21,6 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, TypeAlias, runtime_checkable
 
 from eventcore._glob import matches as glob_matches
@@ -261,6 +262,11 @@ class CheckpointStore(Protocol):
 
     async def load_checkpoint(self, name: str) -> int | None: ...
 
+    async def delete_checkpoint(self, name: str) -> None:
+        """Forget the checkpoint ``name`` (loading it then gives None); a missing
+        one is no error."""
+        ...
+
 
 @runtime_checkable
 class LeaseStore(Protocol):
@@ -306,3 +312,74 @@ def check_checkpoint_name(name: object) -> str:
 
 def check_checkpoint_position(position: object) -> int:
     return check_version(position, "checkpoint position")
+
+
+# -- dead letters: events a projection gave up on -------------------------------------
+
+MAX_DEAD_LETTER_ERROR = 4000  # characters of the error text kept with a dead letter
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event projection ``projection`` could not handle and skipped, with the
+    error it raised (``error``: its type and message, at most
+    ``MAX_DEAD_LETTER_ERROR`` characters) and when it gave up (``failed_at``, UTC)."""
+
+    projection: str
+    position: int
+    event_id: uuid.UUID
+    stream_id: str
+    event_type: str
+    error: str
+    failed_at: datetime
+
+    def __post_init__(self) -> None:
+        check_checkpoint_name(self.projection)
+        check_version(self.position, "dead letter position")
+        if not isinstance(self.event_id, uuid.UUID):
+            raise ValidationError(
+                f"dead letter event_id must be a uuid.UUID, got {self.event_id!r}"
+            )
+        for what, value in (
+            ("dead letter stream_id", self.stream_id),
+            ("dead letter event_type", self.event_type),
+            ("dead letter error", self.error),
+        ):
+            if not isinstance(value, str):
+                raise ValidationError(f"{what} must be a str, got {value!r}")
+            check_storable_text(value, what)
+        if len(self.error) > MAX_DEAD_LETTER_ERROR:
+            raise ValidationError(
+                f"dead letter error must be at most {MAX_DEAD_LETTER_ERROR} characters, "
+                f"got {len(self.error)}"
+            )
+        if not isinstance(self.failed_at, datetime) or self.failed_at.tzinfo is None:
+            raise ValidationError(
+                f"dead letter failed_at must be a timezone-aware datetime, got {self.failed_at!r}"
+            )
+
+
+@runtime_checkable
+class DeadLetterStore(Protocol):
+    """Per projection, the events it skipped. Recording the same position twice
+    (an event redelivered after a restart) keeps one letter, the newer."""
+
+    async def record_dead_letter(self, letter: DeadLetter) -> None: ...
+
+    async def dead_letters(self, projection: str) -> list[DeadLetter]:
+        """The projection's dead letters, oldest position first."""
+        ...
+
+    async def clear_dead_letters(self, projection: str) -> None: ...
+
+
+def check_dead_letter(letter: object) -> DeadLetter:
+    if not isinstance(letter, DeadLetter):
+        raise ValidationError(f"record_dead_letter takes a DeadLetter, got {letter!r}")
+    return letter
+
+
+@runtime_checkable
+class ProjectionStore(EventReader, CheckpointStore, LeaseStore, DeadLetterStore, Protocol):
+    """What a projection runner needs: the log, checkpoints, leases, dead letters.
+    Every bundled store (memory, SQLite, PostgreSQL) is one."""

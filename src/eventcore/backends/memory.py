@@ -34,9 +34,11 @@ from eventcore.errors import (
 from eventcore.store import (
     DEFAULT_PAGE_SIZE,
     AppendOutcome,
+    DeadLetter,
     LogFilter,
     check_checkpoint_name,
     check_checkpoint_position,
+    check_dead_letter,
     check_event_ids,
     check_lease_args,
     check_requests,
@@ -98,6 +100,7 @@ class InMemoryEventStore:
         self._checkpoints: dict[str, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self._dead_letters: dict[str, dict[int, DeadLetter]] = {}
         self._grown = asyncio.Event()
         self._closed = False
 
@@ -295,6 +298,29 @@ class InMemoryEventStore:
         self._check_open()
         check_checkpoint_name(name)
         return self._checkpoints.get(name)
+
+    async def delete_checkpoint(self, name: str) -> None:
+        self._check_open()
+        check_checkpoint_name(name)
+        self._checkpoints.pop(name, None)
+
+    # -- dead letters --------------------------------------------------------------
+
+    async def record_dead_letter(self, letter: DeadLetter) -> None:
+        self._check_open()
+        check_dead_letter(letter)
+        self._dead_letters.setdefault(letter.projection, {})[letter.position] = letter
+
+    async def dead_letters(self, projection: str) -> list[DeadLetter]:
+        self._check_open()
+        check_checkpoint_name(projection)
+        letters = self._dead_letters.get(projection, {})
+        return [letters[position] for position in sorted(letters)]
+
+    async def clear_dead_letters(self, projection: str) -> None:
+        self._check_open()
+        check_checkpoint_name(projection)
+        self._dead_letters.pop(projection, None)
 
     # -- leases --------------------------------------------------------------------
 

@@ -14,9 +14,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from typing import Any
 
 from eventcore.errors import StoreUnavailable, ValidationError, VersionConflict
-from eventcore.store import DEFAULT_PAGE_SIZE, EventLookup, EventStore, SnapshotStore
+from eventcore.store import (
+    DEFAULT_PAGE_SIZE,
+    CheckpointStore,
+    DeadLetter,
+    DeadLetterStore,
+    EventLookup,
+    EventStore,
+    LeaseStore,
+    SnapshotStore,
+)
 from eventcore.subscription import AppendWaiter
 from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot
 
@@ -40,6 +50,9 @@ class FaultInjectingStore:
         self._read_failures: list[BaseException] = []
         self._log_read_failures: list[BaseException] = []
         self._wait_failures: list[BaseException] = []
+        self._call_failures: dict[str, list[BaseException]] = {}
+        self._refused_leases = 0
+        self.calls: dict[str, int] = {}
 
     def conflict_next_appends(self, count: int = 1) -> None:
         """The next ``count`` appends raise VersionConflict and write nothing, as if
@@ -73,6 +86,24 @@ class FaultInjectingStore:
         """The next ``count`` calls of ``wait_for_append`` raise ``error``
         (StoreUnavailable by default)."""
         self._wait_failures.extend([error or StoreUnavailable("injected wait failure")] * count)
+
+    def fail_next_calls(
+        self, operation: str, count: int = 1, error: BaseException | None = None
+    ) -> None:
+        """The next ``count`` calls of ``operation`` (one of the checkpoint, lease
+        and dead-letter methods, by name) raise ``error`` (StoreUnavailable by
+        default) without reaching the inner store."""
+        if operation not in _PASSED_THROUGH:
+            raise ValidationError(
+                f"fail_next_calls takes one of {sorted(_PASSED_THROUGH)}, got {operation!r}"
+            )
+        failure = error or StoreUnavailable(f"injected {operation} failure")
+        self._call_failures.setdefault(operation, []).extend([failure] * count)
+
+    def refuse_next_leases(self, count: int = 1) -> None:
+        """The next ``count`` calls of ``acquire_lease`` answer False, as if another
+        holder had the lease (the lease is lost, for a holder renewing it)."""
+        self._refused_leases += count
 
     async def _wait(self) -> None:
         if self.latency is not None:
@@ -195,5 +226,70 @@ class FaultInjectingStore:
             return await self.inner.load_snapshot(key)
         return None
 
+    # -- checkpoints, leases, dead letters: passed through, failures injectable ----------
+
+    async def _through(self, operation: str, kind: type[Any]) -> Any:
+        self.calls[operation] = self.calls.get(operation, 0) + 1
+        failures = self._call_failures.get(operation)
+        if failures:
+            raise failures.pop(0)
+        if not isinstance(self.inner, kind):
+            raise ValidationError(f"{type(self.inner).__qualname__} has no {operation}")
+        return self.inner
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        inner: CheckpointStore = await self._through("save_checkpoint", CheckpointStore)
+        await inner.save_checkpoint(name, position)
+
+    async def load_checkpoint(self, name: str) -> int | None:
+        inner: CheckpointStore = await self._through("load_checkpoint", CheckpointStore)
+        return await inner.load_checkpoint(name)
+
+    async def delete_checkpoint(self, name: str) -> None:
+        inner: CheckpointStore = await self._through("delete_checkpoint", CheckpointStore)
+        await inner.delete_checkpoint(name)
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        inner: LeaseStore = await self._through("acquire_lease", LeaseStore)
+        if self._refused_leases:
+            self._refused_leases -= 1
+            return False
+        return await inner.acquire_lease(name, holder, ttl)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        inner: LeaseStore = await self._through("release_lease", LeaseStore)
+        await inner.release_lease(name, holder)
+
+    async def lease_holder(self, name: str) -> str | None:
+        inner: LeaseStore = await self._through("lease_holder", LeaseStore)
+        return await inner.lease_holder(name)
+
+    async def record_dead_letter(self, letter: DeadLetter) -> None:
+        inner: DeadLetterStore = await self._through("record_dead_letter", DeadLetterStore)
+        await inner.record_dead_letter(letter)
+
+    async def dead_letters(self, projection: str) -> list[DeadLetter]:
+        inner: DeadLetterStore = await self._through("dead_letters", DeadLetterStore)
+        return await inner.dead_letters(projection)
+
+    async def clear_dead_letters(self, projection: str) -> None:
+        inner: DeadLetterStore = await self._through("clear_dead_letters", DeadLetterStore)
+        await inner.clear_dead_letters(projection)
+
     async def close(self) -> None:
         await self.inner.close()
+
+
+_PASSED_THROUGH = frozenset(
+    {
+        "save_checkpoint",
+        "load_checkpoint",
+        "delete_checkpoint",
+        "acquire_lease",
+        "release_lease",
+        "lease_holder",
+        "record_dead_letter",
+        "dead_letters",
+        "clear_dead_letters",
+    }
+)

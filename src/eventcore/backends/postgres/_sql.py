@@ -40,6 +40,10 @@ class Statements:
     save_snapshot: str
     load_snapshot: str
     events_by_id: str
+    delete_checkpoint: str
+    record_dead_letter: str
+    dead_letters: str
+    clear_dead_letters: str
 
     @classmethod
     def for_schema(cls, quoted_schema: str) -> Statements:
@@ -108,6 +112,19 @@ class Statements:
                 f"SELECT {_COLUMNS} FROM {s}.events WHERE event_id = ANY($1::uuid[]) "
                 "ORDER BY position"
             ),
+            delete_checkpoint=f"DELETE FROM {s}.checkpoints WHERE name = $1",
+            record_dead_letter=(
+                f"INSERT INTO {s}.dead_letters (projection, position, event_id, stream_id, "
+                "event_type, error, failed_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (projection, position) DO UPDATE SET event_id = EXCLUDED.event_id, "
+                "stream_id = EXCLUDED.stream_id, event_type = EXCLUDED.event_type, "
+                "error = EXCLUDED.error, failed_at = EXCLUDED.failed_at"
+            ),
+            dead_letters=(
+                "SELECT position, event_id, stream_id, event_type, error, failed_at "
+                f"FROM {s}.dead_letters WHERE projection = $1 ORDER BY position"
+            ),
+            clear_dead_letters=f"DELETE FROM {s}.dead_letters WHERE projection = $1",
         )
 
     def read_log(

@@ -55,9 +55,11 @@ from eventcore.errors import EventCoreError, StoreClosed, StoreUnavailable, Vali
 from eventcore.store import (
     DEFAULT_PAGE_SIZE,
     AppendOutcome,
+    DeadLetter,
     LogFilter,
     check_checkpoint_name,
     check_checkpoint_position,
+    check_dead_letter,
     check_event_ids,
     check_lease_args,
     check_requests,
@@ -435,6 +437,11 @@ class PostgresEventStore:
 
         return await self._read("load_checkpoint", run)
 
+    async def delete_checkpoint(self, name: str) -> None:
+        check_checkpoint_name(name)
+        async with self._connection("delete_checkpoint") as conn:
+            await conn.execute(self._sql.delete_checkpoint, name)
+
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         check_lease_args(name, holder, ttl)
         async with self._connection("acquire_lease") as conn:
@@ -455,6 +462,36 @@ class PostgresEventStore:
             return holder
 
         return await self._read("lease_holder", run)
+
+    # -- dead letters --------------------------------------------------------------
+
+    async def record_dead_letter(self, letter: DeadLetter) -> None:
+        check_dead_letter(letter)
+        async with self._connection("record_dead_letter") as conn:
+            await conn.execute(
+                self._sql.record_dead_letter,
+                letter.projection,
+                letter.position,
+                letter.event_id,
+                letter.stream_id,
+                letter.event_type,
+                letter.error,
+                letter.failed_at,
+            )
+
+    async def dead_letters(self, projection: str) -> list[DeadLetter]:
+        check_checkpoint_name(projection)
+
+        async def run(conn: Connection) -> list[DeadLetter]:
+            rows = await conn.fetch(self._sql.dead_letters, projection)
+            return [DeadLetter(projection, int(r[0]), *r[1:]) for r in rows]
+
+        return await self._read("dead_letters", run)
+
+    async def clear_dead_letters(self, projection: str) -> None:
+        check_checkpoint_name(projection)
+        async with self._connection("clear_dead_letters") as conn:
+            await conn.execute(self._sql.clear_dead_letters, projection)
 
 
 def _fails_every_append(exc: Exception) -> bool:

@@ -41,7 +41,7 @@ from eventcore.backends.sqlite._rows import (
 )
 from eventcore.codec import json_encode
 from eventcore.errors import DuplicateEventId, EventCoreError, ValidationError, VersionConflict
-from eventcore.store import AppendOutcome, LogFilter
+from eventcore.store import AppendOutcome, DeadLetter, LogFilter
 from eventcore.types import (
     AppendRequest,
     AppendResult,
@@ -213,6 +213,10 @@ def load_checkpoint(conn: sqlite3.Connection, name: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+def delete_checkpoint(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute("DELETE FROM checkpoints WHERE name = ?", (name,))
+
+
 # -- leases: wall-clock expiry, because the holders may be different processes ------
 
 
@@ -280,3 +284,46 @@ def load_snapshot(conn: sqlite3.Connection, key: str) -> Snapshot | None:
         "SELECT key, versions, state FROM snapshots WHERE key = ?", (key,)
     ).fetchone()
     return None if row is None else _snapshot_row(row)
+
+
+# -- dead letters ---------------------------------------------------------------------
+
+
+def record_dead_letter(conn: sqlite3.Connection, letter: DeadLetter) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO dead_letters (projection, position, event_id, stream_id,"
+        " event_type, error, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            letter.projection,
+            letter.position,
+            str(letter.event_id),
+            letter.stream_id,
+            letter.event_type,
+            letter.error,
+            letter.failed_at.astimezone(UTC).isoformat(),
+        ),
+    )
+
+
+def dead_letters(conn: sqlite3.Connection, projection: str) -> list[DeadLetter]:
+    rows = conn.execute(
+        "SELECT position, event_id, stream_id, event_type, error, failed_at FROM dead_letters"
+        " WHERE projection = ? ORDER BY position",
+        (projection,),
+    )
+    return [
+        DeadLetter(
+            projection,
+            int(position),
+            uuid.UUID(event_id),
+            stream_id,
+            event_type,
+            error,
+            datetime.fromisoformat(failed_at),
+        )
+        for position, event_id, stream_id, event_type, error, failed_at in rows
+    ]
+
+
+def clear_dead_letters(conn: sqlite3.Connection, projection: str) -> None:
+    conn.execute("DELETE FROM dead_letters WHERE projection = ?", (projection,))

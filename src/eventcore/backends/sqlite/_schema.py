@@ -14,7 +14,7 @@ from eventcore.errors import StoreUnavailable
 
 # Kept in PRAGMA user_version; 0 means "no schema yet". Migration n (below) takes a
 # file from version n - 1 to n.
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -94,7 +94,24 @@ _VERSION_3: Final = (
     """,
 )
 
-_MIGRATIONS: Final = (_VERSION_1, _VERSION_2, _VERSION_3)
+# Events a projection skipped, with the error; one letter per projection and
+# position (a redelivered event overwrites its letter).
+_VERSION_4: Final = (
+    """
+    CREATE TABLE IF NOT EXISTS dead_letters (
+        projection TEXT    NOT NULL,
+        position   INTEGER NOT NULL,
+        event_id   TEXT    NOT NULL,
+        stream_id  TEXT    NOT NULL,
+        event_type TEXT    NOT NULL,
+        error      TEXT    NOT NULL,
+        failed_at  TEXT    NOT NULL,
+        PRIMARY KEY (projection, position)
+    ) WITHOUT ROWID
+    """,
+)
+
+_MIGRATIONS: Final = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
 
 FNMATCH_FUNCTION: Final = "eventcore_fnmatch"
 

@@ -38,9 +38,11 @@ from eventcore.errors import EventCoreError, StoreClosed, StoreUnavailable, Vali
 from eventcore.store import (
     DEFAULT_PAGE_SIZE,
     AppendOutcome,
+    DeadLetter,
     LogFilter,
     check_checkpoint_name,
     check_checkpoint_position,
+    check_dead_letter,
     check_event_ids,
     check_lease_args,
     check_requests,
@@ -367,6 +369,11 @@ class SQLiteEventStore:
         check_checkpoint_name(name)
         return await self._read(lambda conn: _ops.load_checkpoint(conn, name))
 
+    async def delete_checkpoint(self, name: str) -> None:
+        self._check_open()
+        check_checkpoint_name(name)
+        await self._write(lambda conn: _ops.delete_checkpoint(conn, name))
+
     # -- leases ------------------------------------------------------------------------
 
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
@@ -383,6 +390,23 @@ class SQLiteEventStore:
         self._check_open()
         check_lease_args(name, "-")
         return await self._read(lambda conn: _ops.lease_holder(conn, name))
+
+    # -- dead letters ------------------------------------------------------------------
+
+    async def record_dead_letter(self, letter: DeadLetter) -> None:
+        self._check_open()
+        check_dead_letter(letter)
+        await self._write(lambda conn: _ops.record_dead_letter(conn, letter))
+
+    async def dead_letters(self, projection: str) -> list[DeadLetter]:
+        self._check_open()
+        check_checkpoint_name(projection)
+        return await self._read(lambda conn: _ops.dead_letters(conn, projection))
+
+    async def clear_dead_letters(self, projection: str) -> None:
+        self._check_open()
+        check_checkpoint_name(projection)
+        await self._write(lambda conn: _ops.clear_dead_letters(conn, projection))
 
 
 # SQLite result codes that say nothing in a batch could have been written (the file

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from eventcore.testing.contract._append import AppendContract
 from eventcore.testing.contract._checkpoints import CheckpointStoreContract
+from eventcore.testing.contract._dead_letters import DeadLetterStoreContract
 from eventcore.testing.contract._leases import LeaseStoreContract
 from eventcore.testing.contract._log import LogReadContract
 from eventcore.testing.contract._read import StreamReadContract
@@ -67,15 +68,21 @@ class EventStoreContract(AppendContract, StreamReadContract, LogReadContract):
 
 
 class StoreContract(
-    EventStoreContract, CheckpointStoreContract, LeaseStoreContract, SnapshotStoreContract
+    EventStoreContract,
+    CheckpointStoreContract,
+    LeaseStoreContract,
+    SnapshotStoreContract,
+    DeadLetterStoreContract,
 ):
-    """A store with every capability: events, checkpoints, leases and snapshots."""
+    """A store with every capability: events, checkpoints, leases, snapshots and
+    dead letters."""
 
 
 __all__ = [
     "AppendContract",
     "CheckpointStoreContract",
     "ContractFixtures",
+    "DeadLetterStoreContract",
     "EventStoreContract",
     "LeaseStoreContract",
     "LogReadContract",

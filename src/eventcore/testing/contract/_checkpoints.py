@@ -71,6 +71,27 @@ class CheckpointStoreContract(ContractFixtures):
         assert await store.load_checkpoint("projector") == 11
 
     @pytest.mark.asyncio
+    async def test_deleted_checkpoint_loads_as_none_and_others_stay(
+        self, store: CheckpointStore
+    ) -> None:
+        await store.save_checkpoint("projector", 42)
+        await store.save_checkpoint("other", 7)
+        await store.delete_checkpoint("projector")
+        await store.delete_checkpoint("never-saved")  # no error
+        assert await store.load_checkpoint("projector") is None
+        assert await store.load_checkpoint("other") == 7
+
+    @pytest.mark.asyncio
+    @pytest.mark.parametrize(
+        "name", list(INVALID_CHECKPOINT_NAMES.values()), ids=list(INVALID_CHECKPOINT_NAMES)
+    )
+    async def test_invalid_checkpoint_name_is_rejected_by_delete(
+        self, store: CheckpointStore, name: object
+    ) -> None:
+        with pytest.raises(ValidationError):
+            await store.delete_checkpoint(cast(str, name))
+
+    @pytest.mark.asyncio
     @pytest.mark.parametrize(
         "name", list(INVALID_CHECKPOINT_NAMES.values()), ids=list(INVALID_CHECKPOINT_NAMES)
     )
