@@ -19,6 +19,7 @@ from eventcore.errors import (
     EventCoreError,
     InvalidExpectedVersions,
     InvalidStreamId,
+    ProjectionFailed,
     RetriesExhausted,
     StateReuseMismatch,
     StateReuseRefused,
@@ -57,6 +58,7 @@ EXAMPLES: dict[type[EventCoreError], EventCoreError] = {
     TooManyStreams: TooManyStreams("Chase", 1000, ["chase-998", "chase-999"]),
     StateReuseRefused: StateReuseRefused("Transfer has not opted in to reused state"),
     StateReuseMismatch: StateReuseMismatch("Weighted", 2, 10),
+    ProjectionFailed: ProjectionFailed("balances", 41, "ValueError: bad amount"),
 }
 
 

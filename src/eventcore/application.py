@@ -39,6 +39,8 @@ from eventcore.execute import ExecuteOptions, ExecutionResult, execute
 from eventcore.observe import Observer, ObserverGroup
 from eventcore.observed_store import observe_store
 from eventcore.parallel import execute_all
+from eventcore.projection import Projection, ProjectionRunner, RunnerOptions
+from eventcore.projection._runner import Progress
 from eventcore.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from eventcore.store import EventStore
 from eventcore.subscription import follow
@@ -234,6 +236,29 @@ class Application:
             stream_prefix=stream_prefix,
             stream_pattern=stream_pattern,
             event_types=event_types,
+        )
+
+    def projection_runner(
+        self,
+        projection: Projection,
+        *,
+        options: RunnerOptions | None = None,
+        holder: str | None = None,
+        progress: Progress | None = None,
+        rebuild: bool = False,
+    ) -> ProjectionRunner:
+        """A runner for ``projection`` over this application's store, reporting to
+        its observers (see :class:`~eventcore.projection.ProjectionRunner`); the
+        store must keep checkpoints, leases and dead letters (every bundled one does).
+        """
+        return ProjectionRunner(
+            self._store,  # type: ignore[arg-type]  # checked by the runner
+            projection,
+            options=options,
+            holder=holder,
+            observer=self._observer,
+            progress=progress,
+            rebuild=rebuild,
         )
 
     def decode(self, event: RecordedEvent) -> Any:

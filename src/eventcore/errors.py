@@ -21,9 +21,10 @@ need to import a driver to handle a failure::
     │   ├── EncodingError            an event could not be encoded
     │   ├── UnknownEventType         a stored type name no class is registered under
     │   └── DeserializationError     a stored payload could not be decoded
-    └── StoreError
-        ├── StoreUnavailable         the storage could not be reached or failed
-        └── StoreClosed              the store was used after close()
+    ├── StoreError
+    │   ├── StoreUnavailable         the storage could not be reached or failed
+    │   └── StoreClosed              the store was used after close()
+    └── ProjectionFailed             a projection runner stopped on an error
 
 ``ValidationError`` also derives from :class:`ValueError`, so code that already
 guards user input with ``except ValueError`` keeps working.
@@ -247,3 +248,20 @@ class StateReuseMismatch(ValidationError):
 
     def __reduce__(self) -> tuple[type[StateReuseMismatch], tuple[str, Any, Any]]:
         return (type(self), (self.command, self.reused, self.fresh))
+
+
+# -- the read side ------------------------------------------------------------------
+
+
+class ProjectionFailed(EventCoreError):
+    """A projection runner stopped: an event its failure policy would not skip, a
+    checkpoint that cannot be right, or a store away for longer than it waits."""
+
+    def __init__(self, name: str, position: int, reason: str) -> None:
+        self.name = name
+        self.position = position
+        self.reason = reason
+        super().__init__(f"projection {name!r} stopped at position {position}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ProjectionFailed], tuple[str, int, str]]:
+        return (type(self), (self.name, self.position, self.reason))

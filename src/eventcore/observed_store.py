@@ -29,6 +29,8 @@ from eventcore.store import (
     AppendOutcome,
     BatchAppender,
     CheckpointStore,
+    DeadLetter,
+    DeadLetterStore,
     EventLookup,
     EventStore,
     LeaseStore,
@@ -179,6 +181,24 @@ class _Checkpoints(ObservedStore):
         call = self._inner.load_checkpoint(name)
         return await self._timed("load_checkpoint", call, f"checkpoint {name!r}")
 
+    async def delete_checkpoint(self, name: str) -> None:
+        call = self._inner.delete_checkpoint(name)
+        await self._timed("delete_checkpoint", call, f"checkpoint {name!r}")
+
+
+class _DeadLetters(ObservedStore):
+    async def record_dead_letter(self, letter: DeadLetter) -> None:
+        call = self._inner.record_dead_letter(letter)
+        await self._timed("record_dead_letter", call, f"projection {letter.projection!r}")
+
+    async def dead_letters(self, projection: str) -> list[DeadLetter]:
+        call = self._inner.dead_letters(projection)
+        return await self._timed("dead_letters", call, f"projection {projection!r}")
+
+    async def clear_dead_letters(self, projection: str) -> None:
+        call = self._inner.clear_dead_letters(projection)
+        await self._timed("clear_dead_letters", call, f"projection {projection!r}")
+
 
 class _Leases(ObservedStore):
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
@@ -218,6 +238,7 @@ _CAPABILITIES: tuple[tuple[type, type[ObservedStore]], ...] = (
     (SnapshotStore, _Snapshots),
     (CheckpointStore, _Checkpoints),
     (LeaseStore, _Leases),
+    (DeadLetterStore, _DeadLetters),
     (AppendWaiter, _Waits),
 )
 _CLASSES: dict[tuple[type[ObservedStore], ...], type[ObservedStore]] = {}

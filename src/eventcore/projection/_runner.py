@@ -1,0 +1,523 @@
+"""The projection runner: catch up from the checkpoint, follow live, hold a lease.
+
+One :class:`ProjectionRunner` runs one projection. Several runners (one per
+projection) run side by side and independently: one failing stops only itself.
+Several runners of the *same* projection, in any number of processes, take
+turns: the one holding the lease ``projection:<name>`` works, the others stand by
+and take over within a lease's time after it dies.
+
+The log is read with :class:`~eventcore._tail.LogScanner` (pages, the scanned
+position, waiting at the end) and store outages ride on
+:class:`~eventcore._tail.OutageRetry`: the same pieces :func:`eventcore.follow`
+is made of.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from eventcore._tail import LogScanner, OutageRetry
+from eventcore.errors import ProjectionFailed, ValidationError
+from eventcore.observe import Observer, as_observer
+from eventcore.projection._projection import Projection, check_projection, has_own_batch_handler
+from eventcore.projection._status import ProjectionState, ProjectionStatus, projection_status
+from eventcore.store import (
+    MAX_DEAD_LETTER_ERROR,
+    DeadLetter,
+    LogFilter,
+    ProjectionStore,
+    check_lease_args,
+)
+from eventcore.types import RecordedEvent
+
+_log = logging.getLogger("eventcore.projection")
+
+Progress = Callable[[int, int], None]
+"""``progress(position, head)``: called after each page while catching up."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerOptions:
+    """How a runner reads, checkpoints and holds its lease.
+
+    ``page_size`` events are held in memory at most. The checkpoint is saved after
+    ``checkpoint_every`` events or ``checkpoint_interval`` seconds, whichever comes
+    first, whenever the runner catches up, and when it stops; a crash redelivers at
+    most what came after it. ``poll_interval``: the longest wait at the end of the
+    log (PostgreSQL and the memory store wake the runner sooner; SQLite is polled).
+    ``lease_ttl``: a dead runner's lease lapses after this many seconds; the holder
+    renews it every third of it. ``max_retry_time``: how long an unreachable store
+    is waited for before the runner fails.
+    """
+
+    page_size: int = 500
+    checkpoint_every: int = 100
+    checkpoint_interval: float = 1.0
+    poll_interval: float = 0.5
+    lease_ttl: float = 5.0
+    max_retry_time: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("page_size", "checkpoint_every"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValidationError(f"{name} must be a positive int, got {value!r}")
+        for name in ("checkpoint_interval", "poll_interval", "max_retry_time"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValidationError(f"{name} must be a positive number of seconds, got {value!r}")
+        check_lease_args("-", "-", self.lease_ttl)
+
+
+def default_holder() -> str:
+    """A lease holder id unique to this runner: host, process, and a random tail."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\x00", "\\x00")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text[:MAX_DEAD_LETTER_ERROR]
+
+
+class _LeaseLost(Exception):
+    """Internal: the renewer found the lease gone; processing stops at once."""
+
+
+class ProjectionRunner:
+    """Runs ``projection`` over ``store``: ``start()`` / ``await stop()``, or
+    ``async with``. ``await caught_up()`` returns once it has handled the log up to
+    the head as it was when called; ``await status()`` tells where it is.
+
+    ``rebuild=True`` empties the projection first (its ``reset()``, checkpoint
+    deleted, dead letters cleared) once this runner holds the lease, then replays
+    the log from the start. ``progress(position, head)`` hears each page while
+    catching up. ``observer`` hears ``projection_advanced`` and
+    ``projection_failed``.
+    """
+
+    def __init__(
+        self,
+        store: ProjectionStore,
+        projection: Projection,
+        *,
+        options: RunnerOptions | None = None,
+        holder: str | None = None,
+        observer: Observer | None = None,
+        progress: Progress | None = None,
+        rebuild: bool = False,
+    ) -> None:
+        if not isinstance(store, ProjectionStore):
+            raise ValidationError(
+                f"a projection runner needs a store with reads, checkpoints, leases and dead "
+                f"letters (eventcore.store.ProjectionStore), got {store!r}"
+            )
+        self._filter: LogFilter = check_projection(projection)
+        self._options = options if options is not None else RunnerOptions()
+        if not isinstance(self._options, RunnerOptions):
+            raise ValidationError(f"options must be RunnerOptions, got {options!r}")
+        self._holder = default_holder() if holder is None else holder
+        check_lease_args(projection.name, self._holder)
+        self._store = store
+        self._projection = projection
+        self._observer = as_observer(observer)
+        self._progress = progress
+        self._rebuild_pending = rebuild
+        self._state = ProjectionState.STOPPED
+        self._error: BaseException | None = None
+        self._position = 0
+        self._saved: int | None = None
+        self._unsaved = 0
+        self._saved_at = 0.0
+        self._lease_lost = False
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what callers see ------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._projection.name
+
+    @property
+    def holder(self) -> str:
+        return self._holder
+
+    @property
+    def state(self) -> ProjectionState:
+        return self._state
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    async def status(self) -> ProjectionStatus:
+        return await projection_status(
+            self._store,
+            self.name,
+            state=self._state,
+            position=self._position,
+            last_error=None if self._error is None else _error_text(self._error),
+        )
+
+    def start(self) -> None:
+        """Start running in a task of the current event loop (once)."""
+        if self._task is None or self._task.done():
+            self._error = None
+            self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
+
+    async def run(self) -> None:
+        """Run until stopped (or cancelled); raise ProjectionFailed if it fails."""
+        self.start()
+        assert self._task is not None
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            await self.stop()
+            raise
+        self._raise_if_failed()
+
+    async def stop(self) -> None:
+        """Stop at once, saving the checkpoint of what was handled, releasing the lease."""
+        task = self._task
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def caught_up(self) -> int:
+        """Wait until the runner is live and has handled the log up to its head as
+        it is now; return that position. Raises ProjectionFailed if the runner fails
+        or stops first."""
+        head = await self._store.head_position()
+        while not (self._state is ProjectionState.LIVE and self._position >= head):
+            self._raise_if_failed()
+            if self._task is None or self._task.done():
+                raise ProjectionFailed(
+                    self.name, self._position, f"stopped before catching up with head {head}"
+                )
+            await self._changed.wait()
+        return self._position
+
+    async def __aenter__(self) -> ProjectionRunner:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def _raise_if_failed(self) -> None:
+        error = self._error
+        if error is None:
+            return
+        if isinstance(error, ProjectionFailed):
+            raise ProjectionFailed(error.name, error.position, error.reason) from error
+        raise ProjectionFailed(self.name, self._position, _error_text(error)) from error
+
+    def _notify(self, state: ProjectionState | None = None) -> None:
+        if state is not None:
+            self._state = state
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # -- the lease: stand by, hold, lose ---------------------------------------------
+
+    async def _run(self) -> None:
+        outage = OutageRetry(self._options.max_retry_time, _log)
+        ttl = self._options.lease_ttl
+        try:
+            while True:
+                held = await outage.run(self._acquire, self._position)
+                if not held:
+                    self._notify(ProjectionState.STANDBY)
+                    await asyncio.sleep(min(ttl / 5, 1.0))
+                    continue
+                _log.info("projection %r: lease taken by %s", self.name, self._holder)
+                await self._hold(outage)
+        except asyncio.CancelledError:
+            self._notify(ProjectionState.STOPPED)
+            raise
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            await self._release()  # a no-op unless this runner holds it
+
+    async def _acquire(self) -> bool:
+        return await self._store.acquire_lease(self.name, self._holder, self._options.lease_ttl)
+
+    async def _release(self) -> None:
+        try:
+            await self._store.release_lease(self.name, self._holder)
+        except Exception as exc:  # the lease lapses by itself
+            _log.warning("projection %r: could not release its lease: %s", self.name, exc)
+
+    def _fail(self, exc: Exception) -> None:
+        self._error = exc
+        _log.error("projection %r failed at position %d: %s", self.name, self._position, exc)
+        if self._observer is not None:
+            self._observer.projection_failed(self.name, self._position, exc)
+        self._notify(ProjectionState.FAILED)
+
+    async def _hold(self, outage: OutageRetry) -> None:
+        """Work while renewing the lease; return when the lease is lost."""
+        self._lease_lost = False
+        work = asyncio.create_task(self._work(outage))
+        renew = asyncio.create_task(self._renew())
+        try:
+            await asyncio.wait({work, renew}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            work.cancel()
+            renew.cancel()
+            await asyncio.gather(work, renew, return_exceptions=True)
+        if not work.cancelled() and work.exception() is not None:
+            raise work.exception()  # type: ignore[misc]
+        _log.warning(
+            "projection %r: %s lost its lease at position %d; standing by",
+            self.name,
+            self._holder,
+            self._position,
+        )
+
+    async def _renew(self) -> None:
+        """Renew well before expiry; return (lease lost) if a renewal fails."""
+        ttl = self._options.lease_ttl
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                held = await asyncio.wait_for(self._acquire(), ttl / 3)
+            except Exception as exc:
+                # Not knowing is losing: a holder that cannot renew may have lost it.
+                _log.warning("projection %r: lease renewal failed: %s", self.name, exc)
+                held = False
+            if not held:
+                self._lease_lost = True
+                return
+
+    # -- the work: catch up, follow ----------------------------------------------------
+
+    async def _work(self, outage: OutageRetry) -> None:
+        start = await outage.run(self._start_position, self._position)
+        self._position = start
+        self._saved, self._unsaved, self._saved_at = start, 0, time.monotonic()
+        options = self._options
+        scanner = LogScanner(
+            self._store,
+            after=start,
+            page_size=options.page_size,
+            poll_interval=options.poll_interval,
+            stream_prefix=self._filter.stream_prefix,
+            stream_pattern=self._filter.stream_pattern,
+            event_types=self._filter.event_types,
+        )
+        self._notify(ProjectionState.CATCHING_UP)
+        try:
+            while True:
+                page = await outage.run(scanner.next_page, scanner.scanned)
+                if page:
+                    await self._handle_page(page, outage)
+                self._position = scanner.scanned
+                await self._report(scanner.caught_up)
+                await self._checkpoint(outage, force=scanner.caught_up)
+                if scanner.caught_up:
+                    self._notify(ProjectionState.LIVE)
+                    await outage.run(scanner.wait, scanner.scanned)
+        except asyncio.CancelledError:
+            if not self._lease_lost:
+                await self._final_checkpoint()
+            raise
+
+    async def _start_position(self) -> int:
+        name = self.name
+        if self._rebuild_pending:
+            _log.info("projection %r: rebuilding from the start of the log", name)
+            await self._projection.reset()
+            await self._store.delete_checkpoint(name)
+            await self._store.clear_dead_letters(name)
+            self._rebuild_pending = False
+            return 0
+        checkpoint = await self._store.load_checkpoint(name)
+        head = await self._store.head_position()
+        if checkpoint is not None and checkpoint > head:
+            raise ProjectionFailed(
+                name,
+                checkpoint,
+                f"its checkpoint {checkpoint} is past the log's head {head}: the checkpoint "
+                "belongs to another store, or the log was replaced. Rebuild the projection "
+                "(rebuild=True) or delete the checkpoint",
+            )
+        return checkpoint or 0
+
+    async def _report(self, caught_up: bool) -> None:
+        watching = self._observer is not None and self._observer.listens_to("projection_advanced")
+        if not watching and self._progress is None:
+            return
+        head = self._position if caught_up else await self._store.head_position()
+        if self._observer is not None:
+            self._observer.projection_advanced(self.name, self._position, head)
+        if self._progress is not None:
+            self._progress(self._position, head)
+
+    async def _checkpoint(self, outage: OutageRetry, *, force: bool) -> None:
+        position = self._position
+        if position == self._saved:
+            return
+        due = (
+            self._unsaved >= self._options.checkpoint_every
+            or time.monotonic() - self._saved_at >= self._options.checkpoint_interval
+        )
+        if not (force or due):
+            return
+        await outage.run(lambda: self._store.save_checkpoint(self.name, position), position)
+        self._saved, self._unsaved, self._saved_at = position, 0, time.monotonic()
+
+    async def _final_checkpoint(self) -> None:
+        """One attempt, on stop: a store that is away now loses only redelivery."""
+        if self._position == self._saved:
+            return
+        try:
+            await self._store.save_checkpoint(self.name, self._position)
+        except Exception as exc:
+            _log.warning(
+                "projection %r: could not save checkpoint %d on stop (%s); the events "
+                "after %s will be handled again",
+                self.name,
+                self._position,
+                exc,
+                self._saved,
+            )
+
+    def _advance(self, position: int, count: int) -> None:
+        self._position = position
+        self._unsaved += count
+        self._notify()
+
+    # -- handling events under the failure policy ---------------------------------------
+
+    async def _handle_page(self, page: Sequence[RecordedEvent], outage: OutageRetry) -> None:
+        if has_own_batch_handler(self._projection):
+            try:
+                await self._projection.handle_batch(page)
+            except Exception as exc:
+                _log.warning(
+                    "projection %r: handle_batch failed after position %d (%s); handling "
+                    "the page one event at a time",
+                    self.name,
+                    self._position,
+                    exc,
+                )
+            else:
+                self._advance(page[-1].global_position, len(page))
+                return
+        for event in page:
+            await self._handle_one(event, outage)
+            self._advance(event.global_position, 1)
+            await self._checkpoint(outage, force=False)
+
+    async def _handle_one(self, event: RecordedEvent, outage: OutageRetry) -> None:
+        policy = self._projection.failure_policy
+        retries = 0
+        while True:
+            try:
+                await self._projection.handle(event)
+                return
+            except Exception as exc:
+                if policy.retries_left(retries):
+                    delay = policy.delay(retries)
+                    retries += 1
+                    _log.warning(
+                        "projection %r: event %s at position %d failed (%s); retry %d of %d "
+                        "in %.2f s",
+                        self.name,
+                        event.event_id,
+                        event.global_position,
+                        _error_text(exc),
+                        retries,
+                        policy.max_retries,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                await self._give_up(event, exc, outage)
+                return
+
+    async def _give_up(self, event: RecordedEvent, exc: Exception, outage: OutageRetry) -> None:
+        if self._observer is not None:
+            self._observer.projection_failed(self.name, self._position, exc)
+        if self._projection.failure_policy.gives_up_by == "stop":
+            raise ProjectionFailed(
+                self.name,
+                self._position,
+                f"event {event.event_id} at position {event.global_position} "
+                f"({event.event_type} in {event.stream_id!r}) failed: {_error_text(exc)}",
+            ) from exc
+        letter = DeadLetter(
+            self.name,
+            event.global_position,
+            event.event_id,
+            event.stream_id,
+            event.event_type,
+            _error_text(exc),
+            datetime.now(UTC),
+        )
+        await outage.run(lambda: self._store.record_dead_letter(letter), event.global_position)
+        _log.warning(
+            "projection %r: skipped event %s at position %d (%s); recorded as a dead letter",
+            self.name,
+            event.event_id,
+            event.global_position,
+            letter.error,
+        )
+
+
+async def run_projection(
+    store: ProjectionStore,
+    projection: Projection,
+    *,
+    options: RunnerOptions | None = None,
+    holder: str | None = None,
+    observer: Observer | None = None,
+) -> None:
+    """Run ``projection`` until cancelled (then stop cleanly, checkpoint saved);
+    raise :class:`~eventcore.errors.ProjectionFailed` if it fails."""
+    runner = ProjectionRunner(store, projection, options=options, holder=holder, observer=observer)
+    await runner.run()
+
+
+async def rebuild_projection(
+    store: ProjectionStore,
+    projection: Projection,
+    *,
+    progress: Progress | None = None,
+    options: RunnerOptions | None = None,
+    holder: str | None = None,
+    observer: Observer | None = None,
+) -> ProjectionStatus:
+    """Empty ``projection`` and replay the log into it up to the head as it is when
+    the replay catches up; return its status then. Writes may go on meanwhile. Stop
+    the projection's running runners first: the rebuild waits for the lease."""
+    runner = ProjectionRunner(
+        store,
+        projection,
+        options=options,
+        holder=holder,
+        observer=observer,
+        progress=progress,
+        rebuild=True,
+    )
+    async with runner:
+        await runner.caught_up()
+        return await runner.status()
