@@ -23,6 +23,7 @@ from eventcore.errors import (
     EventCoreError,
     InvalidExpectedVersions,
     InvalidStreamId,
+    ProjectionFailed,
     RetriesExhausted,
     StateReuseMismatch,
     StateReuseRefused,
@@ -39,16 +40,19 @@ from eventcore.execute import ExecutionResult, execute
 from eventcore.observe import CommandReport, Observer, ObserverGroup
 from eventcore.observed_store import observe_store
 from eventcore.parallel import execute_all
+from eventcore.projection import FailurePolicy, Projection, ProjectionRunner
 from eventcore.retry import RetryPolicy
 from eventcore.store import (
     BatchAppender,
     CheckpointStore,
+    DeadLetter,
     EventAppender,
     EventLookup,
     EventReader,
     EventStore,
     LeaseStore,
     LogFilter,
+    ProjectionStore,
     SnapshotStore,
 )
 from eventcore.subscription import follow
@@ -76,6 +80,7 @@ __all__ = [
     "Command",
     "CommandReport",
     "ConcurrencyError",
+    "DeadLetter",
     "DeserializationError",
     "DuplicateEventId",
     "EncodingError",
@@ -86,6 +91,7 @@ __all__ = [
     "EventReader",
     "EventStore",
     "ExecutionResult",
+    "FailurePolicy",
     "GroupCommitSettings",
     "InMemoryEventStore",
     "InvalidExpectedVersions",
@@ -95,6 +101,10 @@ __all__ = [
     "NewEvent",
     "Observer",
     "ObserverGroup",
+    "Projection",
+    "ProjectionFailed",
+    "ProjectionRunner",
+    "ProjectionStore",
     "RecordedEvent",
     "RetriesExhausted",
     "RetryPolicy",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 from eventcore._text import check_storable_text
 from eventcore.errors import ValidationError
@@ -115,11 +115,11 @@ class Projection(abc.ABC):
     (an upsert keyed by the event's position or id, not an increment).
     """
 
-    name: ClassVar[str]
-    stream_prefix: ClassVar[str | None] = None
-    stream_pattern: ClassVar[str | None] = None
-    event_types: ClassVar[Collection[str] | None] = None
-    failure_policy: ClassVar[FailurePolicy] = FailurePolicy()
+    name: str
+    stream_prefix: str | None = None
+    stream_pattern: str | None = None
+    event_types: Collection[str] | None = None
+    failure_policy: FailurePolicy = FailurePolicy()
 
     @abc.abstractmethod
     async def handle(self, event: RecordedEvent) -> None:

@@ -199,11 +199,11 @@ class ProjectionRunner:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    async def caught_up(self) -> int:
-        """Wait until the runner is live and has handled the log up to its head as
-        it is now; return that position. Raises ProjectionFailed if the runner fails
-        or stops first."""
-        head = await self._store.head_position()
+    async def caught_up(self, position: int | None = None) -> int:
+        """Wait until the runner is live and has handled the log up to ``position``
+        (default: the log's head as it is now); return where it is. Raises
+        ProjectionFailed if the runner fails or stops first."""
+        head = await self._store.head_position() if position is None else position
         while not (self._state is ProjectionState.LIVE and self._position >= head):
             self._raise_if_failed()
             if self._task is None or self._task.done():
@@ -212,6 +212,12 @@ class ProjectionRunner:
                 )
             await self._changed.wait()
         return self._position
+
+    async def wait_for_state(self, *states: ProjectionState) -> ProjectionState:
+        """Wait until the runner is in one of ``states``; return it."""
+        while self._state not in states:
+            await self._changed.wait()
+        return self._state
 
     async def __aenter__(self) -> ProjectionRunner:
         self.start()
@@ -335,7 +341,7 @@ class ProjectionRunner:
                 if scanner.caught_up:
                     self._notify(ProjectionState.LIVE)
                     await outage.run(scanner.wait, scanner.scanned)
-        except asyncio.CancelledError:
+        except BaseException:  # stopped or failed: keep what was handled
             if not self._lease_lost:
                 await self._final_checkpoint()
             raise
