@@ -21,9 +21,10 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from eventcore._tail import LogScanner, OutageRetry
 from eventcore.errors import ProjectionFailed, ValidationError
@@ -140,6 +141,7 @@ class ProjectionRunner:
         self._saved_at = 0.0
         self._lease_lost = False
         self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     # -- what callers see ------------------------------------------------------------
@@ -177,6 +179,7 @@ class ProjectionRunner:
         """Start running in a task of the current event loop (once)."""
         if self._task is None or self._task.done():
             self._error = None
+            self._stopping = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name=f"projection {self.name}")
 
     async def run(self) -> None:
@@ -195,7 +198,12 @@ class ProjectionRunner:
         task = self._task
         if task is None:
             return
-        task.cancel()
+        # Cooperative first: a store call cut off by cancellation can leave its
+        # connection unusable, so the runner stops between events and waits.
+        self._stopping.set()
+        done, _ = await asyncio.wait({task}, timeout=self._options.lease_ttl)
+        if not done:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
@@ -250,10 +258,13 @@ class ProjectionRunner:
                 held = await outage.run(self._acquire, self._position)
                 if not held:
                     self._notify(ProjectionState.STANDBY)
-                    await asyncio.sleep(min(ttl / 5, 1.0))
+                    await self._unless_stopping(asyncio.sleep(min(ttl / 5, 1.0)))
                     continue
                 _log.info("projection %r: lease taken by %s", self.name, self._holder)
                 await self._hold(outage)
+                if self._stopping.is_set():
+                    self._notify(ProjectionState.STOPPED)
+                    return
         except asyncio.CancelledError:
             self._notify(ProjectionState.STOPPED)
             raise
@@ -291,6 +302,8 @@ class ProjectionRunner:
             await asyncio.gather(work, renew, return_exceptions=True)
         if not work.cancelled() and work.exception() is not None:
             raise work.exception()  # type: ignore[misc]
+        if self._stopping.is_set():
+            return
         _log.warning(
             "projection %r: %s lost its lease at position %d; standing by",
             self.name,
@@ -331,20 +344,39 @@ class ProjectionRunner:
         )
         self._notify(ProjectionState.CATCHING_UP)
         try:
-            while True:
+            while not self._stopping.is_set():
                 page = await outage.run(scanner.next_page, scanner.scanned)
                 if page:
                     await self._handle_page(page, outage)
+                if self._stopping.is_set():
+                    break  # mid-page: the position is the last event handled
                 self._position = scanner.scanned
                 await self._report(scanner.caught_up)
                 await self._checkpoint(outage, force=scanner.caught_up)
                 if scanner.caught_up:
                     self._notify(ProjectionState.LIVE)
-                    await outage.run(scanner.wait, scanner.scanned)
+                    await self._unless_stopping(outage.run(scanner.wait, scanner.scanned))
         except BaseException:  # stopped or failed: keep what was handled
             if not self._lease_lost:
                 await self._final_checkpoint()
             raise
+        await self._final_checkpoint()
+
+    async def _unless_stopping(self, wait: Coroutine[Any, Any, object]) -> None:
+        """Wait for ``wait`` (a sleep, or a wait for appends), cut short by stop()."""
+        if self._stopping.is_set():
+            wait.close()
+            return
+        waiting = asyncio.ensure_future(wait)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, stopping):
+                task.cancel()
+            await asyncio.gather(waiting, stopping, return_exceptions=True)
+        if not waiting.cancelled() and waiting.exception() is not None:
+            raise waiting.exception()  # type: ignore[misc]
 
     async def _start_position(self) -> int:
         name = self.name
@@ -429,6 +461,8 @@ class ProjectionRunner:
                 self._advance(page[-1].global_position, len(page))
                 return
         for event in page:
+            if self._stopping.is_set():
+                return
             await self._handle_one(event, outage)
             self._advance(event.global_position, 1)
             await self._checkpoint(outage, force=False)
