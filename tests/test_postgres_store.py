@@ -548,6 +548,121 @@ async def test_an_append_whose_connection_dies_while_waiting_leaves_nothing_behi
         assert written.positions == (1, 2)
 
 
+@contextlib.asynccontextmanager
+async def events_locked(schema: str) -> AsyncIterator[None]:
+    """Hold an exclusive lock on the events table, so every read waits on it."""
+    async with raw_connection() as locker:
+        blocking = locker.transaction()
+        await blocking.start()
+        try:
+            await locker.execute(f'LOCK TABLE "{schema}".events IN ACCESS EXCLUSIVE MODE')
+            yield
+        finally:
+            await blocking.rollback()
+
+
+async def test_a_read_whose_connection_is_terminated_mid_query_never_leaks_a_driver_error(
+    pg_schema: str,
+):
+    name = unique_application_name()
+    # One connection: the read's retry must not be handed the connection that
+    # just died (asyncpg can see the server's error before the socket closes).
+    async with (
+        await pg.fresh_store(
+            pg_schema, application_name=name, min_connections=1, max_connections=1
+        ) as store,
+        raw_connection() as admin,
+    ):
+        await store.append(request({"s": 0}, event("s")))
+        async with events_locked(pg_schema):
+            read = asyncio.create_task(store.read_all())
+            waiting = await eventually(
+                lambda: lock_waiters(admin, name), "the read to wait for the lock"
+            )
+            await terminate(admin, waiting)
+        with contextlib.suppress(StoreUnavailable):  # the retry may meet it too
+            await read
+        for _ in range(5):
+            assert [e.global_position for e in await store.read_all()] == [1]
+
+
+async def test_a_query_cancelled_by_its_task_discards_its_connection(pg_schema: str):
+    name = unique_application_name()
+    async with (
+        await pg.fresh_store(
+            pg_schema, application_name=name, min_connections=1, max_connections=1
+        ) as store,
+        raw_connection() as admin,
+    ):
+        await store.append(request({"s": 0}, event("s")))
+        async with events_locked(pg_schema):
+            read = asyncio.create_task(store.read_all())
+            waiting = await eventually(
+                lambda: lock_waiters(admin, name), "the read to wait for the lock"
+            )
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await read
+
+        # Its state unknown, the connection was terminated, not pooled again (the
+        # server notices once the lock no longer holds its backend).
+        async def cancelled_backend_gone() -> bool:
+            return not await backend_pids(admin, name) & waiting
+
+        await eventually(cancelled_backend_gone, "the cancelled read's backend to exit")
+        assert [e.global_position for e in await store.read_all()] == [1]
+        assert not await backend_pids(admin, name) & waiting
+
+
+async def test_reads_while_pooled_connections_are_killed_fail_at_most_once_per_connection(
+    pg_schema: str,
+):
+    name = unique_application_name()
+    connections, readers, reads_each, rounds = 4, 4, 50, 3
+    async with (
+        await pg.fresh_store(
+            pg_schema,
+            application_name=name,
+            min_connections=connections,
+            max_connections=connections,
+        ) as store,
+        raw_connection() as admin,
+    ):
+        for n in range(10):
+            events = [event("s") for _ in range(50)]
+            await store.append(request({"s": n * 50}, *events))
+        completed = 0
+        progressed = asyncio.Condition()
+        lost: list[StoreUnavailable] = []
+        other: list[BaseException] = []
+
+        async def reader() -> None:
+            nonlocal completed
+            for _ in range(reads_each):
+                try:
+                    assert len(await store.read_all()) == 500
+                except StoreUnavailable as exc:
+                    lost.append(exc)
+                except Exception as exc:
+                    other.append(exc)
+                async with progressed:
+                    completed += 1
+                    progressed.notify_all()
+
+        tasks = [asyncio.create_task(reader()) for _ in range(readers)]
+        killed = 0
+        for round_ in range(1, rounds + 1):
+            # Kill every backend of the store (the listener's too) mid-reads.
+            async with progressed:
+                await progressed.wait_for(lambda: completed >= round_ * 10)  # noqa: B023
+            pids = await backend_pids(admin, name)
+            killed += len(pids)
+            await terminate(admin, pids)
+        await asyncio.gather(*tasks)
+        assert other == []  # never InternalClientError, nor any other raw error
+        assert len(lost) <= killed
+
+
 # -- LISTEN/NOTIFY ------------------------------------------------------------------
 
 
