@@ -211,10 +211,10 @@ class PostgresEventStore:
                 raise
 
     async def _give_back(self, conn: Connection, keep: bool) -> None:
-        """Release a connection for reuse, or terminate it: a terminated connection
+        """Release a connection for reuse, or discard it: a discarded connection
         frees its pool slot at once, and the pool connects anew on demand."""
         if not keep:
-            _terminate(conn)
+            await self._discard(conn)
             return
         try:
             await self._pool.release(conn)
@@ -222,6 +222,15 @@ class PostgresEventStore:
             # The operation itself is over (an append may have committed): a
             # connection that cannot be released is dropped, not reported.
             _terminate(conn)
+
+    async def _discard(self, conn: Connection) -> None:
+        # close(), not terminate(): it first lets asyncpg's cancellation of an
+        # abandoned statement (timed out, or its task cancelled) reach the server.
+        # A terminated client alone goes unnoticed by a backend waiting on a lock,
+        # and the statement would go on to commit. close() aborts the connection
+        # if it fails; one the pool already took back refuses (InterfaceError).
+        with contextlib.suppress(*DRIVER_ERRORS):
+            await conn.close(timeout=self._config.command_timeout)
 
     async def _read(self, operation: str, run: Callable[[Connection], Awaitable[T]]) -> T:
         """Run a read, once more on a fresh connection if the first one was lost
