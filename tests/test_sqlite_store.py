@@ -26,6 +26,7 @@ from eventcore.backends.sqlite._schema import SCHEMA_VERSION
 from eventcore.errors import (
     DeserializationError,
     StoreClosed,
+    StoreError,
     StoreUnavailable,
     ValidationError,
     VersionConflict,
@@ -303,11 +304,16 @@ async def test_a_path_in_a_missing_directory_raises_store_unavailable(tmp_path: 
     assert isinstance(caught.value.__cause__, sqlite3.Error)
 
 
-async def test_a_file_that_is_not_a_database_raises_store_unavailable(tmp_path: Path) -> None:
+async def test_a_file_that_is_not_a_database_is_a_store_error_not_an_outage(
+    tmp_path: Path,
+) -> None:
+    # Waiting will not make it a database: StoreError with SQLite's message, not
+    # StoreUnavailable (which says "try again later").
     path = tmp_path / "notes.txt"
     path.write_bytes(b"this is not a database, just some text " * 100)
-    with pytest.raises(StoreUnavailable, match="not a database") as caught:
+    with pytest.raises(StoreError, match="file is not a database") as caught:
         await SQLiteEventStore.open(path)
+    assert not isinstance(caught.value, StoreUnavailable)
     assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
 
 

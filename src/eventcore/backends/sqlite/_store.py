@@ -11,6 +11,7 @@ writer thread, and across processes on SQLite's write lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -33,8 +34,9 @@ from eventcore.backends._group_commit import (
     lost_connection,
 )
 from eventcore.backends.sqlite import _ops
+from eventcore.backends.sqlite._errors import sqlite_translated
 from eventcore.backends.sqlite._schema import Synchronous, connect_reader, connect_writer
-from eventcore.errors import EventCoreError, StoreClosed, StoreUnavailable, ValidationError
+from eventcore.errors import EventCoreError, StoreClosed, ValidationError
 from eventcore.store import (
     DEFAULT_PAGE_SIZE,
     AppendOutcome,
@@ -160,10 +162,8 @@ class SQLiteEventStore:
             self._started = True
 
     def _open_writer(self) -> None:
-        try:
+        with self._translated():
             self._writer_conn = connect_writer(self._path, self._busy_timeout, self._synchronous)
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
 
     async def close(self) -> None:
         """Refuse new work, finish the appends already accepted (group commit waits
@@ -219,13 +219,11 @@ class SQLiteEventStore:
         conn = self._writer_conn
         if conn is None:
             raise StoreClosed(_NAME)
-        try:
+        with self._translated():
             return job(conn)
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
 
     def _on_reader(self, job: Job[T]) -> T:
-        try:
+        with self._translated():
             conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
             if conn is None:
                 conn = connect_reader(self._path, self._busy_timeout)
@@ -233,17 +231,9 @@ class SQLiteEventStore:
                     self._reader_conns.append(conn)
                 self._local.conn = conn
             return job(conn)
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
 
-    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
-        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
-            return StoreUnavailable(
-                f"SQLite file {self._path!r} stayed locked by another connection for "
-                f"longer than busy_timeout={self._busy_timeout}s ({exc}); retry later "
-                "or raise busy_timeout"
-            )
-        return StoreUnavailable(f"SQLite file {self._path!r} failed: {type(exc).__name__}: {exc}")
+    def _translated(self) -> contextlib.AbstractContextManager[None]:
+        return sqlite_translated(self._path, self._busy_timeout)
 
     # -- events ------------------------------------------------------------------------
 
