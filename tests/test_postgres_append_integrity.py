@@ -210,7 +210,7 @@ def test_each_request_of_a_batch_that_hit_a_lock_error_gets_its_own_outcome() ->
     assert all(isinstance(o, StoreUnavailable) for o in outcomes[1:])
     assert outcomes[1] is not outcomes[2]
     assert "deadlock detected" in str(outcomes[1])
-    assert all(o.__cause__ is cause for o in outcomes)
+    assert all(isinstance(o, Exception) and o.__cause__ is cause for o in outcomes)
 
 
 async def test_a_lock_timeout_on_an_unmoved_stream_is_store_unavailable(pg_schema: str) -> None:

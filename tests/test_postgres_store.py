@@ -137,7 +137,7 @@ async def terminate(admin: asyncpg.Connection, pids: set[int]) -> None:
         alive = await admin.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", list(pids)
         )
-        return alive == 0
+        return bool(alive == 0)
 
     await eventually(gone, f"backends {sorted(pids)} to exit")
 
@@ -153,7 +153,7 @@ def free_port() -> int:
 # -- configuration ------------------------------------------------------------------
 
 
-def test_the_production_preset_has_exactly_the_seeds_pool_settings():
+def test_the_production_preset_has_exactly_the_seeds_pool_settings() -> None:
     config = PostgresConfig.production("postgresql://app@db/app")
     assert asdict(config) == {
         "dsn": "postgresql://app@db/app",
@@ -177,7 +177,7 @@ def test_the_production_preset_has_exactly_the_seeds_pool_settings():
     }
 
 
-def test_the_development_preset_is_a_small_pool_with_short_timeouts():
+def test_the_development_preset_is_a_small_pool_with_short_timeouts() -> None:
     config = PostgresConfig.development()
     assert asdict(config) == {
         "dsn": None,
@@ -202,7 +202,9 @@ def test_the_development_preset_is_a_small_pool_with_short_timeouts():
 
 
 @pytest.mark.parametrize("preset", [PostgresConfig.production, PostgresConfig.development])
-def test_preset_overrides_replace_only_the_named_settings(preset: Callable[..., PostgresConfig]):
+def test_preset_overrides_replace_only_the_named_settings(
+    preset: Callable[..., PostgresConfig],
+) -> None:
     plain = preset("postgresql://app@db/app")
     changed = preset("postgresql://app@db/app", schema="bank", max_connections=50)
     assert (changed.schema, changed.max_connections) == ("bank", 50)
@@ -235,24 +237,24 @@ def test_preset_overrides_replace_only_the_named_settings(preset: Callable[..., 
         ("application_name", "x" * 64),
     ],
 )
-def test_an_invalid_setting_is_refused_naming_the_value(setting: str, value: object):
+def test_an_invalid_setting_is_refused_naming_the_value(setting: str, value: object) -> None:
     with pytest.raises(ValidationError) as caught:
-        PostgresConfig.production(**{setting: value})
+        PostgresConfig.production(**{setting: value})  # type: ignore[arg-type]
     assert setting in str(caught.value)
     assert repr(value) in str(caught.value)
 
 
-def test_a_schema_name_of_48_lower_case_characters_is_accepted():
+def test_a_schema_name_of_48_lower_case_characters_is_accepted() -> None:
     assert PostgresConfig(schema="a" * 48).schema == "a" * 48
     assert PostgresConfig(schema="_bank_2").schema == "_bank_2"
 
 
-def test_min_connections_above_max_connections_is_refused_naming_both():
+def test_min_connections_above_max_connections_is_refused_naming_both() -> None:
     with pytest.raises(ValidationError, match=r"min_connections \(6\).*max_connections \(5\)"):
         PostgresConfig.development(min_connections=6)
 
 
-def test_repr_never_shows_the_password_of_the_dsn():
+def test_repr_never_shows_the_password_of_the_dsn() -> None:
     config = PostgresConfig.production(f"postgresql://app:{PASSWORD}@db:5432/app", schema="bank")
     assert PASSWORD not in repr(config)
     assert PASSWORD not in str(config)
@@ -264,7 +266,7 @@ def test_repr_never_shows_the_password_of_the_dsn():
 
 async def test_opening_without_a_dsn_or_the_environment_variable_names_the_variable(
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     monkeypatch.delenv(DATABASE_URL_VARIABLE, raising=False)
     with pytest.raises(ValidationError, match=DATABASE_URL_VARIABLE):
         await PostgresEventStore.open(PostgresConfig.development(schema="never_created"))
@@ -272,7 +274,7 @@ async def test_opening_without_a_dsn_or_the_environment_variable_names_the_varia
 
 async def test_the_environment_variable_gives_the_dsn_when_none_is_configured(
     pg_schema: str, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     monkeypatch.setenv(DATABASE_URL_VARIABLE, pg.PG_URL)
     config = PostgresConfig.development(schema=pg_schema)
     assert config.dsn is None
@@ -290,13 +292,13 @@ async def test_the_environment_variable_gives_the_dsn_when_none_is_configured(
     ],
     ids=["port-not-a-number", "key-value-form", "no-scheme"],
 )
-async def test_a_malformed_dsn_is_a_validation_error_that_hides_the_password(dsn: str):
+async def test_a_malformed_dsn_is_a_validation_error_that_hides_the_password(dsn: str) -> None:
     with pytest.raises(ValidationError, match="DSN") as caught:
         await PostgresEventStore.open(PostgresConfig.development(dsn, schema="never_created"))
     assert PASSWORD not in str(caught.value)
 
 
-async def test_a_port_where_nothing_listens_raises_store_unavailable_at_once():
+async def test_a_port_where_nothing_listens_raises_store_unavailable_at_once() -> None:
     dsn = f"postgresql://app:{PASSWORD}@127.0.0.1:{free_port()}/test"
     with pytest.raises(StoreUnavailable) as caught:
         # A refused connection is known at once: waiting out connect_timeout (an
@@ -309,7 +311,7 @@ async def test_a_port_where_nothing_listens_raises_store_unavailable_at_once():
     assert PASSWORD not in str(caught.value)
 
 
-async def test_a_server_that_never_answers_raises_store_unavailable_after_connect_timeout():
+async def test_a_server_that_never_answers_raises_store_unavailable_after_connect_timeout() -> None:
     accepted: list[asyncio.StreamWriter] = []
 
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -339,7 +341,9 @@ async def test_a_server_that_never_answers_raises_store_unavailable_after_connec
 # -- the pool applies its settings --------------------------------------------------
 
 
-async def test_every_store_connection_carries_the_configured_application_name(pg_schema: str):
+async def test_every_store_connection_carries_the_configured_application_name(
+    pg_schema: str,
+) -> None:
     name = unique_application_name()
     async with (
         await pg.fresh_store(pg_schema, application_name=name, min_connections=2) as store,
@@ -352,7 +356,7 @@ async def test_every_store_connection_carries_the_configured_application_name(pg
 @pytest.mark.parametrize(("command_timeout", "shown"), [(7, "7s"), (2.5, "2500ms")])
 async def test_store_connections_have_statement_timeout_equal_to_command_timeout(
     pg_schema: str, command_timeout: float, shown: str
-):
+) -> None:
     async with await pg.fresh_store(pg_schema, command_timeout=command_timeout) as store:
         # No public method runs arbitrary SQL, so ask through the private pool.
         conn = await store._pool.acquire()
@@ -364,7 +368,7 @@ async def test_store_connections_have_statement_timeout_equal_to_command_timeout
 
 async def test_an_append_outlasting_command_timeout_is_cancelled_and_writes_nothing(
     pg_schema: str,
-):
+) -> None:
     # One connection: the cancelled one must come back to the pool usable.
     async with (
         await pg.fresh_store(
@@ -404,7 +408,7 @@ async def test_an_append_outlasting_command_timeout_is_cancelled_and_writes_noth
 )
 async def test_stored_events_cannot_be_changed_through_a_raw_connection(
     pg_schema: str, statement: str
-):
+) -> None:
     async with await pg.fresh_store(pg_schema) as store, raw_connection() as raw:
         await store.append(request({"s": 0}, event("s", "Real", b'{"real": true}')))
         with pytest.raises(asyncpg.RaiseError, match="immutable"):
@@ -423,7 +427,7 @@ UNUSUAL_STREAM_IDS = [
 ]
 
 
-async def test_unusual_stream_ids_are_stored_byte_for_byte(pg_schema: str):
+async def test_unusual_stream_ids_are_stored_byte_for_byte(pg_schema: str) -> None:
     async with await pg.fresh_store(pg_schema) as store, raw_connection() as raw:
         await store.append(
             request({s: 0 for s in UNUSUAL_STREAM_IDS}, *map(event, UNUSUAL_STREAM_IDS))
@@ -440,7 +444,7 @@ async def test_unusual_stream_ids_are_stored_byte_for_byte(pg_schema: str):
         )
 
 
-async def test_stores_on_different_schemas_of_one_database_are_isolated(pg_schema: str):
+async def test_stores_on_different_schemas_of_one_database_are_isolated(pg_schema: str) -> None:
     other_schema = pg.new_schema_name()
     try:
         async with (
@@ -463,7 +467,9 @@ async def test_stores_on_different_schemas_of_one_database_are_isolated(pg_schem
 # -- payload size -------------------------------------------------------------------
 
 
-async def test_a_payload_over_max_payload_bytes_is_refused_and_nothing_is_written(pg_schema: str):
+async def test_a_payload_over_max_payload_bytes_is_refused_and_nothing_is_written(
+    pg_schema: str,
+) -> None:
     bulky = b'{"text": "' + b"x" * 1000 + b'"}'
     async with await pg.fresh_store(pg_schema, max_payload_bytes=1000) as store:
         with pytest.raises(ValidationError) as caught:
@@ -478,7 +484,7 @@ async def test_a_payload_over_max_payload_bytes_is_refused_and_nothing_is_writte
         assert await store.stream_version("small") == 0
 
 
-async def test_a_payload_over_the_limit_refuses_the_whole_append_many_batch(pg_schema: str):
+async def test_a_payload_over_the_limit_refuses_the_whole_append_many_batch(pg_schema: str) -> None:
     async with await pg.fresh_store(pg_schema, max_payload_bytes=1000) as store:
         with pytest.raises(ValidationError, match="'big-one'"):
             await store.append_many(
@@ -490,7 +496,7 @@ async def test_a_payload_over_the_limit_refuses_the_whole_append_many_batch(pg_s
         assert await store.read_all() == []
 
 
-async def test_a_payload_of_exactly_max_payload_bytes_is_accepted(pg_schema: str):
+async def test_a_payload_of_exactly_max_payload_bytes_is_accepted(pg_schema: str) -> None:
     exact = b'"' + b"x" * 998 + b'"'
     async with await pg.fresh_store(pg_schema, max_payload_bytes=1000) as store:
         await store.append(request({"s": 0}, event("s", payload=exact)))
@@ -501,7 +507,7 @@ async def test_a_payload_of_exactly_max_payload_bytes_is_accepted(pg_schema: str
 # -- connections lost ---------------------------------------------------------------
 
 
-async def test_the_store_recovers_after_the_server_drops_its_connections(pg_schema: str):
+async def test_the_store_recovers_after_the_server_drops_its_connections(pg_schema: str) -> None:
     name = unique_application_name()
     async with (
         await pg.fresh_store(pg_schema, application_name=name, min_connections=3) as store,
@@ -526,7 +532,7 @@ async def test_the_store_recovers_after_the_server_drops_its_connections(pg_sche
 
 async def test_an_append_whose_connection_dies_while_waiting_leaves_nothing_behind(
     pg_schema: str,
-):
+) -> None:
     name = unique_application_name()
     # One connection: the dead one's pool slot must be given back.
     async with (
@@ -575,7 +581,7 @@ async def events_locked(schema: str) -> AsyncIterator[None]:
 
 async def test_a_read_whose_connection_is_terminated_mid_query_never_leaks_a_driver_error(
     pg_schema: str,
-):
+) -> None:
     name = unique_application_name()
     # One connection: the read's retry must not be handed the connection that
     # just died (asyncpg can see the server's error before the socket closes).
@@ -598,7 +604,7 @@ async def test_a_read_whose_connection_is_terminated_mid_query_never_leaks_a_dri
             assert [e.global_position for e in await store.read_all()] == [1]
 
 
-async def test_a_query_cancelled_by_its_task_discards_its_connection(pg_schema: str):
+async def test_a_query_cancelled_by_its_task_discards_its_connection(pg_schema: str) -> None:
     name = unique_application_name()
     async with (
         await pg.fresh_store(
@@ -628,7 +634,7 @@ async def test_a_query_cancelled_by_its_task_discards_its_connection(pg_schema: 
 
 async def test_reads_while_pooled_connections_are_killed_fail_at_most_once_per_connection(
     pg_schema: str,
-):
+) -> None:
     name = unique_application_name()
     connections, readers, reads_each, rounds = 4, 4, 50, 3
     async with (
@@ -678,7 +684,7 @@ async def test_reads_while_pooled_connections_are_killed_fail_at_most_once_per_c
 # -- LISTEN/NOTIFY ------------------------------------------------------------------
 
 
-async def test_a_waiting_reader_wakes_promptly_when_another_store_appends(pg_schema: str):
+async def test_a_waiting_reader_wakes_promptly_when_another_store_appends(pg_schema: str) -> None:
     name = unique_application_name()
     async with (
         await pg.fresh_store(pg_schema, application_name=name) as reader,
@@ -692,7 +698,7 @@ async def test_a_waiting_reader_wakes_promptly_when_another_store_appends(pg_sch
         assert await finishes_within(waiter, 5), "not woken by the append (max_wait is 30 s)"
 
 
-async def test_a_wait_after_an_already_announced_append_returns_at_once(pg_schema: str):
+async def test_a_wait_after_an_already_announced_append_returns_at_once(pg_schema: str) -> None:
     name = unique_application_name()
     async with (
         await pg.fresh_store(pg_schema, application_name=name) as reader,
@@ -707,14 +713,18 @@ async def test_a_wait_after_an_already_announced_append_returns_at_once(pg_schem
         assert await finishes_within(again, 1)
 
 
-async def test_a_wait_returns_at_once_when_the_log_grew_before_anyone_listened(pg_schema: str):
+async def test_a_wait_returns_at_once_when_the_log_grew_before_anyone_listened(
+    pg_schema: str,
+) -> None:
     async with await pg.fresh_store(pg_schema) as store:
         await store.append(request({"s": 0}, event("s"), event("s")))
         waiter = asyncio.create_task(store.wait_for_append(after=1, max_wait=30))
         assert await finishes_within(waiter, 2)
 
 
-async def test_a_lost_listener_connection_means_polling_until_it_listens_again(pg_schema: str):
+async def test_a_lost_listener_connection_means_polling_until_it_listens_again(
+    pg_schema: str,
+) -> None:
     name = unique_application_name()
     async with (
         await pg.fresh_store(pg_schema, application_name=name) as reader,
@@ -738,7 +748,7 @@ async def test_a_lost_listener_connection_means_polling_until_it_listens_again(p
         assert await finishes_within(waiter, 5), "not woken after re-listening (max_wait 30 s)"
 
 
-async def test_a_waiter_is_not_woken_by_appends_to_another_schema(pg_schema: str):
+async def test_a_waiter_is_not_woken_by_appends_to_another_schema(pg_schema: str) -> None:
     name = unique_application_name()
     other_schema = pg.new_schema_name()
     try:
@@ -815,7 +825,7 @@ OPERATIONS: dict[str, Callable[[PostgresEventStore], Awaitable[object]]] = {
 
 async def test_while_the_server_is_down_every_call_raises_store_unavailable(
     cluster: pg_cluster.Cluster,
-):
+) -> None:
     async with await cluster_store(cluster) as store:
         await store.append(request({"s": 0}, event("s")))
         await store.wait_for_append(after=0, max_wait=0.01)  # the listener connects
@@ -835,7 +845,7 @@ async def test_while_the_server_is_down_every_call_raises_store_unavailable(
 
 async def test_calls_racing_a_server_restart_raise_only_store_unavailable(
     cluster: pg_cluster.Cluster,
-):
+) -> None:
     async with await cluster_store(cluster) as store:
         await store.append(request({"s": 0}, event("s")))
         restarted = asyncio.Event()
@@ -872,7 +882,7 @@ async def test_calls_racing_a_server_restart_raise_only_store_unavailable(
             await execute(store, Deposit(f"acc-{n}", 1), codec=bank_codec)
 
 
-async def test_the_store_recovers_after_a_real_server_restart(cluster: pg_cluster.Cluster):
+async def test_the_store_recovers_after_a_real_server_restart(cluster: pg_cluster.Cluster) -> None:
     async with await cluster_store(cluster) as store:
         await store.append(request({"s": 0}, event("s")))
         await cluster.restart()
@@ -911,7 +921,7 @@ class CountingReader:
 
 async def test_a_follower_started_before_a_restart_sees_every_event_exactly_once(
     cluster: pg_cluster.Cluster,
-):
+) -> None:
     async with await cluster_store(cluster) as store:
         for _ in range(3):
             await append_next(store, "s")
@@ -919,7 +929,7 @@ async def test_a_follower_started_before_a_restart_sees_every_event_exactly_once
         seen: list[int] = []
 
         async def follower() -> None:
-            async for recorded in follow(reader, poll_interval=0.05):  # type: ignore[arg-type]
+            async for recorded in follow(reader, poll_interval=0.05):
                 seen.append(recorded.global_position)
                 if len(seen) == 6:
                     return

@@ -76,7 +76,9 @@ async def test_events_checkpoints_and_leases_persist_across_close_and_reopen(db_
         assert await second.lease_holder("leader") == "node-a"
 
 
-async def test_file_is_in_wal_mode_and_records_its_schema_version(store, db_path: Path) -> None:
+async def test_file_is_in_wal_mode_and_records_its_schema_version(
+    store: SQLiteEventStore, db_path: Path
+) -> None:
     await store.append(request({"s": 0}, event("s")))
     with raw_connection(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -84,7 +86,9 @@ async def test_file_is_in_wal_mode_and_records_its_schema_version(store, db_path
     conn.close()
 
 
-async def test_payload_and_metadata_are_stored_as_readable_json_text(store, db_path: Path) -> None:
+async def test_payload_and_metadata_are_stored_as_readable_json_text(
+    store: SQLiteEventStore, db_path: Path
+) -> None:
     meta = EventMetadata("corr-1", "cause-1", {"user": "ada", "tags": [1, 2]})
     new = NewEvent(StreamId("s"), "Happened", b'{"amount": 5}', meta)
     await store.append(request({"s": 0}, new))
@@ -102,7 +106,7 @@ async def test_payload_and_metadata_are_stored_as_readable_json_text(store, db_p
     assert (stored.payload, stored.metadata, stored.event_id) == (new.payload, meta, new.event_id)
 
 
-async def test_payload_that_is_not_utf8_round_trips_unchanged(store):
+async def test_payload_that_is_not_utf8_round_trips_unchanged(store: SQLiteEventStore) -> None:
     payload = bytes(range(256))
     await store.append(request({"s": 0}, event("s", payload=payload)))
     [stored] = await store.read_all()
@@ -149,7 +153,7 @@ async def test_a_store_used_without_open_creates_its_schema_on_first_use(db_path
     ],
 )
 async def test_stored_events_cannot_be_changed_through_a_raw_connection(
-    store, db_path: Path, statement: str
+    store: SQLiteEventStore, db_path: Path, statement: str
 ) -> None:
     await store.append(request({"s": 0}, event("s", payload=b'{"real": true}')))
     conn = raw_connection(db_path)
@@ -160,7 +164,9 @@ async def test_stored_events_cannot_be_changed_through_a_raw_connection(
     assert stored.payload == b'{"real": true}'
 
 
-async def test_a_reused_event_id_is_rejected_and_nothing_is_written(store):
+async def test_a_reused_event_id_is_rejected_and_nothing_is_written(
+    store: SQLiteEventStore,
+) -> None:
     first = event("a")
     await store.append(request({"a": 0}, first))
     again = NewEvent(StreamId("b"), "Happened", b"{}", event_id=first.event_id)
@@ -171,7 +177,7 @@ async def test_a_reused_event_id_is_rejected_and_nothing_is_written(store):
 
 
 async def test_a_malformed_row_written_behind_the_stores_back_raises_a_codec_error(
-    store, db_path: Path
+    store: SQLiteEventStore, db_path: Path
 ) -> None:
     conn = raw_connection(db_path)
     conn.execute(
@@ -225,7 +231,7 @@ async def test_no_sqlite3_call_runs_on_the_event_loop_thread(db_path: Path) -> N
 
 
 async def test_an_append_waiting_for_another_process_lock_leaves_the_event_loop_running(
-    store, db_path: Path
+    store: SQLiteEventStore, db_path: Path
 ) -> None:
     other = raw_connection(db_path)
     other.execute("BEGIN IMMEDIATE")  # holds the write lock, as another process would
@@ -245,7 +251,9 @@ async def test_an_append_waiting_for_another_process_lock_leaves_the_event_loop_
 # -- several stores (as in several processes) on one file -----------------------------
 
 
-async def test_two_stores_on_one_file_see_each_others_writes(store, db_path: Path) -> None:
+async def test_two_stores_on_one_file_see_each_others_writes(
+    store: SQLiteEventStore, db_path: Path
+) -> None:
     async with await SQLiteEventStore.open(db_path) as other:
         await store.append(request({"s": 0}, event("s")))
         await other.append(request({"s": 1}, event("s")))
@@ -254,7 +262,7 @@ async def test_two_stores_on_one_file_see_each_others_writes(store, db_path: Pat
 
 
 async def test_two_stores_on_one_file_appending_at_one_version_give_exactly_one_winner(
-    store, db_path: Path
+    store: SQLiteEventStore, db_path: Path
 ) -> None:
     async with await SQLiteEventStore.open(db_path) as other:
         results = await asyncio.gather(
@@ -268,7 +276,7 @@ async def test_two_stores_on_one_file_appending_at_one_version_give_exactly_one_
 
 
 async def test_a_read_only_participant_moved_by_another_store_rejects_the_append(
-    store, db_path: Path
+    store: SQLiteEventStore, db_path: Path
 ) -> None:
     async with await SQLiteEventStore.open(db_path) as other:
         await other.append(request({"read-only": 0}, event("read-only")))
@@ -279,7 +287,7 @@ async def test_a_read_only_participant_moved_by_another_store_rejects_the_append
 
 
 async def test_leases_are_shared_between_stores_and_expire_by_wall_clock(
-    store, db_path: Path
+    store: SQLiteEventStore, db_path: Path
 ) -> None:
     async with await SQLiteEventStore.open(db_path) as other:
         assert await store.acquire_lease("leader", "a", ttl=60)
@@ -380,7 +388,9 @@ PATTERNS = ["a-*", "?-1", "[ab]-*", "[!a]*", "[^a]*", "a[%_]1", "*1*", "b-?", "[
 PREFIXES = ["a", "A", "a%", "a_", "a-1", "x\\", "\u00e9", "zz"]
 
 
-async def test_prefix_and_pattern_filters_match_the_reference_semantics_exactly(store):
+async def test_prefix_and_pattern_filters_match_the_reference_semantics_exactly(
+    store: SQLiteEventStore,
+) -> None:
     for n, stream in enumerate(STREAMS):
         await store.append(request({stream: 0}, event(stream, f"T{n % 2}")))
     for prefix in PREFIXES:
@@ -391,7 +401,9 @@ async def test_prefix_and_pattern_filters_match_the_reference_semantics_exactly(
         assert found == [s for s in STREAMS if fnmatch.fnmatchcase(s, pattern)], pattern
 
 
-async def test_filtered_log_reads_page_exactly_like_the_in_memory_store(store):
+async def test_filtered_log_reads_page_exactly_like_the_in_memory_store(
+    store: SQLiteEventStore,
+) -> None:
     memory = InMemoryEventStore()
     for n, stream in enumerate(STREAMS * 3):
         for s in (store, memory):

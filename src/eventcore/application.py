@@ -24,7 +24,7 @@ same executor.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncGenerator, Collection, Iterable
 from pathlib import Path
 from typing import Any, Self, Unpack
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -225,7 +225,7 @@ class Application:
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         """Every event after ``after`` that passes the filters, then new ones as they
         commit (see :func:`eventcore.follow`)."""
         return follow(
