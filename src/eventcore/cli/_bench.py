@@ -20,5 +20,8 @@ def bench(arguments: tuple[str, ...]) -> int:
 
     parser = argparse.ArgumentParser(prog="eventcore bench", description=DESCRIPTION)
     add_arguments(parser)
-    # argparse reports a bad option itself (usage and the error on stderr, exit 2).
-    return run_bench(parser.parse_args(arguments))
+    try:
+        args = parser.parse_args(arguments)
+    except SystemExit as exc:  # argparse has printed the help, or usage and the error
+        return exc.code if isinstance(exc.code, int) else 2
+    return run_bench(args)
