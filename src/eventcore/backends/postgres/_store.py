@@ -25,6 +25,7 @@ from typing import Any, Final, Self, TypeAlias, TypeVar
 
 import asyncpg
 
+from eventcore._stream_list import check_list_streams
 from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
@@ -64,6 +65,7 @@ from eventcore.store import (
     DEFAULT_PAGE_SIZE,
     AppendOutcome,
     LogFilter,
+    StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
     check_event_ids,
@@ -366,6 +368,26 @@ class PostgresEventStore:
             return int(await conn.fetchval(self._sql.head_position))
 
         return await self._read("head_position", run)
+
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamSummary]:
+        self._check_open()
+        start, cursor, limit = check_list_streams(prefix, after, limit)
+        # The streams table's primary key, walked in order from the prefix: in any
+        # collation a string sorts at or after its prefixes. Streams created by an
+        # append that wrote nothing to them (read-only participants) have version 0.
+        sql = (
+            f"SELECT stream_id, version FROM {self._config.quoted_schema}.streams"
+            " WHERE stream_id >= $1 AND stream_id > $2 AND starts_with(stream_id, $1)"
+            " AND version > 0 ORDER BY stream_id LIMIT $3"
+        )
+
+        async def run(conn: Connection) -> list[StreamSummary]:
+            rows = await conn.fetch(sql, start, cursor, limit)
+            return [StreamSummary(row[0], int(row[1])) for row in rows]
+
+        return await self._read("list_streams", run)
 
     async def read_all(
         self,

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mappi
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Final, Self, TypeVar, get_args
 
+from eventcore._stream_list import check_list_streams, prefix_upper_bound
 from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
@@ -41,6 +42,7 @@ from eventcore.store import (
     DEFAULT_PAGE_SIZE,
     AppendOutcome,
     LogFilter,
+    StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
     check_event_ids,
@@ -281,6 +283,27 @@ class SQLiteEventStore:
     async def head_position(self) -> int:
         self._check_open()
         return await self._read(_ops.head_position)
+
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamSummary]:
+        self._check_open()
+        start, cursor, limit = check_list_streams(prefix, after, limit)
+        # A range on the (stream_id, stream_version) index: BINARY collation is code
+        # point order, so the streams with a prefix are one contiguous run of it.
+        end = prefix_upper_bound(start)
+        sql = (
+            "SELECT stream_id, max(stream_version) FROM events"
+            " WHERE stream_id >= ? AND stream_id > ? AND substr(stream_id, 1, ?) = ?"
+            + ("" if end is None else " AND stream_id < ?")
+            + " GROUP BY stream_id ORDER BY stream_id LIMIT ?"
+        )
+        params = (start, cursor, len(start), start, *([] if end is None else [end]), limit)
+
+        def query(conn: sqlite3.Connection) -> list[StreamSummary]:
+            return [StreamSummary(s, v) for s, v in conn.execute(sql, params)]
+
+        return await self._read(query)
 
     async def read_all(
         self,
