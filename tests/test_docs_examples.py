@@ -147,7 +147,8 @@ def test_the_example_runs(example: Example, tmp_path: Path) -> None:
         if url is not None:
             env["EVENTCORE_TEST_POSTGRES_URL"] = url
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"]
-        command.append(module.name)
+        # What a project sets in its pytest configuration (pytest-asyncio warns otherwise).
+        command += ["-o", "asyncio_default_fixture_loop_scope=function", module.name]
     else:
         module = tmp_path / "example.py"
         command = [sys.executable, module.name]
