@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,testing,metrics,alerts,otel,web]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs,postgres,testing,metrics,alerts,otel,web]'
 	touch $@
 
 demo: $(BIN)/.installed

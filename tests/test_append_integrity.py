@@ -46,11 +46,21 @@ _A = StreamId("a")
         (((" a ", 0), (_A, 0)), (), InvalidExpectedVersions, "duplicate.*'a'"),
         (((_A, 0),), ("not an event",), ValidationError, "NewEvent"),
         (((_A, 0),), (NewEvent(_A, "", b"{}"),), ValidationError, "event_type"),
-        (((_A, 0),), (NewEvent(_A, "T", "{}"),), ValidationError, "payload must be bytes"),
-        (((_A, 0),), (NewEvent(_A, "T", b"{}", event_id="x"),), ValidationError, "event_id"),
         (
             ((_A, 0),),
-            (NewEvent(_A, "T", b"{}", EventMetadata(correlation_id=1)),),
+            (NewEvent(_A, "T", "{}"),),  # type: ignore[arg-type]
+            ValidationError,
+            "payload must be bytes",
+        ),
+        (
+            ((_A, 0),),
+            (NewEvent(_A, "T", b"{}", event_id="x"),),  # type: ignore[arg-type]
+            ValidationError,
+            "event_id",
+        ),
+        (
+            ((_A, 0),),
+            (NewEvent(_A, "T", b"{}", EventMetadata(correlation_id=1)),),  # type: ignore[arg-type]
             ValidationError,
             "correlation_id",
         ),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 import msgspec
@@ -12,6 +11,7 @@ import pytest
 from eventcore import (
     AppendRequest,
     Codec,
+    DuplicateEventId,
     EncodingError,
     EventMetadata,
     NewEvent,
@@ -76,12 +76,20 @@ def test_malformed_append_requests_are_refused(expected: Any, events: Any, messa
         AppendRequest.create(expected, events)
 
 
-async def test_a_refused_request_writes_nothing(any_store: EventStore) -> None:
-    good = NewEvent(StreamId("a"), "T", b"{}", event_id=uuid.uuid4())
-    bad = NewEvent(StreamId("a"), "T", "{}")  # type: ignore[arg-type]
-    with pytest.raises(ValidationError):
-        await any_store.append(AppendRequest.create({"a": 0}, [good, bad]))
-    assert await any_store.read_all() == []
+async def test_a_request_the_store_refuses_writes_none_of_its_events(
+    any_store: EventStore,
+) -> None:
+    stored = NewEvent(StreamId("a"), "T", b"{}")
+    await any_store.append(AppendRequest.create({"a": 0}, [stored]))
+    # A well-formed request (it is built outside pytest.raises, so only the store can
+    # refuse it): its first event is new, its second reuses a stored id.
+    fresh = NewEvent(StreamId("b"), "T", b"{}")
+    reused = NewEvent(StreamId("b"), "T", b"{}", event_id=stored.event_id)
+    refused = AppendRequest.create({"b": 0}, [fresh, reused])
+    with pytest.raises(DuplicateEventId):
+        await any_store.append(refused)
+    assert [e.event_id for e in await any_store.read_all()] == [stored.event_id]
+    assert await any_store.stream_version("b") == 0
 
 
 @pytest.mark.parametrize(

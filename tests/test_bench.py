@@ -248,16 +248,12 @@ async def test_an_option_the_store_does_not_take_is_a_clear_error() -> None:
 def test_bad_arguments_are_refused_by_argparse(
     arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", *arguments])
-
-    assert exit_info.value.code == 2
+    assert main(["bench", *arguments]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_bench_help_describes_the_suite(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["bench", "--help"])
+    assert main(["bench", "--help"]) == 0
 
     assert DESCRIPTION.split()[0] in capsys.readouterr().out
 

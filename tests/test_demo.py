@@ -17,6 +17,7 @@ async def test_the_demo_conserves_money_and_reports_both_rounds(tmp_path: Path) 
     assert tally.total == tally.expected_total == 5 * 1_000
     assert tally.committed + tally.refused + tally.exhausted == 120
     assert any(line.startswith("racing: 60 transfers") for line in lines)
+    assert any("the conflicts are the point" in line for line in lines)
     assert any(line.startswith("execute_all + cache: 60 transfers") for line in lines)
     assert any("conserved" in line for line in lines)
 
@@ -39,6 +40,8 @@ def test_the_demo_command_runs_from_the_command_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "money in all accounts: 10000 (expected 10000): conserved" in result.stdout
+    assert "performance over the run:" in result.stdout
+    assert "production targets:" in result.stdout
     assert db.exists()
 
 
@@ -51,7 +54,8 @@ def test_the_demo_command_rejects_bad_arguments() -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert "expected a whole number, got 'zero'" in result.stderr
+    assert "'zero' is not a valid integer" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_the_demo_reports_an_unusable_database_file_without_a_traceback(tmp_path: Path) -> None:
@@ -62,6 +66,6 @@ def test_the_demo_reports_an_unusable_database_file_without_a_traceback(tmp_path
         timeout=60,
         check=False,
     )
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.startswith("eventcore demo: ")
     assert "Traceback" not in result.stderr

@@ -52,12 +52,23 @@ async def test_follow_catches_up_then_sees_new_events_in_order(any_store: EventS
     # notifications) polls.
     wakes = isinstance(any_store, AppendWaiter) and not isinstance(any_store, SQLiteEventStore)
     poll = 60.0 if wakes else 0.02
-    follower = asyncio.create_task(_take(follow(any_store, page_size=2, poll_interval=poll), 12))
-    await asyncio.sleep(0.2)  # let it catch up and start waiting
+    positions: list[int] = []
+    caught_up = asyncio.Event()
+
+    async def collect() -> None:
+        async for event in follow(any_store, page_size=2, poll_interval=poll):
+            positions.append(event.global_position)
+            if len(positions) == 5:
+                caught_up.set()
+            if len(positions) == 12:
+                return
+
+    follower = asyncio.create_task(collect())
+    await asyncio.wait_for(caught_up.wait(), timeout=20)  # caught up; now it waits
     for n in range(5, 12):
         await _append(any_store, f"s-{n % 3}", n)
-        await asyncio.sleep(0.01)
-    positions = await asyncio.wait_for(follower, timeout=20)
+        await asyncio.sleep(0)
+    await asyncio.wait_for(follower, timeout=20)
     assert positions == list(range(1, 13))
 
 

@@ -112,4 +112,4 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs_a_command(dist: Path, tmp_p
         text=True,
         timeout=60,
     )
-    assert "usage: eventcore" in help_text.stdout
+    assert "Usage: eventcore" in help_text.stdout

@@ -80,7 +80,7 @@ async def _log_state(raw: Any, schema: str) -> tuple[int, int]:
 # -- append_batch refuses what it cannot honour -------------------------------------------
 
 
-async def test_append_batch_refuses_an_event_for_a_stream_it_was_not_given(pg_schema: str):
+async def test_append_batch_refuses_an_event_for_a_stream_it_was_not_given(pg_schema: str) -> None:
     async with _store_and_raw(pg_schema) as (_store, raw):
         with pytest.raises(asyncpg.RaiseError, match="not among"):
             await _call_batch(raw, pg_schema, [(1, "a", 0)], [1], [(1, "a"), (1, "b")], [2])
@@ -89,7 +89,7 @@ async def test_append_batch_refuses_an_event_for_a_stream_it_was_not_given(pg_sc
 
 async def test_append_batch_refuses_an_event_for_an_existing_stream_it_did_not_lock(
     pg_schema: str,
-):
+) -> None:
     async with _store_and_raw(pg_schema) as (store, raw):
         await store.append(AppendRequest.create({"b": 0}, [_event("b")]))
         with pytest.raises(asyncpg.RaiseError, match="not among"):
@@ -100,7 +100,7 @@ async def test_append_batch_refuses_an_event_for_an_existing_stream_it_did_not_l
 
 async def test_independent_commands_refuse_an_event_for_another_commands_stream(
     pg_schema: str,
-):
+) -> None:
     async with _store_and_raw(pg_schema) as (_store, raw):
         with pytest.raises(asyncpg.RaiseError, match="not among"):
             await _call_batch(
@@ -109,7 +109,7 @@ async def test_independent_commands_refuse_an_event_for_another_commands_stream(
         assert await _log_state(raw, pg_schema) == (0, 0)
 
 
-async def test_append_batch_refuses_events_past_the_last_commands_slice(pg_schema: str):
+async def test_append_batch_refuses_events_past_the_last_commands_slice(pg_schema: str) -> None:
     async with _store_and_raw(pg_schema) as (_store, raw):
         with pytest.raises(asyncpg.RaiseError, match="event arrays"):
             await _call_batch(raw, pg_schema, [(1, "a", 0)], [1], [(1, "a"), (1, "a")], [1])
@@ -118,7 +118,7 @@ async def test_append_batch_refuses_events_past_the_last_commands_slice(pg_schem
 
 async def test_append_batch_refuses_event_commands_that_disagree_with_the_slices(
     pg_schema: str,
-):
+) -> None:
     async with _store_and_raw(pg_schema) as (_store, raw):
         with pytest.raises(asyncpg.RaiseError, match="event arrays"):
             await _call_batch(
@@ -127,7 +127,7 @@ async def test_append_batch_refuses_event_commands_that_disagree_with_the_slices
         assert await _log_state(raw, pg_schema) == (0, 0)
 
 
-async def test_append_one_refuses_to_number_events_it_did_not_insert(pg_schema: str):
+async def test_append_one_refuses_to_number_events_it_did_not_insert(pg_schema: str) -> None:
     # append_one trusts append_batch to have created and locked the stream rows;
     # called on its own with a stream that has none, it inserts nothing.
     async with _store_and_raw(pg_schema) as (_store, raw):
@@ -145,7 +145,7 @@ async def test_append_one_refuses_to_number_events_it_did_not_insert(pg_schema: 
         assert await _log_state(raw, pg_schema) == (0, 0)
 
 
-async def test_well_formed_arrays_still_append(pg_schema: str):
+async def test_well_formed_arrays_still_append(pg_schema: str) -> None:
     async with _store_and_raw(pg_schema) as (store, raw):
         rows = await _call_batch(
             raw, pg_schema, [(1, "a", 0), (2, "c", 0)], [1, 2], [(1, "a"), (2, "c")], [1, 2]
@@ -157,7 +157,7 @@ async def test_well_formed_arrays_still_append(pg_schema: str):
 # -- stored events stay as written --------------------------------------------------------
 
 
-async def test_an_upsert_cannot_rewrite_a_stored_event(pg_schema: str):
+async def test_an_upsert_cannot_rewrite_a_stored_event(pg_schema: str) -> None:
     async with _store_and_raw(pg_schema) as (store, raw):
         await store.append(AppendRequest.create({"s": 0}, [_event("s")]))
         with pytest.raises(asyncpg.RaiseError, match="immutable"):
@@ -210,10 +210,10 @@ def test_each_request_of_a_batch_that_hit_a_lock_error_gets_its_own_outcome() ->
     assert all(isinstance(o, StoreUnavailable) for o in outcomes[1:])
     assert outcomes[1] is not outcomes[2]
     assert "deadlock detected" in str(outcomes[1])
-    assert all(o.__cause__ is cause for o in outcomes)
+    assert all(isinstance(o, Exception) and o.__cause__ is cause for o in outcomes)
 
 
-async def test_a_lock_timeout_on_an_unmoved_stream_is_store_unavailable(pg_schema: str):
+async def test_a_lock_timeout_on_an_unmoved_stream_is_store_unavailable(pg_schema: str) -> None:
     async with _store_and_raw(pg_schema) as (store, raw):
         await store.append(AppendRequest.create({"a": 0}, [_event("a")]))
         # A short lock wait, set on this schema's function only.

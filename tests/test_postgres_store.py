@@ -5,7 +5,9 @@ All against the real server; where a test acts behind the store's back it uses a
 raw asyncpg connection. Each store gets an application_name of its own, so the
 test can find (and terminate) exactly its backends in pg_stat_activity even while
 other test runs share the server. The generic behaviour every store shares is
-checked by the contract suite (tests/test_contract_postgres.py).
+checked by the contract suite (tests/test_contract_postgres.py). Tests that stop or
+restart a server do so on a cluster of their own (tests/pg_cluster.py), never on the
+shared one, and only with EVENTCORE_TEST_SERVER_RESTARTS=1 (CI sets it).
 """
 
 from __future__ import annotations
@@ -13,14 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
-import shutil
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -31,9 +30,12 @@ from eventcore.backends.postgres import (
     PostgresConfig,
     PostgresEventStore,
 )
+from eventcore.demo.bank import Deposit, bank_codec
 from eventcore.errors import StoreUnavailable, ValidationError
-from eventcore.types import AppendRequest, NewEvent, StreamId
-from tests import pg
+from eventcore.execute import execute
+from eventcore.subscription import follow
+from eventcore.types import AppendRequest, AppendResult, NewEvent, RecordedEvent, StreamId
+from tests import pg, pg_cluster
 
 pytestmark = pytest.mark.postgres
 
@@ -135,7 +137,7 @@ async def terminate(admin: asyncpg.Connection, pids: set[int]) -> None:
         alive = await admin.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", list(pids)
         )
-        return alive == 0
+        return bool(alive == 0)
 
     await eventually(gone, f"backends {sorted(pids)} to exit")
 
@@ -151,7 +153,7 @@ def free_port() -> int:
 # -- configuration ------------------------------------------------------------------
 
 
-def test_the_production_preset_has_exactly_the_seeds_pool_settings():
+def test_the_production_preset_has_exactly_the_seeds_pool_settings() -> None:
     config = PostgresConfig.production("postgresql://app@db/app")
     assert asdict(config) == {
         "dsn": "postgresql://app@db/app",
@@ -175,7 +177,7 @@ def test_the_production_preset_has_exactly_the_seeds_pool_settings():
     }
 
 
-def test_the_development_preset_is_a_small_pool_with_short_timeouts():
+def test_the_development_preset_is_a_small_pool_with_short_timeouts() -> None:
     config = PostgresConfig.development()
     assert asdict(config) == {
         "dsn": None,
@@ -200,7 +202,9 @@ def test_the_development_preset_is_a_small_pool_with_short_timeouts():
 
 
 @pytest.mark.parametrize("preset", [PostgresConfig.production, PostgresConfig.development])
-def test_preset_overrides_replace_only_the_named_settings(preset: Callable[..., PostgresConfig]):
+def test_preset_overrides_replace_only_the_named_settings(
+    preset: Callable[..., PostgresConfig],
+) -> None:
     plain = preset("postgresql://app@db/app")
     changed = preset("postgresql://app@db/app", schema="bank", max_connections=50)
     assert (changed.schema, changed.max_connections) == ("bank", 50)
@@ -233,24 +237,24 @@ def test_preset_overrides_replace_only_the_named_settings(preset: Callable[..., 
         ("application_name", "x" * 64),
     ],
 )
-def test_an_invalid_setting_is_refused_naming_the_value(setting: str, value: object):
+def test_an_invalid_setting_is_refused_naming_the_value(setting: str, value: object) -> None:
     with pytest.raises(ValidationError) as caught:
-        PostgresConfig.production(**{setting: value})
+        PostgresConfig.production(**{setting: value})  # type: ignore[arg-type]
     assert setting in str(caught.value)
     assert repr(value) in str(caught.value)
 
 
-def test_a_schema_name_of_48_lower_case_characters_is_accepted():
+def test_a_schema_name_of_48_lower_case_characters_is_accepted() -> None:
     assert PostgresConfig(schema="a" * 48).schema == "a" * 48
     assert PostgresConfig(schema="_bank_2").schema == "_bank_2"
 
 
-def test_min_connections_above_max_connections_is_refused_naming_both():
+def test_min_connections_above_max_connections_is_refused_naming_both() -> None:
     with pytest.raises(ValidationError, match=r"min_connections \(6\).*max_connections \(5\)"):
         PostgresConfig.development(min_connections=6)
 
 
-def test_repr_never_shows_the_password_of_the_dsn():
+def test_repr_never_shows_the_password_of_the_dsn() -> None:
     config = PostgresConfig.production(f"postgresql://app:{PASSWORD}@db:5432/app", schema="bank")
     assert PASSWORD not in repr(config)
     assert PASSWORD not in str(config)
@@ -262,7 +266,7 @@ def test_repr_never_shows_the_password_of_the_dsn():
 
 async def test_opening_without_a_dsn_or_the_environment_variable_names_the_variable(
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     monkeypatch.delenv(DATABASE_URL_VARIABLE, raising=False)
     with pytest.raises(ValidationError, match=DATABASE_URL_VARIABLE):
         await PostgresEventStore.open(PostgresConfig.development(schema="never_created"))
@@ -270,7 +274,7 @@ async def test_opening_without_a_dsn_or_the_environment_variable_names_the_varia
 
 async def test_the_environment_variable_gives_the_dsn_when_none_is_configured(
     pg_schema: str, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     monkeypatch.setenv(DATABASE_URL_VARIABLE, pg.PG_URL)
     config = PostgresConfig.development(schema=pg_schema)
     assert config.dsn is None
@@ -288,13 +292,13 @@ async def test_the_environment_variable_gives_the_dsn_when_none_is_configured(
     ],
     ids=["port-not-a-number", "key-value-form", "no-scheme"],
 )
-async def test_a_malformed_dsn_is_a_validation_error_that_hides_the_password(dsn: str):
+async def test_a_malformed_dsn_is_a_validation_error_that_hides_the_password(dsn: str) -> None:
     with pytest.raises(ValidationError, match="DSN") as caught:
         await PostgresEventStore.open(PostgresConfig.development(dsn, schema="never_created"))
     assert PASSWORD not in str(caught.value)
 
 
-async def test_a_port_where_nothing_listens_raises_store_unavailable_at_once():
+async def test_a_port_where_nothing_listens_raises_store_unavailable_at_once() -> None:
     dsn = f"postgresql://app:{PASSWORD}@127.0.0.1:{free_port()}/test"
     with pytest.raises(StoreUnavailable) as caught:
         # A refused connection is known at once: waiting out connect_timeout (an
@@ -307,7 +311,7 @@ async def test_a_port_where_nothing_listens_raises_store_unavailable_at_once():
     assert PASSWORD not in str(caught.value)
 
 
-async def test_a_server_that_never_answers_raises_store_unavailable_after_connect_timeout():
+async def test_a_server_that_never_answers_raises_store_unavailable_after_connect_timeout() -> None:
     accepted: list[asyncio.StreamWriter] = []
 
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -337,7 +341,9 @@ async def test_a_server_that_never_answers_raises_store_unavailable_after_connec
 # -- the pool applies its settings --------------------------------------------------
 
 
-async def test_every_store_connection_carries_the_configured_application_name(pg_schema: str):
+async def test_every_store_connection_carries_the_configured_application_name(
+    pg_schema: str,
+) -> None:
     name = unique_application_name()
     async with (
         await pg.fresh_store(pg_schema, application_name=name, min_connections=2) as store,
@@ -350,7 +356,7 @@ async def test_every_store_connection_carries_the_configured_application_name(pg
 @pytest.mark.parametrize(("command_timeout", "shown"), [(7, "7s"), (2.5, "2500ms")])
 async def test_store_connections_have_statement_timeout_equal_to_command_timeout(
     pg_schema: str, command_timeout: float, shown: str
-):
+) -> None:
     async with await pg.fresh_store(pg_schema, command_timeout=command_timeout) as store:
         # No public method runs arbitrary SQL, so ask through the private pool.
         conn = await store._pool.acquire()
@@ -362,7 +368,7 @@ async def test_store_connections_have_statement_timeout_equal_to_command_timeout
 
 async def test_an_append_outlasting_command_timeout_is_cancelled_and_writes_nothing(
     pg_schema: str,
-):
+) -> None:
     # One connection: the cancelled one must come back to the pool usable.
     async with (
         await pg.fresh_store(
@@ -402,7 +408,7 @@ async def test_an_append_outlasting_command_timeout_is_cancelled_and_writes_noth
 )
 async def test_stored_events_cannot_be_changed_through_a_raw_connection(
     pg_schema: str, statement: str
-):
+) -> None:
     async with await pg.fresh_store(pg_schema) as store, raw_connection() as raw:
         await store.append(request({"s": 0}, event("s", "Real", b'{"real": true}')))
         with pytest.raises(asyncpg.RaiseError, match="immutable"):
@@ -421,7 +427,7 @@ UNUSUAL_STREAM_IDS = [
 ]
 
 
-async def test_unusual_stream_ids_are_stored_byte_for_byte(pg_schema: str):
+async def test_unusual_stream_ids_are_stored_byte_for_byte(pg_schema: str) -> None:
     async with await pg.fresh_store(pg_schema) as store, raw_connection() as raw:
         await store.append(
             request({s: 0 for s in UNUSUAL_STREAM_IDS}, *map(event, UNUSUAL_STREAM_IDS))
@@ -438,7 +444,7 @@ async def test_unusual_stream_ids_are_stored_byte_for_byte(pg_schema: str):
         )
 
 
-async def test_stores_on_different_schemas_of_one_database_are_isolated(pg_schema: str):
+async def test_stores_on_different_schemas_of_one_database_are_isolated(pg_schema: str) -> None:
     other_schema = pg.new_schema_name()
     try:
         async with (
@@ -461,7 +467,9 @@ async def test_stores_on_different_schemas_of_one_database_are_isolated(pg_schem
 # -- payload size -------------------------------------------------------------------
 
 
-async def test_a_payload_over_max_payload_bytes_is_refused_and_nothing_is_written(pg_schema: str):
+async def test_a_payload_over_max_payload_bytes_is_refused_and_nothing_is_written(
+    pg_schema: str,
+) -> None:
     bulky = b'{"text": "' + b"x" * 1000 + b'"}'
     async with await pg.fresh_store(pg_schema, max_payload_bytes=1000) as store:
         with pytest.raises(ValidationError) as caught:
@@ -476,7 +484,7 @@ async def test_a_payload_over_max_payload_bytes_is_refused_and_nothing_is_writte
         assert await store.stream_version("small") == 0
 
 
-async def test_a_payload_over_the_limit_refuses_the_whole_append_many_batch(pg_schema: str):
+async def test_a_payload_over_the_limit_refuses_the_whole_append_many_batch(pg_schema: str) -> None:
     async with await pg.fresh_store(pg_schema, max_payload_bytes=1000) as store:
         with pytest.raises(ValidationError, match="'big-one'"):
             await store.append_many(
@@ -488,7 +496,7 @@ async def test_a_payload_over_the_limit_refuses_the_whole_append_many_batch(pg_s
         assert await store.read_all() == []
 
 
-async def test_a_payload_of_exactly_max_payload_bytes_is_accepted(pg_schema: str):
+async def test_a_payload_of_exactly_max_payload_bytes_is_accepted(pg_schema: str) -> None:
     exact = b'"' + b"x" * 998 + b'"'
     async with await pg.fresh_store(pg_schema, max_payload_bytes=1000) as store:
         await store.append(request({"s": 0}, event("s", payload=exact)))
@@ -499,7 +507,7 @@ async def test_a_payload_of_exactly_max_payload_bytes_is_accepted(pg_schema: str
 # -- connections lost ---------------------------------------------------------------
 
 
-async def test_the_store_recovers_after_the_server_drops_its_connections(pg_schema: str):
+async def test_the_store_recovers_after_the_server_drops_its_connections(pg_schema: str) -> None:
     name = unique_application_name()
     async with (
         await pg.fresh_store(pg_schema, application_name=name, min_connections=3) as store,
@@ -524,7 +532,7 @@ async def test_the_store_recovers_after_the_server_drops_its_connections(pg_sche
 
 async def test_an_append_whose_connection_dies_while_waiting_leaves_nothing_behind(
     pg_schema: str,
-):
+) -> None:
     name = unique_application_name()
     # One connection: the dead one's pool slot must be given back.
     async with (
@@ -558,10 +566,125 @@ async def test_an_append_whose_connection_dies_while_waiting_leaves_nothing_behi
         assert written.positions == (1, 2)
 
 
+@contextlib.asynccontextmanager
+async def events_locked(schema: str) -> AsyncIterator[None]:
+    """Hold an exclusive lock on the events table, so every read waits on it."""
+    async with raw_connection() as locker:
+        blocking = locker.transaction()
+        await blocking.start()
+        try:
+            await locker.execute(f'LOCK TABLE "{schema}".events IN ACCESS EXCLUSIVE MODE')
+            yield
+        finally:
+            await blocking.rollback()
+
+
+async def test_a_read_whose_connection_is_terminated_mid_query_never_leaks_a_driver_error(
+    pg_schema: str,
+) -> None:
+    name = unique_application_name()
+    # One connection: the read's retry must not be handed the connection that
+    # just died (asyncpg can see the server's error before the socket closes).
+    async with (
+        await pg.fresh_store(
+            pg_schema, application_name=name, min_connections=1, max_connections=1
+        ) as store,
+        raw_connection() as admin,
+    ):
+        await store.append(request({"s": 0}, event("s")))
+        async with events_locked(pg_schema):
+            read = asyncio.create_task(store.read_all())
+            waiting = await eventually(
+                lambda: lock_waiters(admin, name), "the read to wait for the lock"
+            )
+            await terminate(admin, waiting)
+        with contextlib.suppress(StoreUnavailable):  # the retry may meet it too
+            await read
+        for _ in range(5):
+            assert [e.global_position for e in await store.read_all()] == [1]
+
+
+async def test_a_query_cancelled_by_its_task_discards_its_connection(pg_schema: str) -> None:
+    name = unique_application_name()
+    async with (
+        await pg.fresh_store(
+            pg_schema, application_name=name, min_connections=1, max_connections=1
+        ) as store,
+        raw_connection() as admin,
+    ):
+        await store.append(request({"s": 0}, event("s")))
+        async with events_locked(pg_schema):
+            read = asyncio.create_task(store.read_all())
+            waiting = await eventually(
+                lambda: lock_waiters(admin, name), "the read to wait for the lock"
+            )
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await read
+
+        # Its state unknown, the connection was terminated, not pooled again (the
+        # server notices once the lock no longer holds its backend).
+        async def cancelled_backend_gone() -> bool:
+            return not await backend_pids(admin, name) & waiting
+
+        await eventually(cancelled_backend_gone, "the cancelled read's backend to exit")
+        assert [e.global_position for e in await store.read_all()] == [1]
+        assert not await backend_pids(admin, name) & waiting
+
+
+async def test_reads_while_pooled_connections_are_killed_fail_at_most_once_per_connection(
+    pg_schema: str,
+) -> None:
+    name = unique_application_name()
+    connections, readers, reads_each, rounds = 4, 4, 50, 3
+    async with (
+        await pg.fresh_store(
+            pg_schema,
+            application_name=name,
+            min_connections=connections,
+            max_connections=connections,
+        ) as store,
+        raw_connection() as admin,
+    ):
+        for n in range(10):
+            events = [event("s") for _ in range(50)]
+            await store.append(request({"s": n * 50}, *events))
+        completed = 0
+        progressed = asyncio.Condition()
+        lost: list[StoreUnavailable] = []
+        other: list[BaseException] = []
+
+        async def reader() -> None:
+            nonlocal completed
+            for _ in range(reads_each):
+                try:
+                    assert len(await store.read_all()) == 500
+                except StoreUnavailable as exc:
+                    lost.append(exc)
+                except Exception as exc:
+                    other.append(exc)
+                async with progressed:
+                    completed += 1
+                    progressed.notify_all()
+
+        tasks = [asyncio.create_task(reader()) for _ in range(readers)]
+        killed = 0
+        for round_ in range(1, rounds + 1):
+            # Kill every backend of the store (the listener's too) mid-reads.
+            async with progressed:
+                await progressed.wait_for(lambda: completed >= round_ * 10)  # noqa: B023
+            pids = await backend_pids(admin, name)
+            killed += len(pids)
+            await terminate(admin, pids)
+        await asyncio.gather(*tasks)
+        assert other == []  # never InternalClientError, nor any other raw error
+        assert len(lost) <= killed
+
+
 # -- LISTEN/NOTIFY ------------------------------------------------------------------
 
 
-async def test_a_waiting_reader_wakes_promptly_when_another_store_appends(pg_schema: str):
+async def test_a_waiting_reader_wakes_promptly_when_another_store_appends(pg_schema: str) -> None:
     name = unique_application_name()
     async with (
         await pg.fresh_store(pg_schema, application_name=name) as reader,
@@ -575,7 +698,7 @@ async def test_a_waiting_reader_wakes_promptly_when_another_store_appends(pg_sch
         assert await finishes_within(waiter, 5), "not woken by the append (max_wait is 30 s)"
 
 
-async def test_a_wait_after_an_already_announced_append_returns_at_once(pg_schema: str):
+async def test_a_wait_after_an_already_announced_append_returns_at_once(pg_schema: str) -> None:
     name = unique_application_name()
     async with (
         await pg.fresh_store(pg_schema, application_name=name) as reader,
@@ -590,14 +713,18 @@ async def test_a_wait_after_an_already_announced_append_returns_at_once(pg_schem
         assert await finishes_within(again, 1)
 
 
-async def test_a_wait_returns_at_once_when_the_log_grew_before_anyone_listened(pg_schema: str):
+async def test_a_wait_returns_at_once_when_the_log_grew_before_anyone_listened(
+    pg_schema: str,
+) -> None:
     async with await pg.fresh_store(pg_schema) as store:
         await store.append(request({"s": 0}, event("s"), event("s")))
         waiter = asyncio.create_task(store.wait_for_append(after=1, max_wait=30))
         assert await finishes_within(waiter, 2)
 
 
-async def test_a_lost_listener_connection_means_polling_until_it_listens_again(pg_schema: str):
+async def test_a_lost_listener_connection_means_polling_until_it_listens_again(
+    pg_schema: str,
+) -> None:
     name = unique_application_name()
     async with (
         await pg.fresh_store(pg_schema, application_name=name) as reader,
@@ -621,7 +748,7 @@ async def test_a_lost_listener_connection_means_polling_until_it_listens_again(p
         assert await finishes_within(waiter, 5), "not woken after re-listening (max_wait 30 s)"
 
 
-async def test_a_waiter_is_not_woken_by_appends_to_another_schema(pg_schema: str):
+async def test_a_waiter_is_not_woken_by_appends_to_another_schema(pg_schema: str) -> None:
     name = unique_application_name()
     other_schema = pg.new_schema_name()
     try:
@@ -638,25 +765,127 @@ async def test_a_waiter_is_not_woken_by_appends_to_another_schema(pg_schema: str
         await pg.drop_schema(other_schema)
 
 
-def _local_cluster() -> list[str] | None:
-    """The command that restarts the local PostgreSQL cluster, if this test may."""
-    etc = Path("/etc/postgresql")
-    if os.geteuid() != 0 or shutil.which("pg_ctlcluster") is None or not etc.is_dir():
-        return None
-    if "127.0.0.1" not in pg.PG_URL and "localhost" not in pg.PG_URL:
-        return None
-    versions = sorted(p.name for p in etc.iterdir())
-    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"]
+# -- server restarts, on a cluster of the tests' own (never the shared server) -------
 
 
-async def test_the_store_recovers_after_a_real_server_restart(pg_schema: str):
-    restart = _local_cluster()
-    if restart is None:
-        pytest.skip("restarting the server needs root, pg_ctlcluster and a local server")
-    async with await pg.fresh_store(pg_schema) as store:
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[pg_cluster.Cluster]:
+    """A PostgreSQL cluster these tests may stop and restart; opt-in (see pg_cluster)."""
+    yield from pg_cluster.cluster_or_skip()
+
+
+@pytest.fixture
+async def cluster(own_cluster: pg_cluster.Cluster) -> AsyncIterator[pg_cluster.Cluster]:
+    await own_cluster.ensure_running()
+    try:
+        yield own_cluster
+    finally:
+        await own_cluster.ensure_running()  # for the next test, whatever this one did
+
+
+async def cluster_store(cluster: pg_cluster.Cluster, **overrides: Any) -> PostgresEventStore:
+    settings: dict[str, Any] = {
+        "max_connections": 4,
+        "min_connections": 2,
+        "application_name": unique_application_name(),
+    }
+    settings.update(overrides)
+    config = PostgresConfig.development(cluster.url, schema=pg.new_schema_name(), **settings)
+    return await PostgresEventStore.open(config)
+
+
+async def append_next(store: PostgresEventStore, stream: str) -> AppendResult:
+    version = await store.stream_version(stream)
+    return await store.append(request({stream: version}, event(stream)))
+
+
+async def first_event(store: PostgresEventStore) -> RecordedEvent:
+    return await anext(follow(store))
+
+
+# Every kind of call a user makes; each either works or raises StoreUnavailable.
+OPERATIONS: dict[str, Callable[[PostgresEventStore], Awaitable[object]]] = {
+    "execute": lambda s: execute(s, Deposit("acc-1", 10), codec=bank_codec),
+    "append": lambda s: append_next(s, "t"),
+    "append_many": lambda s: s.append_many([request({"m": 0}, event("m"))]),
+    "read_stream": lambda s: s.read_stream("s"),
+    "read_streams": lambda s: s.read_streams(["s", "t"]),
+    "read_all": lambda s: s.read_all(),
+    "stream_version": lambda s: s.stream_version("s"),
+    "head_position": lambda s: s.head_position(),
+    "follow": first_event,
+    "save_checkpoint": lambda s: s.save_checkpoint("projection", 1),
+    "load_checkpoint": lambda s: s.load_checkpoint("projection"),
+    "load_snapshot": lambda s: s.load_snapshot("snap"),
+    "acquire_lease": lambda s: s.acquire_lease("leader", "me", 30),
+    "lease_holder": lambda s: s.lease_holder("leader"),
+    "migrate": lambda s: s.migrate(),
+}
+
+
+async def test_while_the_server_is_down_every_call_raises_store_unavailable(
+    cluster: pg_cluster.Cluster,
+) -> None:
+    async with await cluster_store(cluster) as store:
         await store.append(request({"s": 0}, event("s")))
-        proc = await asyncio.create_subprocess_exec(*restart)
-        assert await proc.wait() == 0
+        await store.wait_for_append(after=0, max_wait=0.01)  # the listener connects
+        await cluster.stop()
+        for _name, call in OPERATIONS.items():  # a failure's traceback shows the name
+            with pytest.raises(StoreUnavailable):
+                await call(store)
+        # A tailing reader falls back to polling: it neither raises nor hangs.
+        await store.wait_for_append(after=1, max_wait=0.05)
+
+        await cluster.start()
+        # Back: every call works again, without reopening the store.
+        for call in OPERATIONS.values():
+            await call(store)
+        assert await store.stream_version("t") == 1
+
+
+async def test_calls_racing_a_server_restart_raise_only_store_unavailable(
+    cluster: pg_cluster.Cluster,
+) -> None:
+    async with await cluster_store(cluster) as store:
+        await store.append(request({"s": 0}, event("s")))
+        restarted = asyncio.Event()
+        raw: list[BaseException] = []
+        failures = 0
+
+        async def keep_calling(worker: int) -> None:
+            nonlocal failures
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: execute(store, Deposit(f"acc-{worker}", 1), codec=bank_codec),
+                lambda: append_next(store, f"w-{worker}"),
+                store.read_all,
+                lambda: store.stream_version("s"),
+            ]
+            while not restarted.is_set():
+                for call in calls:
+                    try:
+                        await call()
+                    except StoreUnavailable:
+                        failures += 1
+                        await asyncio.sleep(0.01)  # pace the calls while it is down
+                    except Exception as exc:
+                        raw.append(exc)
+
+        workers = [asyncio.create_task(keep_calling(n)) for n in range(4)]
+        await cluster.restart()
+        restarted.set()
+        await asyncio.gather(*workers)
+        assert raw == []
+        # Back: without reopening, reads work at once and so do appends.
+        assert [e.global_position for e in await store.read_stream("s")] == [1]
+        for n in range(4):
+            await append_next(store, f"w-{n}")
+            await execute(store, Deposit(f"acc-{n}", 1), codec=bank_codec)
+
+
+async def test_the_store_recovers_after_a_real_server_restart(cluster: pg_cluster.Cluster) -> None:
+    async with await cluster_store(cluster) as store:
+        await store.append(request({"s": 0}, event("s")))
+        await cluster.restart()
         # Reads transparently retry on a fresh connection; an append that meets a
         # dead pooled connection fails cleanly, and the next one goes through.
         assert await store.stream_version("s") == 1
@@ -670,3 +899,52 @@ async def test_the_store_recovers_after_a_real_server_restart(pg_schema: str):
                 assert failures == 1, "only an append that met a dead connection may fail"
         assert [e.stream_version for e in await store.read_stream("s")] == [1, 2]
         assert await store.head_position() == 2
+
+
+class CountingReader:
+    """Wraps a store; counts the log reads that found the store unavailable."""
+
+    def __init__(self, store: PostgresEventStore) -> None:
+        self._store = store
+        self.unavailable = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def read_all(self, **kwargs: Any) -> list[RecordedEvent]:
+        try:
+            return await self._store.read_all(**kwargs)
+        except StoreUnavailable:
+            self.unavailable += 1
+            raise
+
+
+async def test_a_follower_started_before_a_restart_sees_every_event_exactly_once(
+    cluster: pg_cluster.Cluster,
+) -> None:
+    async with await cluster_store(cluster) as store:
+        for _ in range(3):
+            await append_next(store, "s")
+        reader = CountingReader(store)
+        seen: list[int] = []
+
+        async def follower() -> None:
+            async for recorded in follow(reader, poll_interval=0.05):
+                seen.append(recorded.global_position)
+                if len(seen) == 6:
+                    return
+
+        following = asyncio.create_task(follower())
+        await eventually(lambda: asyncio.sleep(0, len(seen) == 3), "the first three events")
+        await cluster.stop()
+        # The follower has met the outage at least once before the server returns.
+        await eventually(
+            lambda: asyncio.sleep(0, reader.unavailable > 0 or following.done()),
+            "the follower to read while the server is down",
+            within=30,
+        )
+        await cluster.start()
+        for _ in range(3):
+            await append_next(store, "s")
+        assert await finishes_within(following, 30), "the follower stopped following"
+        assert seen == [1, 2, 3, 4, 5, 6]

@@ -23,7 +23,7 @@ def test_importing_eventcore_pulls_in_no_heavy_dependency() -> None:
     code = (
         "import sys, eventcore; "
         "heavy = [m for m in ('psycopg', 'psycopg_pool', 'asyncpg', 'prometheus_client', "
-        "'pydantic', 'aiohttp', 'starlette') if m in sys.modules]; print(heavy)"
+        "'pydantic', 'aiohttp', 'starlette', 'click', 'rich') if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -26,6 +26,7 @@ from eventcore.backends.sqlite._schema import SCHEMA_VERSION
 from eventcore.errors import (
     DeserializationError,
     StoreClosed,
+    StoreError,
     StoreUnavailable,
     ValidationError,
     VersionConflict,
@@ -61,7 +62,7 @@ def raw_connection(path: Path) -> sqlite3.Connection:
 # -- the file -------------------------------------------------------------------------
 
 
-async def test_events_checkpoints_and_leases_persist_across_close_and_reopen(db_path: Path):
+async def test_events_checkpoints_and_leases_persist_across_close_and_reopen(db_path: Path) -> None:
     async with await SQLiteEventStore.open(db_path) as first:
         written = await first.append(request({"order-1": 0}, event("order-1"), event("order-1")))
         await first.save_checkpoint("projection", 2)
@@ -75,7 +76,9 @@ async def test_events_checkpoints_and_leases_persist_across_close_and_reopen(db_
         assert await second.lease_holder("leader") == "node-a"
 
 
-async def test_file_is_in_wal_mode_and_records_its_schema_version(store, db_path: Path):
+async def test_file_is_in_wal_mode_and_records_its_schema_version(
+    store: SQLiteEventStore, db_path: Path
+) -> None:
     await store.append(request({"s": 0}, event("s")))
     with raw_connection(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -83,7 +86,9 @@ async def test_file_is_in_wal_mode_and_records_its_schema_version(store, db_path
     conn.close()
 
 
-async def test_payload_and_metadata_are_stored_as_readable_json_text(store, db_path: Path):
+async def test_payload_and_metadata_are_stored_as_readable_json_text(
+    store: SQLiteEventStore, db_path: Path
+) -> None:
     meta = EventMetadata("corr-1", "cause-1", {"user": "ada", "tags": [1, 2]})
     new = NewEvent(StreamId("s"), "Happened", b'{"amount": 5}', meta)
     await store.append(request({"s": 0}, new))
@@ -101,14 +106,14 @@ async def test_payload_and_metadata_are_stored_as_readable_json_text(store, db_p
     assert (stored.payload, stored.metadata, stored.event_id) == (new.payload, meta, new.event_id)
 
 
-async def test_payload_that_is_not_utf8_round_trips_unchanged(store):
+async def test_payload_that_is_not_utf8_round_trips_unchanged(store: SQLiteEventStore) -> None:
     payload = bytes(range(256))
     await store.append(request({"s": 0}, event("s", payload=payload)))
     [stored] = await store.read_all()
     assert stored.payload == payload
 
 
-async def test_a_file_with_a_newer_schema_version_is_refused(db_path: Path):
+async def test_a_file_with_a_newer_schema_version_is_refused(db_path: Path) -> None:
     conn = raw_connection(db_path)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
@@ -116,17 +121,17 @@ async def test_a_file_with_a_newer_schema_version_is_refused(db_path: Path):
         await SQLiteEventStore.open(db_path)
 
 
-def test_an_in_memory_database_is_refused_because_connections_would_not_share_it():
+def test_an_in_memory_database_is_refused_because_connections_would_not_share_it() -> None:
     with pytest.raises(ValidationError, match="database file"):
         SQLiteEventStore(":memory:")
 
 
-def test_an_unknown_synchronous_setting_is_refused(db_path: Path):
+def test_an_unknown_synchronous_setting_is_refused(db_path: Path) -> None:
     with pytest.raises(ValidationError, match="synchronous"):
         SQLiteEventStore(db_path, synchronous="OFF")  # type: ignore[arg-type]
 
 
-async def test_a_store_used_without_open_creates_its_schema_on_first_use(db_path: Path):
+async def test_a_store_used_without_open_creates_its_schema_on_first_use(db_path: Path) -> None:
     store = SQLiteEventStore(db_path)
     try:
         assert await store.head_position() == 0
@@ -148,8 +153,8 @@ async def test_a_store_used_without_open_creates_its_schema_on_first_use(db_path
     ],
 )
 async def test_stored_events_cannot_be_changed_through_a_raw_connection(
-    store, db_path: Path, statement: str
-):
+    store: SQLiteEventStore, db_path: Path, statement: str
+) -> None:
     await store.append(request({"s": 0}, event("s", payload=b'{"real": true}')))
     conn = raw_connection(db_path)
     with pytest.raises(sqlite3.IntegrityError, match="immutable"):
@@ -159,7 +164,9 @@ async def test_stored_events_cannot_be_changed_through_a_raw_connection(
     assert stored.payload == b'{"real": true}'
 
 
-async def test_a_reused_event_id_is_rejected_and_nothing_is_written(store):
+async def test_a_reused_event_id_is_rejected_and_nothing_is_written(
+    store: SQLiteEventStore,
+) -> None:
     first = event("a")
     await store.append(request({"a": 0}, first))
     again = NewEvent(StreamId("b"), "Happened", b"{}", event_id=first.event_id)
@@ -170,8 +177,8 @@ async def test_a_reused_event_id_is_rejected_and_nothing_is_written(store):
 
 
 async def test_a_malformed_row_written_behind_the_stores_back_raises_a_codec_error(
-    store, db_path: Path
-):
+    store: SQLiteEventStore, db_path: Path
+) -> None:
     conn = raw_connection(db_path)
     conn.execute(
         "INSERT INTO events VALUES (1, 'not-a-uuid', 's', 1, 'T', '{}', '{}', 'yesterday')"
@@ -209,7 +216,7 @@ def sqlite_calls_by_thread() -> Iterator[set[int]]:
         threading.setprofile(old_threading)
 
 
-async def test_no_sqlite3_call_runs_on_the_event_loop_thread(db_path: Path):
+async def test_no_sqlite3_call_runs_on_the_event_loop_thread(db_path: Path) -> None:
     with sqlite_calls_by_thread() as threads:
         async with await SQLiteEventStore.open(db_path) as store:
             await store.append(request({"s": 0, "t": 0}, event("s"), event("t")))
@@ -224,8 +231,8 @@ async def test_no_sqlite3_call_runs_on_the_event_loop_thread(db_path: Path):
 
 
 async def test_an_append_waiting_for_another_process_lock_leaves_the_event_loop_running(
-    store, db_path: Path
-):
+    store: SQLiteEventStore, db_path: Path
+) -> None:
     other = raw_connection(db_path)
     other.execute("BEGIN IMMEDIATE")  # holds the write lock, as another process would
     try:
@@ -244,7 +251,9 @@ async def test_an_append_waiting_for_another_process_lock_leaves_the_event_loop_
 # -- several stores (as in several processes) on one file -----------------------------
 
 
-async def test_two_stores_on_one_file_see_each_others_writes(store, db_path: Path):
+async def test_two_stores_on_one_file_see_each_others_writes(
+    store: SQLiteEventStore, db_path: Path
+) -> None:
     async with await SQLiteEventStore.open(db_path) as other:
         await store.append(request({"s": 0}, event("s")))
         await other.append(request({"s": 1}, event("s")))
@@ -253,8 +262,8 @@ async def test_two_stores_on_one_file_see_each_others_writes(store, db_path: Pat
 
 
 async def test_two_stores_on_one_file_appending_at_one_version_give_exactly_one_winner(
-    store, db_path: Path
-):
+    store: SQLiteEventStore, db_path: Path
+) -> None:
     async with await SQLiteEventStore.open(db_path) as other:
         results = await asyncio.gather(
             *(s.append(request({"s": 0}, event("s"))) for s in (store, other, store, other)),
@@ -267,8 +276,8 @@ async def test_two_stores_on_one_file_appending_at_one_version_give_exactly_one_
 
 
 async def test_a_read_only_participant_moved_by_another_store_rejects_the_append(
-    store, db_path: Path
-):
+    store: SQLiteEventStore, db_path: Path
+) -> None:
     async with await SQLiteEventStore.open(db_path) as other:
         await other.append(request({"read-only": 0}, event("read-only")))
     with pytest.raises(VersionConflict) as caught:
@@ -277,7 +286,9 @@ async def test_a_read_only_participant_moved_by_another_store_rejects_the_append
     assert await store.stream_version("written") == 0
 
 
-async def test_leases_are_shared_between_stores_and_expire_by_wall_clock(store, db_path: Path):
+async def test_leases_are_shared_between_stores_and_expire_by_wall_clock(
+    store: SQLiteEventStore, db_path: Path
+) -> None:
     async with await SQLiteEventStore.open(db_path) as other:
         assert await store.acquire_lease("leader", "a", ttl=60)
         assert not await other.acquire_lease("leader", "b", ttl=60)
@@ -295,21 +306,26 @@ async def test_leases_are_shared_between_stores_and_expire_by_wall_clock(store, 
 # -- driver errors are mapped ---------------------------------------------------------
 
 
-async def test_a_path_in_a_missing_directory_raises_store_unavailable(tmp_path: Path):
+async def test_a_path_in_a_missing_directory_raises_store_unavailable(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable) as caught:
         await SQLiteEventStore.open(tmp_path / "missing" / "events.db")
     assert isinstance(caught.value.__cause__, sqlite3.Error)
 
 
-async def test_a_file_that_is_not_a_database_raises_store_unavailable(tmp_path: Path):
+async def test_a_file_that_is_not_a_database_is_a_store_error_not_an_outage(
+    tmp_path: Path,
+) -> None:
+    # Waiting will not make it a database: StoreError with SQLite's message, not
+    # StoreUnavailable (which says "try again later").
     path = tmp_path / "notes.txt"
     path.write_bytes(b"this is not a database, just some text " * 100)
-    with pytest.raises(StoreUnavailable, match="not a database") as caught:
+    with pytest.raises(StoreError, match="file is not a database") as caught:
         await SQLiteEventStore.open(path)
+    assert not isinstance(caught.value, StoreUnavailable)
     assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
 
 
-async def test_a_write_lock_held_past_busy_timeout_raises_store_unavailable(db_path: Path):
+async def test_a_write_lock_held_past_busy_timeout_raises_store_unavailable(db_path: Path) -> None:
     async with await SQLiteEventStore.open(db_path, busy_timeout=0.1) as store:
         other = raw_connection(db_path)
         other.execute("BEGIN IMMEDIATE")
@@ -343,14 +359,16 @@ AFTER_CLOSE: dict[str, Callable[[SQLiteEventStore], Awaitable[object]]] = {
 
 
 @pytest.mark.parametrize("operation", sorted(AFTER_CLOSE))
-async def test_every_operation_after_close_raises_store_closed(db_path: Path, operation: str):
+async def test_every_operation_after_close_raises_store_closed(
+    db_path: Path, operation: str
+) -> None:
     store = await SQLiteEventStore.open(db_path)
     await store.close()
     with pytest.raises(StoreClosed):
         await AFTER_CLOSE[operation](store)
 
 
-async def test_close_is_idempotent_and_lets_work_already_handed_over_finish(db_path: Path):
+async def test_close_is_idempotent_and_lets_work_already_handed_over_finish(db_path: Path) -> None:
     store = await SQLiteEventStore.open(db_path)
     pending = [
         asyncio.create_task(store.append(request({f"s{n}": 0}, event(f"s{n}")))) for n in range(5)
@@ -370,7 +388,9 @@ PATTERNS = ["a-*", "?-1", "[ab]-*", "[!a]*", "[^a]*", "a[%_]1", "*1*", "b-?", "[
 PREFIXES = ["a", "A", "a%", "a_", "a-1", "x\\", "\u00e9", "zz"]
 
 
-async def test_prefix_and_pattern_filters_match_the_reference_semantics_exactly(store):
+async def test_prefix_and_pattern_filters_match_the_reference_semantics_exactly(
+    store: SQLiteEventStore,
+) -> None:
     for n, stream in enumerate(STREAMS):
         await store.append(request({stream: 0}, event(stream, f"T{n % 2}")))
     for prefix in PREFIXES:
@@ -381,7 +401,9 @@ async def test_prefix_and_pattern_filters_match_the_reference_semantics_exactly(
         assert found == [s for s in STREAMS if fnmatch.fnmatchcase(s, pattern)], pattern
 
 
-async def test_filtered_log_reads_page_exactly_like_the_in_memory_store(store):
+async def test_filtered_log_reads_page_exactly_like_the_in_memory_store(
+    store: SQLiteEventStore,
+) -> None:
     memory = InMemoryEventStore()
     for n, stream in enumerate(STREAMS * 3):
         for s in (store, memory):
@@ -429,7 +451,7 @@ async def start_writers(path: Path) -> list[asyncio.subprocess.Process]:
 
 async def test_a_tailing_reader_sees_every_event_of_concurrent_writer_processes_in_order(
     db_path: Path,
-):
+) -> None:
     async with await SQLiteEventStore.open(db_path) as reader:
         procs = await start_writers(db_path)
         # All writers are imported and waiting; release them together.
@@ -471,7 +493,7 @@ async def test_a_tailing_reader_sees_every_event_of_concurrent_writer_processes_
     assert reads_while_writing > 10
 
 
-async def test_a_version_1_file_is_upgraded_in_place_when_opened(db_path: Path):
+async def test_a_version_1_file_is_upgraded_in_place_when_opened(db_path: Path) -> None:
     conn = sqlite3.connect(db_path)
     for statement in _schema._VERSION_1:
         conn.execute(statement)

@@ -6,16 +6,20 @@ import pytest
 
 pytest.importorskip("starlette")
 
+from collections.abc import Iterator
+
 import httpx
 from prometheus_client import CollectorRegistry
 
 from eventcore import Application, InMemoryEventStore, ValidationError
 from eventcore.alerts import PerformanceAlerting
+from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 from eventcore.demo.bank import Deposit, bank_codec
 from eventcore.performance import PerformanceMetrics, PerformanceTargets
 from eventcore.prometheus import PrometheusObserver
 from eventcore.store import EventStore
 from eventcore.web import create_app
+from tests import pg_cluster
 
 
 def client_for(app: object) -> httpx.AsyncClient:
@@ -119,3 +123,34 @@ async def test_a_registry_can_be_given_instead_of_found() -> None:
 def test_create_app_refuses_something_that_is_not_a_store() -> None:
     with pytest.raises(ValidationError, match="Application or an EventStore"):
         create_app("sqlite:///x.sqlite")  # type: ignore[arg-type]
+
+
+# -- /health on a PostgreSQL server that goes down (a cluster of the test's own) ----
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[pg_cluster.Cluster]:
+    yield from pg_cluster.cluster_or_skip()
+
+
+@pytest.mark.postgres
+async def test_health_turns_503_when_postgresql_stops_and_200_when_it_is_back(
+    own_cluster: pg_cluster.Cluster,
+) -> None:
+    config = PostgresConfig.development(
+        own_cluster.url, schema="web_health", min_connections=1, connect_timeout=2
+    )
+    async with await PostgresEventStore.open(config) as store:
+        app = observed(store)
+        await app.execute(Deposit("alice", 1))
+        async with client_for(create_app(app, health_timeout=10)) as client:
+            assert (await client.get("/health")).status_code == 200
+            await own_cluster.stop()
+            down = await client.get("/health")
+            assert down.status_code == 503
+            assert down.json()["status"] == "unavailable"
+            assert "StoreUnavailable" in down.json()["reason"]
+            await own_cluster.start()
+            back = await client.get("/health")
+            assert back.status_code == 200
+            assert back.json() == {"status": "ok", "head_position": 1}

@@ -24,7 +24,8 @@ same executor.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable
+import asyncio
+from collections.abc import AsyncGenerator, Collection, Iterable
 from pathlib import Path
 from typing import Any, Self, Unpack
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -34,7 +35,7 @@ from eventcore._plan import DEFAULT_FOLD_PAGE_SIZE
 from eventcore.cache import StateCache
 from eventcore.codec import Codec, default_codec
 from eventcore.command import Command
-from eventcore.errors import ValidationError
+from eventcore.errors import StoreUnavailable, ValidationError
 from eventcore.execute import ExecuteOptions, ExecutionResult, execute
 from eventcore.observe import Observer, ObserverGroup
 from eventcore.observed_store import observe_store
@@ -50,14 +51,19 @@ _SQLITE_SCHEME = "sqlite://"
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-async def open_store(url: str | Path) -> EventStore:
-    """Open the store a database URL names (see the module documentation)."""
+async def open_store(url: str | Path, *, create: bool = True) -> EventStore:
+    """Open the store a database URL names (see the module documentation).
+
+    With ``create=False`` only an existing store is opened, and nothing is written:
+    a SQLite file that does not exist is refused (:class:`StoreUnavailable`), and
+    PostgreSQL migrations are not applied (for tools that only look).
+    """
     if isinstance(url, Path):
-        return await _open_sqlite(url)
-    return await _open_url(url)
+        return await _open_sqlite(url, create)
+    return await _open_url(url, create)
 
 
-async def _open_url(url: str) -> EventStore:
+async def _open_url(url: str, create: bool) -> EventStore:
     if not isinstance(url, str) or not url.strip():
         raise ValidationError(
             f"database URL must be a non-empty str or a Path, got {url!r}; "
@@ -68,7 +74,7 @@ async def _open_url(url: str) -> EventStore:
 
         return InMemoryEventStore()
     if url.startswith(_POSTGRES_SCHEMES):
-        return await _open_postgres(url)
+        return await _open_postgres(url, create)
     if url.startswith(_SQLITE_SCHEME):
         path = url[len(_SQLITE_SCHEME) :]
         if not path.startswith("/") or path == "/":
@@ -76,16 +82,16 @@ async def _open_url(url: str) -> EventStore:
                 f"invalid SQLite URL {url!r}: expected sqlite:///relative/path.sqlite "
                 "or sqlite:////absolute/path.sqlite"
             )
-        return await _open_sqlite(Path(path[1:]))
+        return await _open_sqlite(Path(path[1:]), create)
     if "://" in url or url.endswith(":"):
         raise ValidationError(
             f"unsupported database URL {url!r}: use memory:, sqlite:///path.sqlite, "
             "postgresql://user@host/database, or a file path for SQLite"
         )
-    return await _open_sqlite(Path(url))
+    return await _open_sqlite(Path(url), create)
 
 
-async def _open_postgres(url: str) -> EventStore:
+async def _open_postgres(url: str, create: bool) -> EventStore:
     from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 
     parts = urlsplit(url)
@@ -96,11 +102,14 @@ async def _open_postgres(url: str) -> EventStore:
     if len(schemas) > 1:
         raise ValidationError(f"the database URL names schema= {len(schemas)} times: {schemas!r}")
     config = PostgresConfig(dsn=dsn, schema=schemas[0]) if schemas else PostgresConfig(dsn=dsn)
-    return await PostgresEventStore.open(config)
+    return await PostgresEventStore.open(config, migrate=create)
 
 
-async def _open_sqlite(path: Path) -> EventStore:
+async def _open_sqlite(path: Path, create: bool) -> EventStore:
     from eventcore.backends.sqlite import SQLiteEventStore
+
+    if not create and not await asyncio.to_thread(path.is_file):
+        raise StoreUnavailable(f"no SQLite database at {str(path)!r}: check the path")
 
     return await SQLiteEventStore.open(path)
 
@@ -227,7 +236,7 @@ class Application:
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         """Every event after ``after`` that passes the filters, then new ones as they
         commit (see :func:`eventcore.follow`)."""
         return follow(

@@ -199,6 +199,28 @@ class EventLookup(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class StreamSummary:
+    """A stream that has events, and its current version (its number of events)."""
+
+    stream_id: str
+    version: int
+
+
+@runtime_checkable
+class StreamLister(Protocol):
+    """Lists the streams that have events, in stream id order (code point order),
+    through an index on stream ids; for tools (``eventcore streams``), not for
+    commands."""
+
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamSummary]:
+        """At most ``limit`` streams whose id starts with ``prefix`` and sorts after
+        ``after`` (pass the last id of a page to get the next)."""
+        ...
+
+
 MAX_LOOKUP_IDS = 1000  # per call: bounds the statement a backend builds
 
 

@@ -15,7 +15,7 @@ The paging, waiting and retrying live in :mod:`eventcore._tail`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, Collection
 
 from eventcore._tail import AppendWaiter, LogScanner, OutageRetry
 from eventcore.store import EventReader
@@ -36,7 +36,7 @@ async def follow(
     stream_pattern: str | None = None,
     event_types: Collection[str] | None = None,
     max_retry_time: float = 60.0,
-) -> AsyncIterator[RecordedEvent]:
+) -> AsyncGenerator[RecordedEvent, None]:
     """Yield every event after position ``after`` that passes the filters, in log
     order, then each new one as it is committed. Never returns on its own.
 

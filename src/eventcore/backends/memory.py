@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, Self
 
+from eventcore._stream_list import check_list_streams
 from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
@@ -36,6 +37,7 @@ from eventcore.store import (
     AppendOutcome,
     DeadLetter,
     LogFilter,
+    StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
     check_dead_letter,
@@ -206,6 +208,14 @@ class InMemoryEventStore:
     async def head_position(self) -> int:
         self._check_open()
         return len(self._log)
+
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamSummary]:
+        self._check_open()
+        start, cursor, limit = check_list_streams(prefix, after, limit)
+        names = sorted(s for s in self._streams if s.startswith(start) and s > cursor)
+        return [StreamSummary(s, len(self._streams[s])) for s in names[:limit]]
 
     async def read_all(
         self,

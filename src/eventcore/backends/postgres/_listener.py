@@ -16,11 +16,11 @@ from typing import Any
 
 import asyncpg
 
-from eventcore.backends.postgres._errors import CONNECTION_ERRORS
+from eventcore.backends.postgres._errors import DRIVER_ERRORS
 
-# Setting up a fresh listening connection may also meet a server-side error (the
-# schema dropped, say): then the waiter polls rather than see a driver exception.
-_SETUP_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
+# Whatever connecting or setting up LISTEN meets (the server restarting, refusing,
+# timing out, the schema dropped), the waiter polls rather than see a driver
+# exception; the reads that follow each wait report the trouble, mapped.
 
 
 class AppendListener:
@@ -54,17 +54,19 @@ class AppendListener:
                 return True
             try:
                 conn = await self._connect()
-            except CONNECTION_ERRORS:
+            except DRIVER_ERRORS:
                 return False
             try:
                 await conn.add_listener(self._channel, self._on_notify)
                 if self._head_query is not None:
                     head = int(await conn.fetchval(self._head_query))
                     self.latest_position = max(self.latest_position, head)
-            except _SETUP_ERRORS:
-                with contextlib.suppress(*CONNECTION_ERRORS):
-                    await conn.close(timeout=2)
+            except DRIVER_ERRORS:
+                conn.terminate()  # in doubt; a polite close could wait on a dead server
                 return False
+            except BaseException:  # cancelled while setting up: do not leak it
+                conn.terminate()
+                raise
             conn.add_termination_listener(self._on_terminated)
             self._conn = conn
             return True
@@ -94,5 +96,7 @@ class AppendListener:
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
-            with contextlib.suppress(*CONNECTION_ERRORS):
+            try:
                 await conn.close(timeout=2)
+            except DRIVER_ERRORS:
+                conn.terminate()

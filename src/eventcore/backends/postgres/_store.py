@@ -25,6 +25,7 @@ from typing import Any, Final, Self, TypeAlias, TypeVar
 
 import asyncpg
 
+from eventcore._stream_list import check_list_streams
 from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
@@ -38,7 +39,15 @@ from eventcore.backends._group_commit import (
     lost_connection,
 )
 from eventcore.backends.postgres._config import PostgresConfig
-from eventcore.backends.postgres._errors import CONNECTION_ERRORS, describe_target, translated
+from eventcore.backends.postgres._errors import (
+    CONNECTION_ERRORS,
+    DRIVER_ERRORS,
+    describe_target,
+    keeps_connection,
+    may_retry_read,
+    rule_for,
+    translated,
+)
 from eventcore.backends.postgres._group_read import GroupReader
 from eventcore.backends.postgres._listener import AppendListener
 from eventcore.backends.postgres._migrate import migrate as run_migrations
@@ -57,6 +66,7 @@ from eventcore.store import (
     AppendOutcome,
     DeadLetter,
     LogFilter,
+    StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
     check_dead_letter,
@@ -198,26 +208,57 @@ class PostgresEventStore:
 
     @contextlib.asynccontextmanager
     async def _connection(self, operation: str) -> AsyncIterator[Connection]:
+        """A pooled connection for one operation; driver errors are translated by
+        the table in ``_errors``, and a connection left in doubt is discarded."""
         self._check_open()
+        conn = await self._acquire(operation)
+        keep = False
         try:
-            conn = await self._pool.acquire(timeout=self._config.acquire_timeout)
+            with translated(operation):
+                yield conn
+            keep = True
+        except BaseException as exc:
+            keep = keeps_connection(exc)
+            raise
+        finally:
+            await self._give_back(conn, keep)
+
+    async def _acquire(self, operation: str) -> Connection:
+        try:
+            return await self._pool.acquire(timeout=self._config.acquire_timeout)
         except TimeoutError as exc:
             raise StoreUnavailable(
                 f"{operation}: no database connection free within "
                 f"{self._config.acquire_timeout} s (max_connections="
                 f"{self._config.max_connections})"
             ) from exc
-        except asyncpg.InterfaceError as exc:
+        except DRIVER_ERRORS as exc:
             if self._closed:
                 raise StoreClosed("PostgresEventStore") from exc
             with translated(operation):
                 raise
+
+    async def _give_back(self, conn: Connection, keep: bool) -> None:
+        """Release a connection for reuse, or discard it: a discarded connection
+        frees its pool slot at once, and the pool connects anew on demand."""
+        if not keep:
+            await self._discard(conn)
+            return
         try:
-            with translated(operation):
-                yield conn
-        finally:
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                await self._pool.release(conn)
+            await self._pool.release(conn)
+        except DRIVER_ERRORS:
+            # The operation itself is over (an append may have committed): a
+            # connection that cannot be released is dropped, not reported.
+            _terminate(conn)
+
+    async def _discard(self, conn: Connection) -> None:
+        # close(), not terminate(): it first lets asyncpg's cancellation of an
+        # abandoned statement (timed out, or its task cancelled) reach the server.
+        # A terminated client alone goes unnoticed by a backend waiting on a lock,
+        # and the statement would go on to commit. close() aborts the connection
+        # if it fails; one the pool already took back refuses (InterfaceError).
+        with contextlib.suppress(*DRIVER_ERRORS):
+            await conn.close(timeout=self._config.command_timeout)
 
     async def _read(self, operation: str, run: Callable[[Connection], Awaitable[T]]) -> T:
         """Run a read, once more on a fresh connection if the first one was lost
@@ -226,9 +267,8 @@ class PostgresEventStore:
             async with self._connection(operation) as conn:
                 return await run(conn)
         except StoreUnavailable as exc:
-            # Retry only a lost connection; a timeout would just time out again.
-            cause = exc.__cause__
-            if isinstance(cause, TimeoutError) or not isinstance(cause, CONNECTION_ERRORS):
+            # Only where the table allows: a timeout would just time out again.
+            if not may_retry_read(exc):
                 raise
         async with self._connection(operation) as conn:
             return await run(conn)
@@ -330,6 +370,26 @@ class PostgresEventStore:
             return int(await conn.fetchval(self._sql.head_position))
 
         return await self._read("head_position", run)
+
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamSummary]:
+        self._check_open()
+        start, cursor, limit = check_list_streams(prefix, after, limit)
+        # The streams table's primary key, walked in order from the prefix: in any
+        # collation a string sorts at or after its prefixes. Streams created by an
+        # append that wrote nothing to them (read-only participants) have version 0.
+        sql = (
+            f"SELECT stream_id, version FROM {self._config.quoted_schema}.streams"
+            " WHERE stream_id >= $1 AND stream_id > $2 AND starts_with(stream_id, $1)"
+            " AND version > 0 ORDER BY stream_id LIMIT $3"
+        )
+
+        async def run(conn: Connection) -> list[StreamSummary]:
+            rows = await conn.fetch(sql, start, cursor, limit)
+            return [StreamSummary(row[0], int(row[1])) for row in rows]
+
+        return await self._read("list_streams", run)
 
     async def read_all(
         self,
@@ -496,14 +556,21 @@ class PostgresEventStore:
 
 def _fails_every_append(exc: Exception) -> bool:
     """Whether a failed group commit failed for every append in it: the connection
-    was lost, none was free in time, or the server did not answer in time. Any other
-    failure (a value or rule the database refuses) is charged to one append."""
+    was lost, none was free in time, or the server did not answer in time (the
+    error table maps these to StoreUnavailable). Any other failure (a value or rule
+    the database refuses) is charged to one append."""
     cause = exc.__cause__ if isinstance(exc, EventCoreError) else exc
-    if isinstance(cause, asyncpg.exceptions.QueryCanceledError):
-        return True
-    if isinstance(cause, CONNECTION_ERRORS) and not isinstance(cause, ValueError):
-        return True  # (a ValueError among them is the driver refusing one value)
+    rule = rule_for(cause)
+    if rule is not None:
+        return rule.error is StoreUnavailable
     return lost_connection(exc)
+
+
+def _terminate(conn: Connection) -> None:
+    # A connection that closed on its own was already taken back by the pool,
+    # whose proxy then refuses every call: nothing is left to terminate.
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 def _connect_kwargs(config: PostgresConfig) -> dict[str, Any]:

@@ -11,6 +11,7 @@ writer thread, and across processes on SQLite's write lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mappi
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Final, Self, TypeVar, get_args
 
+from eventcore._stream_list import check_list_streams, prefix_upper_bound
 from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
@@ -33,13 +35,15 @@ from eventcore.backends._group_commit import (
     lost_connection,
 )
 from eventcore.backends.sqlite import _ops
+from eventcore.backends.sqlite._errors import sqlite_translated
 from eventcore.backends.sqlite._schema import Synchronous, connect_reader, connect_writer
-from eventcore.errors import EventCoreError, StoreClosed, StoreUnavailable, ValidationError
+from eventcore.errors import EventCoreError, StoreClosed, ValidationError
 from eventcore.store import (
     DEFAULT_PAGE_SIZE,
     AppendOutcome,
     DeadLetter,
     LogFilter,
+    StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
     check_dead_letter,
@@ -162,10 +166,8 @@ class SQLiteEventStore:
             self._started = True
 
     def _open_writer(self) -> None:
-        try:
+        with self._translated():
             self._writer_conn = connect_writer(self._path, self._busy_timeout, self._synchronous)
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
 
     async def close(self) -> None:
         """Refuse new work, finish the appends already accepted (group commit waits
@@ -221,13 +223,11 @@ class SQLiteEventStore:
         conn = self._writer_conn
         if conn is None:
             raise StoreClosed(_NAME)
-        try:
+        with self._translated():
             return job(conn)
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
 
     def _on_reader(self, job: Job[T]) -> T:
-        try:
+        with self._translated():
             conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
             if conn is None:
                 conn = connect_reader(self._path, self._busy_timeout)
@@ -235,17 +235,9 @@ class SQLiteEventStore:
                     self._reader_conns.append(conn)
                 self._local.conn = conn
             return job(conn)
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
 
-    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
-        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
-            return StoreUnavailable(
-                f"SQLite file {self._path!r} stayed locked by another connection for "
-                f"longer than busy_timeout={self._busy_timeout}s ({exc}); retry later "
-                "or raise busy_timeout"
-            )
-        return StoreUnavailable(f"SQLite file {self._path!r} failed: {type(exc).__name__}: {exc}")
+    def _translated(self) -> contextlib.AbstractContextManager[None]:
+        return sqlite_translated(self._path, self._busy_timeout)
 
     # -- events ------------------------------------------------------------------------
 
@@ -293,6 +285,27 @@ class SQLiteEventStore:
     async def head_position(self) -> int:
         self._check_open()
         return await self._read(_ops.head_position)
+
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamSummary]:
+        self._check_open()
+        start, cursor, limit = check_list_streams(prefix, after, limit)
+        # A range on the (stream_id, stream_version) index: BINARY collation is code
+        # point order, so the streams with a prefix are one contiguous run of it.
+        end = prefix_upper_bound(start)
+        sql = (
+            "SELECT stream_id, max(stream_version) FROM events"
+            " WHERE stream_id >= ? AND stream_id > ? AND substr(stream_id, 1, ?) = ?"
+            + ("" if end is None else " AND stream_id < ?")
+            + " GROUP BY stream_id ORDER BY stream_id LIMIT ?"
+        )
+        params = (start, cursor, len(start), start, *([] if end is None else [end]), limit)
+
+        def query(conn: sqlite3.Connection) -> list[StreamSummary]:
+            return [StreamSummary(s, v) for s, v in conn.execute(sql, params)]
+
+        return await self._read(query)
 
     async def read_all(
         self,
