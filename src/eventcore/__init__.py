@@ -40,7 +40,13 @@ from eventcore.execute import ExecutionResult, execute
 from eventcore.observe import CommandReport, Observer, ObserverGroup
 from eventcore.observed_store import observe_store
 from eventcore.parallel import execute_all
-from eventcore.projection import FailurePolicy, Projection, ProjectionRunner
+from eventcore.projection import (
+    FailurePolicy,
+    ProcessManager,
+    Projection,
+    ProjectionRunner,
+    run_process_manager,
+)
 from eventcore.retry import RetryPolicy
 from eventcore.store import (
     BatchAppender,
@@ -101,6 +107,7 @@ __all__ = [
     "NewEvent",
     "Observer",
     "ObserverGroup",
+    "ProcessManager",
     "Projection",
     "ProjectionFailed",
     "ProjectionRunner",
@@ -130,4 +137,5 @@ __all__ = [
     "follow",
     "observe_store",
     "open_store",
+    "run_process_manager",
 ]

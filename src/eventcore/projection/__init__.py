@@ -2,11 +2,21 @@
 
 Write a :class:`Projection`, run it with a :class:`ProjectionRunner` (or
 :func:`run_projection`), rebuild it with :func:`rebuild_projection`, and ask how
-far it is with :func:`projection_status`. See ``docs/projections.md``.
+far it is with :func:`projection_status`. A :class:`ProcessManager` answers events
+with commands, run by :func:`run_process_manager`. See ``docs/projections.md``.
 """
 
 from __future__ import annotations
 
+from eventcore.projection._process import (
+    CommandRefused,
+    ProcessManager,
+    process_command_id,
+    process_manager_runner,
+    refusal_stream,
+    refused_commands,
+    run_process_manager,
+)
 from eventcore.projection._projection import FailurePolicy, Projection
 from eventcore.projection._runner import (
     ProjectionRunner,
@@ -17,13 +27,20 @@ from eventcore.projection._runner import (
 from eventcore.projection._status import ProjectionState, ProjectionStatus, projection_status
 
 __all__ = [
+    "CommandRefused",
     "FailurePolicy",
+    "ProcessManager",
     "Projection",
     "ProjectionRunner",
     "ProjectionState",
     "ProjectionStatus",
     "RunnerOptions",
+    "process_command_id",
+    "process_manager_runner",
     "projection_status",
     "rebuild_projection",
+    "refusal_stream",
+    "refused_commands",
+    "run_process_manager",
     "run_projection",
 ]
