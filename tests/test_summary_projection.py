@@ -159,3 +159,19 @@ async def test_creating_the_view_twice_is_harmless(bank: Bank) -> None:
 def test_a_name_that_is_not_a_plain_identifier_is_refused(name: str) -> None:
     with pytest.raises(ValidationError, match="SQL identifier"):
         materialized_view_sql("public", name)
+
+
+def test_the_docs_show_the_sql_the_package_runs() -> None:
+    from pathlib import Path
+
+    from eventcore.demo import summary_table
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "read-models-in-sql.md"
+    text = " ".join(page.read_text().split())
+    for sql in (
+        materialized_view_sql("public"),
+        refresh_sql("public"),
+        summary_table._UPSERT.format(table="account_summary"),
+        summary_table._TABLE.format(table="account_summary").replace(" IF NOT EXISTS", ""),
+    ):
+        assert " ".join(sql.split()) in text
