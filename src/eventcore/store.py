@@ -291,6 +291,15 @@ class CheckpointStore(Protocol):
 
 
 @runtime_checkable
+class CheckpointLister(Protocol):
+    """A store that can name every checkpoint it keeps (every bundled one can)."""
+
+    async def checkpoint_names(self) -> list[str]:
+        """The names of the saved checkpoints, in name order."""
+        ...
+
+
+@runtime_checkable
 class LeaseStore(Protocol):
     """Named, expiring leases: at most one holder per name at a time.
 

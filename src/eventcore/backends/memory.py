@@ -314,6 +314,10 @@ class InMemoryEventStore:
         check_checkpoint_name(name)
         self._checkpoints.pop(name, None)
 
+    async def checkpoint_names(self) -> list[str]:
+        self._check_open()
+        return sorted(self._checkpoints)
+
     # -- dead letters --------------------------------------------------------------
 
     async def record_dead_letter(self, letter: DeadLetter) -> None:

@@ -41,6 +41,7 @@ class Statements:
     load_snapshot: str
     events_by_id: str
     delete_checkpoint: str
+    checkpoint_names: str
     record_dead_letter: str
     dead_letters: str
     clear_dead_letters: str
@@ -113,6 +114,7 @@ class Statements:
                 "ORDER BY position"
             ),
             delete_checkpoint=f"DELETE FROM {s}.checkpoints WHERE name = $1",
+            checkpoint_names=f"SELECT name FROM {s}.checkpoints ORDER BY name",
             record_dead_letter=(
                 f"INSERT INTO {s}.dead_letters (projection, position, event_id, stream_id, "
                 "event_type, error, failed_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "

@@ -502,6 +502,12 @@ class PostgresEventStore:
         async with self._connection("delete_checkpoint") as conn:
             await conn.execute(self._sql.delete_checkpoint, name)
 
+    async def checkpoint_names(self) -> list[str]:
+        async def run(conn: Connection) -> list[str]:
+            return [row[0] for row in await conn.fetch(self._sql.checkpoint_names)]
+
+        return await self._read("checkpoint_names", run)
+
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         check_lease_args(name, holder, ttl)
         async with self._connection("acquire_lease") as conn:

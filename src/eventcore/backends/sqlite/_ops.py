@@ -217,6 +217,10 @@ def delete_checkpoint(conn: sqlite3.Connection, name: str) -> None:
     conn.execute("DELETE FROM checkpoints WHERE name = ?", (name,))
 
 
+def checkpoint_names(conn: sqlite3.Connection) -> list[str]:
+    return [str(row[0]) for row in conn.execute("SELECT name FROM checkpoints ORDER BY name")]
+
+
 # -- leases: wall-clock expiry, because the holders may be different processes ------
 
 

@@ -387,6 +387,10 @@ class SQLiteEventStore:
         check_checkpoint_name(name)
         await self._write(lambda conn: _ops.delete_checkpoint(conn, name))
 
+    async def checkpoint_names(self) -> list[str]:
+        self._check_open()
+        return await self._read(_ops.checkpoint_names)
+
     # -- leases ------------------------------------------------------------------------
 
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
