@@ -47,7 +47,9 @@ class _TwoReads(PagedReads):
 
 
 @pytest.mark.parametrize("store_type", [InMemoryEventStore, SQLiteEventStore, PostgresEventStore])
-def test_every_bundled_store_walks_with_the_one_paging_implementation(store_type: type) -> None:
+def test_every_bundled_store_walks_with_the_one_paging_implementation(
+    store_type: type[PagedReads],
+) -> None:
     assert store_type.iter_stream is PagedReads.iter_stream
     assert store_type.iter_all is PagedReads.iter_all
 
