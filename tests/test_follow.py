@@ -10,9 +10,7 @@ from collections.abc import AsyncIterator, Collection
 import pytest
 
 from eventcore import (
-    AppendRequest,
     DeserializationError,
-    NewEvent,
     RecordedEvent,
     SQLiteEventStore,
     StoreClosed,
@@ -24,6 +22,7 @@ from eventcore import (
 from eventcore.store import EventStore
 from eventcore.subscription import AppendWaiter, follow
 from eventcore.testing.faults import FaultInjectingStore
+from eventcore.types import AppendRequest, NewEvent
 
 
 def _event(stream: str, n: int) -> NewEvent:

@@ -156,6 +156,92 @@ class EventReader(Protocol):
         ...
 
 
+class _PageReader(Protocol):
+    """The two reads :class:`PagedReads` walks with."""
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]: ...
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RecordedEvent]: ...
+
+
+class PagedReads:
+    """Mixin giving :class:`EventReader`'s ``iter_stream`` and ``iter_all``, built
+    on the class's own ``read_stream`` and ``read_all`` (one call per page).
+
+    Every bundled store inherits it, so the paging lives once; a third-party
+    backend that inherits it implements only the reads."""
+
+    __slots__ = ()
+
+    def iter_stream(
+        self: _PageReader,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> AsyncIterator[RecordedEvent]:
+        return _walk_stream(self, stream_id, from_version, page_size)
+
+    def iter_all(
+        self: _PageReader,
+        *,
+        after: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        # The filter is checked when the walk is asked for, not at its first step.
+        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
+        return _walk_log(self, after, page_size, log_filter)
+
+
+async def _walk_stream(
+    reader: _PageReader, stream_id: str, from_version: int, page_size: int
+) -> AsyncIterator[RecordedEvent]:
+    """Yield a stream's events one page at a time; only one page is held."""
+    size = check_page_size(page_size)
+    version = from_version
+    while True:
+        page = await reader.read_stream(stream_id, from_version=version, limit=size)
+        for event in page:
+            yield event
+        if len(page) < size:
+            return
+        version = page[-1].stream_version + 1
+
+
+async def _walk_log(
+    reader: _PageReader, after: int, page_size: int, log_filter: LogFilter
+) -> AsyncIterator[RecordedEvent]:
+    """Yield the log after ``after`` to its current end, one page at a time."""
+    size = check_page_size(page_size)
+    position = after
+    while True:
+        page = await reader.read_all(
+            after=position,
+            limit=size,
+            stream_prefix=log_filter.stream_prefix,
+            stream_pattern=log_filter.stream_pattern,
+            event_types=log_filter.event_types,
+        )
+        for event in page:
+            yield event
+        if len(page) < size:
+            return
+        position = page[-1].global_position
+
+
 @runtime_checkable
 class EventAppender(Protocol):
     """Appends atomically across streams with optimistic version checks."""

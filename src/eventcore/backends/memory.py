@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, Self
@@ -21,8 +21,6 @@ from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
     check_streams_read,
-    walk_log,
-    walk_stream,
 )
 from eventcore.codec import decode_metadata, encode_metadata
 from eventcore.errors import (
@@ -33,10 +31,10 @@ from eventcore.errors import (
     VersionConflict,
 )
 from eventcore.store import (
-    DEFAULT_PAGE_SIZE,
     AppendOutcome,
     DeadLetter,
     LogFilter,
+    PagedReads,
     StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
@@ -92,7 +90,7 @@ def _stored_copy(metadata: EventMetadata) -> EventMetadata:
     )
 
 
-class InMemoryEventStore:
+class InMemoryEventStore(PagedReads):
     """Implements :class:`~eventcore.store.EventStore`, checkpoints and leases."""
 
     def __init__(self) -> None:
@@ -238,33 +236,6 @@ class InMemoryEventStore:
         if not log_filter.is_empty:
             tail = (e for e in tail if log_filter.matches(e.stream_id, e.event_type))
         return list(itertools.islice(tail, limit))
-
-    def iter_stream(
-        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
-    ) -> AsyncIterator[RecordedEvent]:
-        return walk_stream(self._read_page, stream_id, from_version, page_size)
-
-    async def _read_page(self, stream: StreamId, start: int, size: int) -> list[RecordedEvent]:
-        self._check_open()
-        return self._slice(stream, start, size)
-
-    def iter_all(
-        self,
-        *,
-        after: int = 0,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        stream_prefix: str | None = None,
-        stream_pattern: str | None = None,
-        event_types: Collection[str] | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
-        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
-        return walk_log(self._read_log_page, after, page_size, log_filter)
-
-    async def _read_log_page(
-        self, after: int, size: int, log_filter: LogFilter
-    ) -> list[RecordedEvent]:
-        self._check_open()
-        return self._read_log(after, size, log_filter)
 
     async def wait_for_append(self, after: int, max_wait: float) -> None:
         """Return once the log is past ``after``, or after ``max_wait`` seconds."""

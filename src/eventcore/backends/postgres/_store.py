@@ -30,8 +30,6 @@ from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
     check_streams_read,
-    walk_log,
-    walk_stream,
 )
 from eventcore.backends._group_commit import (
     GroupCommitter,
@@ -62,10 +60,10 @@ from eventcore.backends.postgres._writes import (
 )
 from eventcore.errors import EventCoreError, StoreClosed, StoreUnavailable, ValidationError
 from eventcore.store import (
-    DEFAULT_PAGE_SIZE,
     AppendOutcome,
     DeadLetter,
     LogFilter,
+    PagedReads,
     StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
@@ -102,7 +100,7 @@ async def _no_reset(_conn: asyncpg.Connection) -> None:
     state behind (no LISTEN on pool connections, only transaction-scoped locks)."""
 
 
-class PostgresEventStore:
+class PostgresEventStore(PagedReads):
     """Implements :class:`~eventcore.store.EventStore`, checkpoints and leases.
 
     Open it with :meth:`open`, which connects, and by default migrates the schema::
@@ -417,23 +415,6 @@ class PostgresEventStore:
             return decode_rows(await conn.fetch(sql, *params))
 
         return await self._read("read_all", run)
-
-    def iter_stream(
-        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
-    ) -> AsyncIterator[RecordedEvent]:
-        return walk_stream(self._read_page, stream_id, from_version, page_size)
-
-    def iter_all(
-        self,
-        *,
-        after: int = 0,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        stream_prefix: str | None = None,
-        stream_pattern: str | None = None,
-        event_types: Collection[str] | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
-        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
-        return walk_log(self._read_log, after, page_size, log_filter)
 
     async def wait_for_append(self, after: int, max_wait: float) -> None:
         """Return soon after the log grows past ``after`` (LISTEN/NOTIFY), or after

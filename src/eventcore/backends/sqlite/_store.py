@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Final, Self, TypeVar, get_args
 
@@ -25,8 +25,6 @@ from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
     check_streams_read,
-    walk_log,
-    walk_stream,
 )
 from eventcore.backends._group_commit import (
     GroupCommitSettings,
@@ -39,10 +37,10 @@ from eventcore.backends.sqlite._errors import sqlite_translated
 from eventcore.backends.sqlite._schema import Synchronous, connect_reader, connect_writer
 from eventcore.errors import EventCoreError, StoreClosed, ValidationError
 from eventcore.store import (
-    DEFAULT_PAGE_SIZE,
     AppendOutcome,
     DeadLetter,
     LogFilter,
+    PagedReads,
     StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
@@ -60,7 +58,7 @@ Job = Callable[[sqlite3.Connection], T]
 _NAME: Final = "SQLiteEventStore"
 
 
-class SQLiteEventStore:
+class SQLiteEventStore(PagedReads):
     """Implements :class:`~eventcore.store.EventStore`, checkpoints and leases on one
     SQLite file, which several processes may share.
 
@@ -320,33 +318,6 @@ class SQLiteEventStore:
         after, limit = check_log_read(after, limit)
         log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
         return await self._read(lambda conn: _ops.read_log(conn, after, limit, log_filter))
-
-    def iter_stream(
-        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
-    ) -> AsyncIterator[RecordedEvent]:
-        return walk_stream(self._read_page, stream_id, from_version, page_size)
-
-    async def _read_page(self, stream: StreamId, start: int, size: int) -> list[RecordedEvent]:
-        self._check_open()
-        return await self._read(lambda conn: _ops.read_stream(conn, stream, start, size))
-
-    def iter_all(
-        self,
-        *,
-        after: int = 0,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        stream_prefix: str | None = None,
-        stream_pattern: str | None = None,
-        event_types: Collection[str] | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
-        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
-        return walk_log(self._read_log_page, after, page_size, log_filter)
-
-    async def _read_log_page(
-        self, after: int, size: int, log_filter: LogFilter
-    ) -> list[RecordedEvent]:
-        self._check_open()
-        return await self._read(lambda conn: _ops.read_log(conn, after, size, log_filter))
 
     # -- lookup by event id ------------------------------------------------------------
 
