@@ -435,7 +435,7 @@ def check_fence(fence: object) -> Fence | None:
 
 
 @runtime_checkable
-class FencedLeaseStore(LeaseStore, CheckpointStore, Protocol):
+class FencedLeaseStore(CheckpointStore, LeaseStore, Protocol):
     """Leases with fencing tokens, and checkpoints that can be fenced.
 
     The token of a lease increases every time it changes hands (a first holder, a
