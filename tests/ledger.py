@@ -10,6 +10,7 @@ import asyncio
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -56,10 +57,10 @@ class Dialect:
         rows = await self._run(f"SELECT position FROM {self.table} ORDER BY seq")
         return [int(row[0]) for row in rows]
 
-    async def _run(self, sql: str) -> list[tuple[object, ...]]:
+    async def _run(self, sql: str) -> list[tuple[Any, ...]]:
         if self.kind == "sqlite":
 
-            def run() -> list[tuple[object, ...]]:
+            def run() -> list[tuple[Any, ...]]:
                 conn = sqlite3.connect(Path(self.where), isolation_level=None)
                 try:
                     return conn.execute(sql).fetchall()
