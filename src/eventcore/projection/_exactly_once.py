@@ -127,6 +127,7 @@ class ExactlyOnceRunner(ProjectionRunner):
         self._tx_store: TransactionalCheckpointStore = store
         self._fence: Fence | None = None  # the newest token acquired
         self._held_fence: Fence | None = None  # the token of the current turn
+        self._committing: asyncio.Event | None = None  # set when the open transaction ends
 
     # -- the lease: a turn is one token ----------------------------------------------
 
@@ -159,6 +160,13 @@ class ExactlyOnceRunner(ProjectionRunner):
         finally:
             self._held_fence = None
 
+    async def _renew(self) -> None:
+        await super()._renew()
+        # The lease is lost: let the open transaction reach its fenced commit and
+        # be refused there, rather than cancel it halfway through its statements.
+        if self._committing is not None:
+            await self._committing.wait()
+
     def _turn(self) -> Fence:
         if self._held_fence is None:  # pragma: no cover - work runs only while held
             raise LeaseLost(self.name, -1, None)
@@ -170,11 +178,16 @@ class ExactlyOnceRunner(ProjectionRunner):
         await self._tx_store.save_checkpoint(self.name, position, fence=self._turn())
 
     async def _commit(self, events: Sequence[RecordedEvent], position: int) -> None:
-        async with self._tx_store.checkpoint_transaction(
-            self.name, position, fence=self._turn()
-        ) as tx:
-            for event in events:
-                await self._transactional.handle(event, tx)
+        done = self._committing = asyncio.Event()
+        try:
+            async with self._tx_store.checkpoint_transaction(
+                self.name, position, fence=self._turn()
+            ) as tx:
+                for event in events:
+                    await self._transactional.handle(event, tx)
+        finally:
+            done.set()
+            self._committing = None
         self._saved, self._unsaved, self._saved_at = position, 0, time.monotonic()
 
     async def _start_position(self) -> int:
