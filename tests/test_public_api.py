@@ -79,6 +79,7 @@ EXPECTED_PUBLIC_NAMES = {
     "EventCoreError",
     "InvalidExpectedVersions",
     "InvalidStreamId",
+    "LeaseLost",
     "ProjectionFailed",
     "RetriesExhausted",
     "StateReuseMismatch",

@@ -26,6 +26,7 @@ from eventcore.codec import decode_metadata, encode_metadata
 from eventcore.errors import (
     DuplicateEventId,
     EncodingError,
+    LeaseLost,
     StoreClosed,
     ValidationError,
     VersionConflict,
@@ -33,6 +34,7 @@ from eventcore.errors import (
 from eventcore.store import (
     AppendOutcome,
     DeadLetter,
+    Fence,
     LogFilter,
     PagedReads,
     StreamSummary,
@@ -40,6 +42,7 @@ from eventcore.store import (
     check_checkpoint_position,
     check_dead_letter,
     check_event_ids,
+    check_fence,
     check_lease_args,
     check_requests,
     check_snapshot_key,
@@ -53,6 +56,8 @@ from eventcore.types import (
     Snapshot,
     StreamId,
 )
+
+_RELEASED: Final = ""  # the holder of a released lease: no holder's name is empty
 
 
 class _MetadataSnapshots:
@@ -99,7 +104,7 @@ class InMemoryEventStore(PagedReads):
         self._event_ids: dict[uuid.UUID, RecordedEvent] = {}  # the unique index
         self._checkpoints: dict[str, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
-        self._leases: dict[str, tuple[str, float]] = {}
+        self._leases: dict[str, tuple[str, float, int]] = {}  # holder, expiry, token
         self._dead_letters: dict[str, dict[int, DeadLetter]] = {}
         self._grown = asyncio.Event()
         self._closed = False
@@ -269,10 +274,15 @@ class InMemoryEventStore(PagedReads):
 
     # -- checkpoints ---------------------------------------------------------------
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> None:
         self._check_open()
         check_checkpoint_name(name)
         check_checkpoint_position(position)
+        checked = check_fence(fence)
+        if checked is not None:
+            self._check_fence(checked)
         self._checkpoints[name] = position
 
     async def load_checkpoint(self, name: str) -> int | None:
@@ -310,21 +320,37 @@ class InMemoryEventStore(PagedReads):
     # -- leases --------------------------------------------------------------------
 
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return await self.acquire_fenced_lease(name, holder, ttl) is not None
+
+    async def acquire_fenced_lease(self, name: str, holder: str, ttl: float) -> int | None:
         self._check_open()
         check_lease_args(name, holder, ttl)
         now = time.monotonic()
         current = self._leases.get(name)
-        if current is not None and current[0] != holder and current[1] > now:
-            return False
-        self._leases[name] = (holder, now + ttl)
-        return True
+        if current is None:
+            token = 1
+        elif current[0] == holder:
+            token = current[2]
+        elif current[1] > now:
+            return None
+        else:
+            token = current[2] + 1
+        self._leases[name] = (holder, now + ttl, token)
+        return token
 
     async def release_lease(self, name: str, holder: str) -> None:
         self._check_open()
         check_lease_args(name, holder)
         current = self._leases.get(name)
         if current is not None and current[0] == holder:
-            del self._leases[name]
+            # Kept, expired, so the next holder's token is greater than this one's.
+            self._leases[name] = (_RELEASED, 0.0, current[2])
+
+    def _check_fence(self, fence: Fence) -> None:
+        current = self._leases.get(fence.lease)
+        token = None if current is None else current[2]
+        if token != fence.token:
+            raise LeaseLost(fence.lease, fence.token, token)
 
     async def lease_holder(self, name: str) -> str | None:
         self._check_open()

@@ -2,12 +2,16 @@
 
 Write a :class:`Projection`, run it with a :class:`ProjectionRunner` (or
 :func:`run_projection`), rebuild it with :func:`rebuild_projection`, and ask how
-far it is with :func:`projection_status`. A :class:`ProcessManager` answers events
-with commands, run by :func:`run_process_manager`. See ``docs/projections.md``.
+far it is with :func:`projection_status`. A :class:`TransactionalProjection`
+keeps its read model in the store's database and runs exactly once
+(:class:`ExactlyOnceRunner`). A :class:`ProcessManager` answers events with
+commands, run by :func:`run_process_manager`. See ``docs/projections.md``,
+``docs/projections-exactly-once.md`` and ``docs/process-managers.md``.
 """
 
 from __future__ import annotations
 
+from eventcore.projection._exactly_once import ExactlyOnceRunner, TransactionalProjection
 from eventcore.projection._process import (
     CommandRefused,
     ProcessManager,
@@ -28,6 +32,7 @@ from eventcore.projection._status import ProjectionState, ProjectionStatus, proj
 
 __all__ = [
     "CommandRefused",
+    "ExactlyOnceRunner",
     "FailurePolicy",
     "ProcessManager",
     "Projection",
@@ -35,6 +40,7 @@ __all__ = [
     "ProjectionState",
     "ProjectionStatus",
     "RunnerOptions",
+    "TransactionalProjection",
     "process_command_id",
     "process_manager_runner",
     "projection_status",

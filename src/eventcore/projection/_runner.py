@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventcore._tail import LogScanner, OutageRetry
 from eventcore.errors import ProjectionFailed, ValidationError
@@ -39,6 +39,9 @@ from eventcore.store import (
     check_lease_args,
 )
 from eventcore.types import RecordedEvent
+
+if TYPE_CHECKING:  # the exactly-once module builds on this one
+    from eventcore.projection._exactly_once import TransactionalProjection
 
 _log = logging.getLogger("eventcore.projection")
 
@@ -419,7 +422,7 @@ class ProjectionRunner:
         )
         if not (force or due):
             return
-        await outage.run(lambda: self._store.save_checkpoint(self.name, position), position)
+        await outage.run(lambda: self._save_checkpoint(position), position)
         self._saved, self._unsaved, self._saved_at = position, 0, time.monotonic()
 
     async def _final_checkpoint(self) -> None:
@@ -427,7 +430,7 @@ class ProjectionRunner:
         if self._position == self._saved:
             return
         try:
-            await self._store.save_checkpoint(self.name, self._position)
+            await self._save_checkpoint(self._position)
         except Exception as exc:
             _log.warning(
                 "projection %r: could not save checkpoint %d on stop (%s); the events "
@@ -437,6 +440,9 @@ class ProjectionRunner:
                 exc,
                 self._saved,
             )
+
+    async def _save_checkpoint(self, position: int) -> None:
+        await self._store.save_checkpoint(self.name, position)
 
     def _advance(self, position: int, count: int) -> None:
         self._position = position
@@ -525,21 +531,24 @@ class ProjectionRunner:
 
 async def run_projection(
     store: ProjectionStore,
-    projection: Projection,
+    projection: Projection | TransactionalProjection,
     *,
     options: RunnerOptions | None = None,
     holder: str | None = None,
     observer: Observer | None = None,
 ) -> None:
     """Run ``projection`` until cancelled (then stop cleanly, checkpoint saved);
-    raise :class:`~eventcore.errors.ProjectionFailed` if it fails."""
-    runner = ProjectionRunner(store, projection, options=options, holder=holder, observer=observer)
+    raise :class:`~eventcore.errors.ProjectionFailed` if it fails. A
+    :class:`~eventcore.projection.TransactionalProjection` runs exactly once."""
+    from eventcore.projection._exactly_once import runner_for
+
+    runner = runner_for(store, projection, options=options, holder=holder, observer=observer)
     await runner.run()
 
 
 async def rebuild_projection(
     store: ProjectionStore,
-    projection: Projection,
+    projection: Projection | TransactionalProjection,
     *,
     progress: Progress | None = None,
     options: RunnerOptions | None = None,
@@ -549,7 +558,9 @@ async def rebuild_projection(
     """Empty ``projection`` and replay the log into it up to the head as it is when
     the replay catches up; return its status then. Writes may go on meanwhile. Stop
     the projection's running runners first: the rebuild waits for the lease."""
-    runner = ProjectionRunner(
+    from eventcore.projection._exactly_once import runner_for
+
+    runner = runner_for(
         store,
         projection,
         options=options,

@@ -51,6 +51,8 @@ from eventcore.backends.postgres._listener import AppendListener
 from eventcore.backends.postgres._migrate import migrate as run_migrations
 from eventcore.backends.postgres._migrate import schema_version
 from eventcore.backends.postgres._sql import Statements, decode_rows, decode_slots
+from eventcore.backends.postgres._transaction import PostgresTransaction
+from eventcore.backends.postgres._transaction import check_fence as check_lease_fence
 from eventcore.backends.postgres._writes import (
     BatchArrays,
     check_payload_sizes,
@@ -62,13 +64,16 @@ from eventcore.errors import EventCoreError, StoreClosed, StoreUnavailable, Vali
 from eventcore.store import (
     AppendOutcome,
     DeadLetter,
+    Fence,
     LogFilter,
     PagedReads,
+    ProjectionTransaction,
     StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
     check_dead_letter,
     check_event_ids,
+    check_fence,
     check_lease_args,
     check_requests,
     check_snapshot_key,
@@ -463,11 +468,39 @@ class PostgresEventStore(PagedReads):
 
     # -- checkpoints and leases ----------------------------------------------------
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> None:
         check_checkpoint_name(name)
         check_checkpoint_position(position)
+        checked = check_fence(fence)
         async with self._connection("save_checkpoint") as conn:
-            await conn.execute(self._sql.save_checkpoint, name, position)
+            if checked is None:
+                await conn.execute(self._sql.save_checkpoint, name, position)
+                return
+            async with conn.transaction():
+                await check_lease_fence(conn, self._sql.lease_fence, checked)
+                await conn.execute(self._sql.save_checkpoint, name, position)
+
+    @contextlib.asynccontextmanager
+    async def checkpoint_transaction(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> AsyncIterator[ProjectionTransaction]:
+        """See :class:`~eventcore.store.TransactionalCheckpointStore`: one pooled
+        connection, one transaction, committed with the (fenced) checkpoint."""
+        check_checkpoint_name(name)
+        check_checkpoint_position(position)
+        checked = check_fence(fence)
+        async with self._connection("checkpoint_transaction") as conn:
+            transaction = PostgresTransaction(conn)
+            try:
+                async with conn.transaction():
+                    yield transaction
+                    if checked is not None:
+                        await check_lease_fence(conn, self._sql.lease_fence, checked)
+                    await conn.execute(self._sql.save_checkpoint, name, position)
+            finally:
+                transaction.close()
 
     async def load_checkpoint(self, name: str) -> int | None:
         check_checkpoint_name(name)
@@ -490,11 +523,13 @@ class PostgresEventStore(PagedReads):
         return await self._read("checkpoint_names", run)
 
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return await self.acquire_fenced_lease(name, holder, ttl) is not None
+
+    async def acquire_fenced_lease(self, name: str, holder: str, ttl: float) -> int | None:
         check_lease_args(name, holder, ttl)
         async with self._connection("acquire_lease") as conn:
-            return (
-                await conn.fetchval(self._sql.acquire_lease, name, holder, float(ttl)) is not None
-            )
+            token = await conn.fetchval(self._sql.acquire_lease, name, holder, float(ttl))
+            return None if token is None else int(token)
 
     async def release_lease(self, name: str, holder: str) -> None:
         check_lease_args(name, holder)

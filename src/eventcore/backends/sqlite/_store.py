@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Final, Self, TypeVar, get_args
 
@@ -35,17 +35,21 @@ from eventcore.backends._group_commit import (
 from eventcore.backends.sqlite import _ops
 from eventcore.backends.sqlite._errors import sqlite_translated
 from eventcore.backends.sqlite._schema import Synchronous, connect_reader, connect_writer
+from eventcore.backends.sqlite._session import WriterSession
 from eventcore.errors import EventCoreError, StoreClosed, ValidationError
 from eventcore.store import (
     AppendOutcome,
     DeadLetter,
+    Fence,
     LogFilter,
     PagedReads,
+    ProjectionTransaction,
     StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
     check_dead_letter,
     check_event_ids,
+    check_fence,
     check_lease_args,
     check_requests,
     check_snapshot_key,
@@ -342,11 +346,40 @@ class SQLiteEventStore(PagedReads):
 
     # -- checkpoints -------------------------------------------------------------------
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> None:
         self._check_open()
         check_checkpoint_name(name)
         check_checkpoint_position(position)
-        await self._write(lambda conn: _ops.save_checkpoint(conn, name, position))
+        checked = check_fence(fence)
+        if checked is None:
+            await self._write(lambda conn: _ops.save_checkpoint(conn, name, position))
+        else:
+            await self._write(
+                lambda conn: _ops.save_fenced_checkpoint(conn, name, position, checked)
+            )
+
+    @contextlib.asynccontextmanager
+    async def checkpoint_transaction(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> AsyncIterator[ProjectionTransaction]:
+        """See :class:`~eventcore.store.TransactionalCheckpointStore`. The
+        transaction runs on the writer thread and holds the file's write lock from
+        its first statement to its end: keep the block short."""
+        self._check_open()
+        check_checkpoint_name(name)
+        check_checkpoint_position(position)
+        check_fence(fence)
+        if not self._started:
+            await self._start()
+        session = WriterSession(self._write, name, position, fence, self._translated)
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
 
     async def load_checkpoint(self, name: str) -> int | None:
         self._check_open()
@@ -365,6 +398,9 @@ class SQLiteEventStore(PagedReads):
     # -- leases ------------------------------------------------------------------------
 
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return await self.acquire_fenced_lease(name, holder, ttl) is not None
+
+    async def acquire_fenced_lease(self, name: str, holder: str, ttl: float) -> int | None:
         self._check_open()
         check_lease_args(name, holder, ttl)
         return await self._write(lambda conn: _ops.acquire_lease(conn, name, holder, ttl))
