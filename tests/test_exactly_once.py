@@ -176,3 +176,29 @@ async def test_an_exactly_once_runner_stops_cleanly(db: tuple[ProjectionStore, D
     await runner.stop()
     assert runner.state is ProjectionState.STOPPED
     assert await store.lease_holder("ledger") is None
+
+
+async def test_an_application_with_observers_runs_a_transactional_projection_exactly_once(
+    db: tuple[ProjectionStore, Dialect],
+) -> None:
+    # Observers that time store calls wrap the store; the wrapper must still carry
+    # fenced leases and checkpoint transactions through to the database.
+    from eventcore import Application
+    from eventcore.prometheus import PrometheusObserver
+
+    store, dialect = db
+    await append_events(store, 12)
+    observer = PrometheusObserver()
+    app = Application(store, observers=[observer])  # type: ignore[arg-type]
+    async with app.projection_runner(Ledger(dialect), options=OPTIONS) as runner:
+        assert isinstance(runner, ExactlyOnceRunner)
+        await asyncio.wait_for(runner.caught_up(), BOUND)
+    assert await dialect.positions() == list(range(1, 13))
+    labels = {"projection": "ledger"}
+    assert observer.registry.get_sample_value("eventcore_projection_position", labels) == 12
+    labels = {"operation": "acquire_lease"}
+    timed = observer.registry.get_sample_value(
+        "eventcore_store_operation_duration_seconds_count", labels
+    )
+    assert timed is not None
+    assert timed >= 1
