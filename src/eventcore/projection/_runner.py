@@ -54,7 +54,7 @@ class RunnerOptions:
     ``checkpoint_every`` events or ``checkpoint_interval`` seconds, whichever comes
     first, whenever the runner catches up, and when it stops; a crash redelivers at
     most what came after it. ``poll_interval``: the longest wait at the end of the
-    log (PostgreSQL and the memory store wake the runner sooner; SQLite is polled).
+    log (every shipped store wakes the runner sooner, when the log grows).
     ``lease_ttl``: a dead runner's lease lapses after this many seconds; the holder
     renews it every third of it. ``max_retry_time``: how long an unreachable store
     is waited for before the runner fails.
