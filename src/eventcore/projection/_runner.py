@@ -64,7 +64,11 @@ class RunnerOptions:
     checkpoint_every: int = 100
     checkpoint_interval: float = 1.0
     poll_interval: float = 0.5
-    lease_ttl: float = 5.0
+    # The lease bounds failover: renewed every second, a killed leader's lease lapses
+    # 2-3 s after the kill, and a standby asks every 0.6 s, so takeover takes 2-3.6 s
+    # (measured: docs/projections.md). Shorter would let a renewal that a busy
+    # database holds up for a second cost the leader its lease (it then re-acquires).
+    lease_ttl: float = 3.0
     max_retry_time: float = 60.0
 
     def __post_init__(self) -> None:
