@@ -61,7 +61,10 @@ class RunnerOptions:
     """
 
     page_size: int = 500
-    checkpoint_every: int = 100
+    # Each checkpoint is a committed write: every 100 events made a PostgreSQL
+    # rebuild four times slower than with 10,000 (measured). The 1 s interval
+    # still bounds redelivery in time; 1,000 bounds it in count at high rates.
+    checkpoint_every: int = 1000
     checkpoint_interval: float = 1.0
     poll_interval: float = 0.5
     # The lease bounds failover: renewed every second, a killed leader's lease lapses
