@@ -25,11 +25,12 @@ from pathlib import Path
 
 import asyncpg
 
-from eventcore import AppendRequest, NewEvent, StreamId, follow
+from eventcore import StreamId, follow
 from eventcore.backends.memory import InMemoryEventStore
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 from eventcore.backends.sqlite import SQLiteEventStore
 from eventcore.store import EventStore
+from eventcore.types import AppendRequest, NewEvent
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
