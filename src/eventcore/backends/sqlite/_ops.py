@@ -189,6 +189,15 @@ def head_position(conn: sqlite3.Connection) -> int:
     return int(conn.execute(HEAD_SQL).fetchone()[0] or 0)
 
 
+def head_if_changed(conn: sqlite3.Connection, seen: int | None) -> tuple[int, int | None]:
+    """``(data_version, head)``: the head is read only when the data version
+    differs from ``seen``. SQLite changes a connection's ``data_version`` whenever
+    another connection (in any process) commits; reading it touches no table, so a
+    watcher can ask often for almost nothing."""
+    version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+    return version, (head_position(conn) if version != seen else None)
+
+
 def read_log(
     conn: sqlite3.Connection, after: int, limit: int | None, log_filter: LogFilter
 ) -> list[RecordedEvent]:

@@ -5,13 +5,17 @@ checkpoints, leases) and the schema; a small pool of reader threads each owns a
 read-only connection. Work crosses over with ``loop.run_in_executor``, one hop per
 call, so no sqlite3 call ever runs on the event loop thread. WAL mode lets the
 readers read while the writer writes; appends inside one process queue on the
-writer thread, and across processes on SQLite's write lock.
+writer thread, and across processes on SQLite's write lock. A waiting reader
+(:meth:`SQLiteEventStore.wait_for_append`) is woken at once by this store's own
+appends and, for other processes' commits, by a watcher thread that checks
+``PRAGMA data_version`` on its own connection every ``WATCH_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
@@ -61,6 +65,12 @@ Job = Callable[[sqlite3.Connection], T]
 
 _NAME: Final = "SQLiteEventStore"
 
+# How often a waiting reader asks whether another process committed. SQLite has no
+# notifications; PRAGMA data_version reads no table, so 100 checks a second per
+# waiting reader cost far less than a page read and keep the wake-up latency
+# (commit to delivery) around ten milliseconds instead of the poll interval.
+WATCH_INTERVAL: Final = 0.01
+
 
 class SQLiteEventStore(PagedReads):
     """Implements :class:`~eventcore.store.EventStore`, checkpoints and leases on one
@@ -101,6 +111,10 @@ class SQLiteEventStore(PagedReads):
         self._readers = ThreadPoolExecutor(
             reader_threads, thread_name_prefix="eventcore-sqlite-reader"
         )
+        # One thread, hence one connection: data_version is only comparable
+        # between two reads on the same connection.
+        self._watcher = ThreadPoolExecutor(1, thread_name_prefix="eventcore-sqlite-watch")
+        self._appended = asyncio.Event()
         self._writer_conn: sqlite3.Connection | None = None
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_conns_lock = threading.Lock()
@@ -191,6 +205,7 @@ class SQLiteEventStore(PagedReads):
     def _close_connections(self) -> None:
         # On the writer thread, behind every append already queued there.
         self._readers.shutdown(wait=True)  # reads already handed over finish first
+        self._watcher.shutdown(wait=True)
         with self._reader_conns_lock:
             conns, self._reader_conns = self._reader_conns, []
         if self._writer_conn is not None:
@@ -248,7 +263,9 @@ class SQLiteEventStore(PagedReads):
         check_requests(request)
         if self._committer is not None:
             return await self._committer.append(request)
-        return await self._write(lambda conn: _ops.append(conn, request))
+        result = await self._write(lambda conn: _ops.append(conn, request))
+        self._wake_waiters()
+        return result
 
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         """Several appends in one transaction; see :class:`~eventcore.store.BatchAppender`."""
@@ -257,7 +274,42 @@ class SQLiteEventStore(PagedReads):
         if not requests:
             return []
         batch = list(requests)
-        return await self._write(lambda conn: _ops.append_many(conn, batch))
+        try:
+            return await self._write(lambda conn: _ops.append_many(conn, batch))
+        finally:
+            self._wake_waiters()  # they read the head themselves: a spurious wake is harmless
+
+    @staticmethod
+    def _watch_job(seen: int | None) -> Job[tuple[int, int | None]]:
+        return lambda conn: _ops.head_if_changed(conn, seen)
+
+    def _wake_waiters(self) -> None:
+        self._appended.set()
+        self._appended = asyncio.Event()
+
+    async def wait_for_append(self, after: int, max_wait: float) -> None:
+        """Return soon after the log grows past ``after``, or after ``max_wait``
+        seconds; the caller reads the log either way. Commits that do not grow the
+        log (checkpoints, leases) do not wake the caller."""
+        self._check_open()
+        if not self._started:
+            await self._start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        seen: int | None = None
+        while True:
+            self._check_open()
+            appended = self._appended  # before the check: an append after it sets it
+            seen, head = await self._submit(
+                self._watcher, functools.partial(self._on_reader, self._watch_job(seen))
+            )
+            if head is not None and head > after:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(appended.wait(), min(WATCH_INTERVAL, left))
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
