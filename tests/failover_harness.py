@@ -40,9 +40,14 @@ TABLE_COLUMNS = "position, stream_id, event_type, writer, handled_at"
 
 
 class Side(Protocol):
-    """One database: the store, the read model table, and how a worker reaches it."""
+    """One database: the store, the read model table, and how a worker reaches it.
+
+    ``mode`` is how the workers run the projection: ``at-least-once`` (rows upserted
+    by position) or ``exactly-once`` (rows inserted in the runner's transaction,
+    with no key on position, so a row applied twice would show up twice)."""
 
     kind: str
+    mode: str
 
     async def open_store(self) -> Store: ...
     async def create_table(self) -> None: ...
@@ -50,9 +55,15 @@ class Side(Protocol):
     def worker_args(self) -> list[str]: ...
 
 
+def _key(mode: str) -> str:
+    """Upserts need position as the key; inserts must be free to repeat it."""
+    return "PRIMARY KEY" if mode == "at-least-once" else "NOT NULL"
+
+
 @dataclass
 class SQLiteSide:
     path: Path
+    mode: str = "at-least-once"
     kind: str = "sqlite"
 
     async def open_store(self) -> Store:
@@ -61,7 +72,7 @@ class SQLiteSide:
     async def create_table(self) -> None:
         await asyncio.to_thread(
             self._execute,
-            "CREATE TABLE IF NOT EXISTS failover_rows (position INTEGER PRIMARY KEY,"
+            f"CREATE TABLE IF NOT EXISTS failover_rows (position INTEGER {_key(self.mode)},"
             " stream_id TEXT NOT NULL, event_type TEXT NOT NULL, writer TEXT NOT NULL,"
             " handled_at REAL NOT NULL)",
         )
@@ -87,6 +98,7 @@ class SQLiteSide:
 class PostgresSide:
     dsn: str
     schema: str
+    mode: str = "at-least-once"
     kind: str = "postgres"
 
     async def open_store(self) -> Store:
@@ -96,7 +108,7 @@ class PostgresSide:
     async def create_table(self) -> None:
         await self._fetch(
             f'CREATE TABLE IF NOT EXISTS "{self.schema}".failover_rows (position bigint'
-            " PRIMARY KEY, stream_id text NOT NULL, event_type text NOT NULL, writer text"
+            f" {_key(self.mode)}, stream_id text NOT NULL, event_type text NOT NULL, writer text"
             " NOT NULL, handled_at double precision NOT NULL)"
         )
 
@@ -154,6 +166,7 @@ async def _start_worker(side: Side, holder: str) -> asyncio.subprocess.Process:
         "tests.projection_failover_proc",
         *side.worker_args(),
         holder,
+        side.mode,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=asyncio.subprocess.PIPE,

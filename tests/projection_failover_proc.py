@@ -1,6 +1,6 @@
 """A projection runner process for the failover tests (tests/failover_harness.py).
 
-Usage: python -m tests.projection_failover_proc KIND TARGET SCHEMA HOLDER
+Usage: python -m tests.projection_failover_proc KIND TARGET SCHEMA HOLDER [MODE]
 
 KIND is ``sqlite`` (TARGET: the database file; SCHEMA: ``-``) or ``postgres``
 (TARGET: the DSN; SCHEMA: the store's schema). Runs the projection ``failover``
@@ -9,6 +9,10 @@ table ``failover_rows`` in the same database (created by the test), one row per
 event keyed by position, upserted, recording which holder wrote it and when: a
 redelivered event overwrites its row with the same content, so at-least-once
 delivery is harmless. Prints ``ready`` once the store is open; runs until killed.
+
+MODE ``exactly-once`` runs a TransactionalProjection instead: it *inserts* one row
+per event (the table has no key on position, so an event applied twice shows up
+twice) in the store's own transaction, committed with the fenced checkpoint.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import asyncpg
 
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 from eventcore.backends.sqlite import SQLiteEventStore
-from eventcore.projection import Projection, run_projection
-from eventcore.store import ProjectionStore
+from eventcore.projection import Projection, TransactionalProjection, run_projection
+from eventcore.store import ProjectionStore, ProjectionTransaction
 from eventcore.types import RecordedEvent
 
 PROJECTION = "failover"
@@ -82,12 +86,38 @@ class PostgresRows(Projection):
         await self._conn.execute(f"DELETE FROM {self._table}")
 
 
-async def run(store: ProjectionStore, projection: Projection, holder: str) -> None:
+class InsertedRows(TransactionalProjection):
+    """Exactly-once: each event inserted once, in the runner's transaction."""
+
+    name = PROJECTION
+
+    def __init__(self, table: str, marks: str, holder: str) -> None:
+        self._insert = (
+            f"INSERT INTO {table} (position, stream_id, event_type, writer, handled_at)"
+            f" VALUES ({marks})"
+        )
+        self._table = table
+        self._holder = holder
+
+    async def handle(self, event: RecordedEvent, tx: ProjectionTransaction) -> None:
+        (row,) = rows_of([event], self._holder)
+        await tx.execute(self._insert, *row)
+
+    async def reset(self, tx: ProjectionTransaction) -> None:
+        await tx.execute(f"DELETE FROM {self._table}")
+
+
+async def run(
+    store: ProjectionStore, projection: Projection | TransactionalProjection, holder: str
+) -> None:
     print("ready", flush=True)
     await run_projection(store, projection, holder=holder)
 
 
-async def main(kind: str, target: str, schema: str, holder: str) -> None:
+async def main(kind: str, target: str, schema: str, holder: str, mode: str) -> None:
+    if mode == "exactly-once":
+        await _main_exactly_once(kind, target, schema, holder)
+        return
     if kind == "sqlite":
         async with await SQLiteEventStore.open(target) as store:
             await run(store, SQLiteRows(target, holder), holder)
@@ -101,5 +131,18 @@ async def main(kind: str, target: str, schema: str, holder: str) -> None:
         await conn.close()
 
 
+async def _main_exactly_once(kind: str, target: str, schema: str, holder: str) -> None:
+    if kind == "sqlite":
+        async with await SQLiteEventStore.open(target) as store:
+            await run(store, InsertedRows("failover_rows", "?, ?, ?, ?, ?", holder), holder)
+        return
+    config = PostgresConfig.development(target, schema=schema, max_connections=4)
+    table = f'"{schema}".failover_rows'
+    async with await PostgresEventStore.open(config, migrate=False) as pg_store:
+        await run(pg_store, InsertedRows(table, "$1, $2, $3, $4, $5", holder), holder)
+
+
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:5]))
+    kind, target, schema, holder = sys.argv[1:5]
+    mode = sys.argv[5] if len(sys.argv) > 5 else "at-least-once"
+    asyncio.run(main(kind, target, schema, holder, mode))

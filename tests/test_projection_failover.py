@@ -4,7 +4,9 @@ Three processes run the projection ``failover`` (tests/projection_failover_proc.
 on one database while this test appends events; the read model is a table in the
 same database keyed by event position. The leader is killed with SIGKILL mid-run;
 another runner must take over from the checkpoint, and the table must end up
-equal to a replay of the whole log. See tests/failover_harness.py for the steps.
+equal to a replay of the whole log. In exactly-once mode the rows are inserted in
+the runner's own transaction, so nothing may be applied twice either. See
+tests/failover_harness.py for the steps.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ from tests import pg
 from tests.failover_harness import HOLDERS, FailoverOutcome, PostgresSide, SQLiteSide, run_failover
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        ("sqlite", "at-least-once"),
+        ("sqlite", "exactly-once"),
+        pytest.param(("postgres", "at-least-once"), marks=pytest.mark.postgres),
+        pytest.param(("postgres", "exactly-once"), marks=pytest.mark.postgres),
+    ],
+    ids=lambda p: "-".join(p),
+)
 async def outcome(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[FailoverOutcome]:
-    if request.param == "sqlite":
-        yield await run_failover(SQLiteSide(tmp_path / "events.sqlite"))
+    kind, mode = request.param
+    if kind == "sqlite":
+        yield await run_failover(SQLiteSide(tmp_path / "events.sqlite", mode))
         return
     async for schema in pg.schema_fixture():
-        yield await run_failover(PostgresSide(pg.PG_URL, schema))
+        yield await run_failover(PostgresSide(pg.PG_URL, schema, mode))
 
 
 async def test_a_killed_leader_is_replaced_and_the_read_model_equals_a_replay(
@@ -47,6 +58,8 @@ async def test_a_killed_leader_is_replaced_and_the_read_model_equals_a_replay(
     assert Counter(writers[:switch]) == Counter({outcome.leader: switch})
     assert set(writers[switch:]) == {outcome.successor}
     assert switch > 0, "the successor started from the beginning, not the checkpoint"
-    # The read model is what a replay of the whole log from scratch gives.
+    # The read model is what a replay of the whole log from scratch gives. In
+    # exactly-once mode every row was inserted, never upserted: a position applied
+    # twice (by the killed leader and again by its successor) would be a second row.
     replay = [(e.global_position, e.stream_id, e.event_type) for e in outcome.log]
     assert [row[:3] for row in outcome.rows] == replay
