@@ -35,6 +35,7 @@ class _TwoReads(PagedReads):
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> list[RecordedEvent]:
         self.calls.append(("read_all", after, limit))
         return await self.inner.read_all(
@@ -43,6 +44,7 @@ class _TwoReads(PagedReads):
             stream_prefix=stream_prefix,
             stream_pattern=stream_pattern,
             event_types=event_types,
+            stop=stop,
         )
 
 
