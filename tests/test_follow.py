@@ -124,6 +124,7 @@ class _StopsASpin(FaultInjectingStore):
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> list[RecordedEvent]:
         if self.log_read_calls >= SPIN_LIMIT:
             raise AssertionError(f"follow() read the log {SPIN_LIMIT} times with nothing new")
@@ -133,6 +134,7 @@ class _StopsASpin(FaultInjectingStore):
             stream_prefix=stream_prefix,
             stream_pattern=stream_pattern,
             event_types=event_types,
+            stop=stop,
         )
 
 

@@ -20,6 +20,7 @@ class _TwoReads(PagedReads):
     def __init__(self, inner: InMemoryEventStore) -> None:
         self.inner = inner
         self.calls: list[tuple[str, int, int | None]] = []
+        self.stops: list[int | None] = []
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
@@ -35,14 +36,17 @@ class _TwoReads(PagedReads):
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> list[RecordedEvent]:
         self.calls.append(("read_all", after, limit))
+        self.stops.append(stop)
         return await self.inner.read_all(
             after=after,
             limit=limit,
             stream_prefix=stream_prefix,
             stream_pattern=stream_pattern,
             event_types=event_types,
+            stop=stop,
         )
 
 
@@ -84,4 +88,22 @@ async def test_a_bad_page_size_is_refused_before_any_read() -> None:
     reader = _TwoReads(InMemoryEventStore())
     with pytest.raises(ValidationError, match="page_size"):
         await collect(reader.iter_stream("s", page_size=0))
+    assert reader.calls == []
+
+
+async def test_a_walk_with_stop_bounds_every_page_and_ends_at_stop_without_an_empty_read() -> None:
+    inner = InMemoryEventStore()
+    await append_new(inner, "s", 10)
+    reader = _TwoReads(inner)
+    got = await collect(reader.iter_all(page_size=2, stop=4))
+    assert [e.global_position for e in got] == [1, 2, 3, 4]
+    assert reader.calls == [("read_all", 0, 2), ("read_all", 2, 2)]
+    assert reader.stops == [4, 4]
+
+
+@pytest.mark.parametrize("stop", [-1, 2**63, "4"])
+async def test_a_bad_stop_is_refused_when_the_walk_is_asked_for(stop: object) -> None:
+    reader = _TwoReads(InMemoryEventStore())
+    with pytest.raises(ValidationError, match=f"stop.*{stop!r}"):
+        reader.iter_all(stop=stop)  # type: ignore[arg-type]
     assert reader.calls == []

@@ -90,6 +90,10 @@ class ObservedStore:
         call = self._inner.read_stream(stream_id, from_version=from_version, limit=limit)
         return await self._timed("read_stream", call, f"stream {stream_id!r}")
 
+    async def read_stream_tail(self, stream_id: str, *, count: int = 1) -> list[RecordedEvent]:
+        call = self._inner.read_stream_tail(stream_id, count=count)
+        return await self._timed("read_stream_tail", call, f"stream {stream_id!r}")
+
     async def read_streams(
         self,
         stream_ids: Iterable[str],
@@ -113,6 +117,7 @@ class ObservedStore:
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> list[RecordedEvent]:
         call = self._inner.read_all(
             after=after,
@@ -120,6 +125,7 @@ class ObservedStore:
             stream_prefix=stream_prefix,
             stream_pattern=stream_pattern,
             event_types=event_types,
+            stop=stop,
         )
         return await self._timed("read_all", call, f"after position {after!r}")
 
@@ -142,6 +148,7 @@ class ObservedStore:
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         walk: AsyncIterator[RecordedEvent] = self._inner.iter_all(
             after=after,
@@ -149,6 +156,7 @@ class ObservedStore:
             stream_prefix=stream_prefix,
             stream_pattern=stream_pattern,
             event_types=event_types,
+            stop=stop,
         )
         return walk
 

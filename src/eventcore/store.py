@@ -13,7 +13,9 @@ Guarantees every backend gives:
 - Global positions are assigned in commit order and strictly increase; a reader
   that tails ``read_all(after=P)`` never misses an event, however many writers
   there are.
-- Filters on ``read_all`` are applied before ``limit``.
+- Filters on ``read_all`` are applied before ``limit``, and so is ``stop``: the
+  last position to return (inclusive), so a page is bounded without counting
+  events past it.
 """
 
 from __future__ import annotations
@@ -130,8 +132,17 @@ class EventReader(Protocol):
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> list[RecordedEvent]:
-        """Events of the global log with position > ``after`` that pass the filters."""
+        """Events of the global log with position > ``after`` and, if ``stop`` is
+        given, <= ``stop`` (inclusive), that pass the filters; the filters and
+        ``stop`` apply before ``limit``. ``stop`` below ``after`` reads nothing."""
+        ...
+
+    async def read_stream_tail(self, stream_id: str, *, count: int = 1) -> list[RecordedEvent]:
+        """The last ``count`` events of a stream (fewer if it is shorter), oldest
+        first, read backwards through the (stream_id, stream_version) index
+        without reading the rest of the stream; [] for a missing stream."""
         ...
 
     async def head_position(self) -> int:
@@ -152,8 +163,10 @@ class EventReader(Protocol):
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        """Walk the global log from ``after`` to its current end, page by page."""
+        """Walk the global log from ``after`` to its current end (or to ``stop``,
+        inclusive), page by page."""
         ...
 
 
@@ -172,6 +185,7 @@ class _PageReader(Protocol):
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> list[RecordedEvent]: ...
 
 
@@ -201,10 +215,12 @@ class PagedReads:
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        # The filter is checked when the walk is asked for, not at its first step.
+        # The arguments are checked when the walk is asked for, not at its first step.
         log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
-        return _walk_log(self, after, page_size, log_filter)
+        check_log_bounds(after, stop)
+        return _walk_log(self, after, page_size, log_filter, stop)
 
 
 async def _walk_stream(
@@ -223,9 +239,10 @@ async def _walk_stream(
 
 
 async def _walk_log(
-    reader: _PageReader, after: int, page_size: int, log_filter: LogFilter
+    reader: _PageReader, after: int, page_size: int, log_filter: LogFilter, stop: int | None
 ) -> AsyncIterator[RecordedEvent]:
-    """Yield the log after ``after`` to its current end, one page at a time."""
+    """Yield the log after ``after`` to its current end or to ``stop``, one page at
+    a time."""
     size = check_page_size(page_size)
     position = after
     while True:
@@ -235,12 +252,24 @@ async def _walk_log(
             stream_prefix=log_filter.stream_prefix,
             stream_pattern=log_filter.stream_pattern,
             event_types=log_filter.event_types,
+            stop=stop,
         )
         for event in page:
             yield event
         if len(page) < size:
             return
         position = page[-1].global_position
+        if stop is not None and position >= stop:
+            return  # nothing is left below the bound: spare the empty read
+
+
+def check_log_bounds(after: object, stop: object) -> tuple[int, int | None]:
+    """Validate ``read_all``'s ``after`` and ``stop`` (global positions) the same
+    way in every backend."""
+    first = check_version(after, "after (a global position)")
+    if stop is None:
+        return first, None
+    return first, check_version(stop, "stop (a global position)")
 
 
 @runtime_checkable

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from eventcore.errors import ValidationError
-from eventcore.types import StreamId, check_limit, check_version
+from eventcore.store import check_log_bounds
+from eventcore.types import MAX_INT64, StreamId, check_limit, check_version
 
 
 def check_stream_read(
@@ -46,5 +47,17 @@ def check_streams_read(
     return list(starts.items()), check_limit(limit)
 
 
-def check_log_read(after: object, limit: object) -> tuple[int, int | None]:
-    return check_version(after, "after (a global position)"), check_limit(limit)
+def check_log_read(
+    after: object, limit: object, stop: object = None
+) -> tuple[int, int | None, int | None]:
+    """``(after, limit, stop)`` of ``read_all``, validated."""
+    first, last = check_log_bounds(after, stop)
+    return first, check_limit(limit), last
+
+
+def check_stream_tail(stream_id: str, count: object) -> tuple[StreamId, int]:
+    """Validate ``read_stream_tail`` arguments."""
+    stream = StreamId(stream_id)
+    if type(count) is not int or not 1 <= count <= MAX_INT64:
+        raise ValidationError(f"count must be a positive int (up to 2**63-1), got {count!r}")
+    return stream, count

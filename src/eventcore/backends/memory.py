@@ -20,6 +20,7 @@ from eventcore._stream_list import check_list_streams
 from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
+    check_stream_tail,
     check_streams_read,
 )
 from eventcore.codec import decode_metadata, encode_metadata
@@ -188,6 +189,11 @@ class InMemoryEventStore(PagedReads):
         stream, start, limit = check_stream_read(stream_id, from_version, limit)
         return self._slice(stream, start, limit)
 
+    async def read_stream_tail(self, stream_id: str, *, count: int = 1) -> list[RecordedEvent]:
+        self._check_open()
+        stream, count = check_stream_tail(stream_id, count)
+        return self._streams.get(stream, [])[-count:]
+
     def _slice(self, stream: StreamId, start: int, limit: int | None) -> list[RecordedEvent]:
         events = self._streams.get(stream, [])
         end = None if limit is None else start - 1 + limit
@@ -228,16 +234,18 @@ class InMemoryEventStore(PagedReads):
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> list[RecordedEvent]:
         self._check_open()
-        after, limit = check_log_read(after, limit)
+        after, limit, stop = check_log_read(after, limit, stop)
         log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
-        return self._read_log(after, limit, log_filter)
+        return self._read_log(after, limit, log_filter, stop)
 
     def _read_log(
-        self, after: int, limit: int | None, log_filter: LogFilter
+        self, after: int, limit: int | None, log_filter: LogFilter, stop: int | None = None
     ) -> list[RecordedEvent]:
-        tail: Iterable[RecordedEvent] = itertools.islice(self._log, after, None)
+        # Position p is at index p - 1: positions after..stop are the slice after:stop.
+        tail: Iterable[RecordedEvent] = itertools.islice(self._log, after, stop)
         if not log_filter.is_empty:
             tail = (e for e in tail if log_filter.matches(e.stream_id, e.event_type))
         return list(itertools.islice(tail, limit))

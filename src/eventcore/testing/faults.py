@@ -135,6 +135,10 @@ class FaultInjectingStore:
         await self._before_read()
         return await self.inner.read_stream(stream_id, from_version=from_version, limit=limit)
 
+    async def read_stream_tail(self, stream_id: str, *, count: int = 1) -> list[RecordedEvent]:
+        await self._before_read()
+        return await self.inner.read_stream_tail(stream_id, count=count)
+
     async def read_streams(
         self,
         stream_ids: Iterable[str],
@@ -166,6 +170,7 @@ class FaultInjectingStore:
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> list[RecordedEvent]:
         await self._before_log_read()
         return await self.inner.read_all(
@@ -174,6 +179,7 @@ class FaultInjectingStore:
             stream_prefix=stream_prefix,
             stream_pattern=stream_pattern,
             event_types=event_types,
+            stop=stop,
         )
 
     def iter_stream(
@@ -189,6 +195,7 @@ class FaultInjectingStore:
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         return self.inner.iter_all(
             after=after,
@@ -196,6 +203,7 @@ class FaultInjectingStore:
             stream_prefix=stream_prefix,
             stream_pattern=stream_pattern,
             event_types=event_types,
+            stop=stop,
         )
 
     async def events_by_id(self, event_ids: Iterable[uuid.UUID]) -> list[RecordedEvent]:

@@ -28,6 +28,7 @@ class Statements:
     append_batch: str
     read_stream: str
     read_streams: str
+    read_stream_tail: str
     stream_version: str
     head_position: str
     save_checkpoint: str
@@ -58,6 +59,12 @@ class Statements:
             read_stream=(
                 f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1 "
                 "AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
+            ),
+            # The same index walked backwards from the stream's end; the caller
+            # reverses the rows.
+            read_stream_tail=(
+                f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1 "
+                "ORDER BY stream_version DESC LIMIT $2"
             ),
             # One keyset-paged read per stream (the LATERAL subquery walks the
             # (stream_id, stream_version) index), all in one statement.
@@ -139,16 +146,20 @@ class Statements:
         )
 
     def read_log(
-        self, after: int, limit: int | None, log_filter: LogFilter
+        self, after: int, limit: int | None, log_filter: LogFilter, stop: int | None = None
     ) -> tuple[str, list[Any]] | None:
-        """SQL and parameters for the log after ``after`` with the filters applied
-        before the LIMIT; None when the filter can match nothing."""
+        """SQL and parameters for the log after ``after`` (up to ``stop``,
+        inclusive) with the filters applied before the LIMIT; None when the filter
+        can match nothing. Both bounds are one range on the position index."""
         conditions = ["position > $1"]
         params: list[Any] = [after]
 
         def bind(value: Any) -> str:
             params.append(value)
             return f"${len(params)}"
+
+        if stop is not None:
+            conditions.append(f"position <= {bind(stop)}")
 
         # starts_with is an exact, case-sensitive prefix test: unlike LIKE, it has no
         # wildcards, so '%' and '_' in a prefix need no escaping at all.

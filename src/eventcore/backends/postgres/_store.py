@@ -29,6 +29,7 @@ from eventcore._stream_list import check_list_streams
 from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
+    check_stream_tail,
     check_streams_read,
 )
 from eventcore.backends._group_commit import (
@@ -327,6 +328,16 @@ class PostgresEventStore(PagedReads):
         stream, start, limit = check_stream_read(stream_id, from_version, limit)
         return await self._read_page(stream, start, limit)
 
+    async def read_stream_tail(self, stream_id: str, *, count: int = 1) -> list[RecordedEvent]:
+        stream, count = check_stream_tail(stream_id, count)
+
+        async def run(conn: Connection) -> list[RecordedEvent]:
+            events = decode_rows(await conn.fetch(self._sql.read_stream_tail, stream, count))
+            events.reverse()
+            return events
+
+        return await self._read("read_stream_tail", run)
+
     async def _read_page(
         self, stream: StreamId, start: int, limit: int | None
     ) -> list[RecordedEvent]:
@@ -402,17 +413,18 @@ class PostgresEventStore(PagedReads):
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> list[RecordedEvent]:
-        after, limit = check_log_read(after, limit)
+        after, limit, stop = check_log_read(after, limit, stop)
         log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
-        return await self._read_log(after, limit, log_filter)
+        return await self._read_log(after, limit, log_filter, stop)
 
     async def _read_log(
-        self, after: int, limit: int | None, log_filter: LogFilter
+        self, after: int, limit: int | None, log_filter: LogFilter, stop: int | None
     ) -> list[RecordedEvent]:
         self._check_open()
-        query = self._sql.read_log(after, limit, log_filter)
-        if query is None:
+        query = self._sql.read_log(after, limit, log_filter, stop)
+        if query is None or (stop is not None and stop <= after):
             return []
         sql, params = query
 

@@ -33,6 +33,7 @@ from eventcore.backends.sqlite._rows import (
     POSITION_COLUMN,
     RECORDED_AT_COLUMN,
     STREAM_SQL,
+    STREAM_TAIL_SQL,
     STREAM_VERSION_SQL,
     Row,
     decode_rows,
@@ -166,6 +167,12 @@ def read_stream(
     return decode_rows(cursor)
 
 
+def read_stream_tail(conn: sqlite3.Connection, stream: StreamId, count: int) -> list[RecordedEvent]:
+    events = decode_rows(conn.execute(STREAM_TAIL_SQL, (stream, count)))
+    events.reverse()
+    return events
+
+
 def read_streams(
     conn: sqlite3.Connection, streams: Sequence[tuple[StreamId, int]], limit: int | None
 ) -> dict[str, list[RecordedEvent]]:
@@ -199,9 +206,13 @@ def head_if_changed(conn: sqlite3.Connection, seen: int | None) -> tuple[int, in
 
 
 def read_log(
-    conn: sqlite3.Connection, after: int, limit: int | None, log_filter: LogFilter
+    conn: sqlite3.Connection,
+    after: int,
+    limit: int | None,
+    log_filter: LogFilter,
+    stop: int | None = None,
 ) -> list[RecordedEvent]:
-    sql, params = log_query(after, limit, log_filter)
+    sql, params = log_query(after, limit, log_filter, stop)
     return decode_rows(conn.execute(sql, params))
 
 

@@ -44,6 +44,8 @@ _SELECT: Final = (
 STREAM_SQL: Final = (
     f"{_SELECT} WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?"
 )
+# The same index walked backwards from the stream's end; the caller reverses the rows.
+STREAM_TAIL_SQL: Final = f"{_SELECT} WHERE stream_id = ? ORDER BY stream_version DESC LIMIT ?"
 STREAM_VERSION_SQL: Final = (
     "SELECT stream_version FROM events WHERE stream_id = ? ORDER BY stream_version DESC LIMIT 1"
 )
@@ -128,15 +130,21 @@ def decode_rows(rows: Iterable[tuple[Any, ...]]) -> list[RecordedEvent]:
     return events
 
 
-def log_query(after: int, limit: int | None, log_filter: LogFilter) -> tuple[str, list[object]]:
-    """SQL and parameters for the log after ``after``, filters applied before LIMIT.
+def log_query(
+    after: int, limit: int | None, log_filter: LogFilter, stop: int | None = None
+) -> tuple[str, list[object]]:
+    """SQL and parameters for the log after ``after`` (up to ``stop``, inclusive),
+    filters applied before LIMIT.
 
     The query always walks the log by position (the rowid): the filters are plain
     expressions, never index lookups, so a tailing reader's cost is the rows it
-    scans, not the size of the matching streams.
+    scans, not the size of the matching streams. ``stop`` ends that range scan.
     """
     conditions = ["position > ?"]
     params: list[object] = [after]
+    if stop is not None:
+        conditions.append("position <= ?")
+        params.append(stop)
     # substr(...) = ? rather than LIKE: LIKE is case-insensitive for ASCII and
     # treats % and _ as wildcards; this is an exact, case-sensitive prefix test.
     prefixes = [log_filter.stream_prefix or ""]

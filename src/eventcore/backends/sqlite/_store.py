@@ -28,6 +28,7 @@ from eventcore._stream_list import check_list_streams, prefix_upper_bound
 from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
+    check_stream_tail,
     check_streams_read,
 )
 from eventcore.backends._group_commit import (
@@ -318,6 +319,11 @@ class SQLiteEventStore(PagedReads):
         stream, start, limit = check_stream_read(stream_id, from_version, limit)
         return await self._read(lambda conn: _ops.read_stream(conn, stream, start, limit))
 
+    async def read_stream_tail(self, stream_id: str, *, count: int = 1) -> list[RecordedEvent]:
+        self._check_open()
+        stream, count = check_stream_tail(stream_id, count)
+        return await self._read(lambda conn: _ops.read_stream_tail(conn, stream, count))
+
     async def read_streams(
         self,
         stream_ids: Iterable[str],
@@ -369,11 +375,14 @@ class SQLiteEventStore(PagedReads):
         stream_prefix: str | None = None,
         stream_pattern: str | None = None,
         event_types: Collection[str] | None = None,
+        stop: int | None = None,
     ) -> list[RecordedEvent]:
         self._check_open()
-        after, limit = check_log_read(after, limit)
+        after, limit, stop = check_log_read(after, limit, stop)
         log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
-        return await self._read(lambda conn: _ops.read_log(conn, after, limit, log_filter))
+        if stop is not None and stop <= after:
+            return []
+        return await self._read(lambda conn: _ops.read_log(conn, after, limit, log_filter, stop))
 
     # -- lookup by event id ------------------------------------------------------------
 

@@ -45,6 +45,7 @@ public for a backend's own extra tests.
 from __future__ import annotations
 
 from eventcore.testing.contract._append import AppendContract
+from eventcore.testing.contract._bounded import BoundedReadContract
 from eventcore.testing.contract._checkpoints import CheckpointStoreContract
 from eventcore.testing.contract._dead_letters import DeadLetterStoreContract
 from eventcore.testing.contract._fencing import FencedLeaseContract
@@ -64,8 +65,9 @@ from eventcore.testing.contract._support import (
 )
 
 
-class EventStoreContract(AppendContract, StreamReadContract, LogReadContract):
-    """Every :class:`~eventcore.store.EventStore`: appends, stream reads, the global log."""
+class EventStoreContract(AppendContract, StreamReadContract, LogReadContract, BoundedReadContract):
+    """Every :class:`~eventcore.store.EventStore`: appends, stream reads, the global
+    log, and bounded reads (``read_all(stop=...)``, ``read_stream_tail``)."""
 
 
 class StoreContract(
@@ -82,6 +84,7 @@ class StoreContract(
 
 __all__ = [
     "AppendContract",
+    "BoundedReadContract",
     "CheckpointStoreContract",
     "ContractFixtures",
     "DeadLetterStoreContract",

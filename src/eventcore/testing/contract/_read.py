@@ -53,6 +53,7 @@ _OPERATIONS_AFTER_CLOSE: dict[str, _Operation] = {
     "append": lambda s: s.append(append_request({"a": 0}, [new_event("a")])),
     "read_stream": lambda s: s.read_stream("a"),
     "read_streams": lambda s: s.read_streams(["a"]),
+    "read_stream_tail": lambda s: s.read_stream_tail("a"),
     "stream_version": lambda s: s.stream_version("a"),
     "read_all": lambda s: s.read_all(),
     "head_position": lambda s: s.head_position(),
