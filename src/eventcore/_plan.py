@@ -136,12 +136,14 @@ class ExecutionResult:
 def _unique_streams(raw: Iterable[str], source: str) -> list[StreamId]:
     if not _is_collection(raw):
         raise ValidationError(f"{source} must return an iterable of stream ids, got {raw!r}")
-    return list(dict.fromkeys(StreamId(s) for s in raw))
+    return list(dict.fromkeys(map(StreamId, raw)))
 
 
 def _is_collection(value: object) -> bool:
     """An iterable that is not a string (which would iterate as characters) nor a
     mapping (which would iterate as its keys)."""
+    if type(value) is list or type(value) is tuple:
+        return True  # what commands return: skip the ABC checks below, the dearer part
     return isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping)
 
 
@@ -231,12 +233,16 @@ def _decide_on(
     return decided if decided or verified else None
 
 
-def _closed_under_resolver(command: Command[Any, Any], entry: CachedState) -> bool:
-    """Whether every stream the resolver names for this state was folded into it.
-    A cached state that points at an unread stream (its own events named it, say)
-    must not be decided on without reading that stream and version-checking it."""
-    known = {stream for stream, _ in entry.versions}
-    found = _unique_streams(command.resolve_streams(entry.state), "resolve_streams()")
+def _closed_under_resolver(
+    command: Command[Any, Any], state: object, known: Collection[StreamId]
+) -> bool:
+    """Whether every stream the resolver names for ``state`` is among ``known``, the
+    streams it was folded from. A cached state that points at an unread stream (its
+    own events named it, say) must not be decided on without reading that stream
+    and version-checking it."""
+    if type(command).resolve_streams is Command.resolve_streams:
+        return True  # the default resolver names no stream, whatever the state
+    found = _unique_streams(command.resolve_streams(state), "resolve_streams()")
     return all(stream in known for stream in found)
 
 
@@ -403,8 +409,12 @@ def plan_execution(
     while True:
         attempts.made += 1
         cached = yield from _cached(command, codec, cache, key, page_size)
-        if cached is not None and trust_cache and _closed_under_resolver(command, cached):
-            state, versions, verified = cached.state, dict(cached.versions), False
+        if (
+            cached is not None
+            and trust_cache
+            and _closed_under_resolver(command, cached.state, versions := dict(cached.versions))
+        ):
+            state, verified = cached.state, False
         else:
             state, versions = yield from _read_state(command, codec, declared, cached, page_size)
             verified = True
@@ -428,8 +438,7 @@ def plan_execution(
         if cache is not None:
             after = {s: result.stream_versions[s] for s in versions}
             folded = _fold_own_events(command, codec, state, new_events, after)
-            entry = CachedState(folded, tuple(after.items()))
-            if _closed_under_resolver(command, entry):
+            if _closed_under_resolver(command, folded, after):
                 cache.put(key, folded, after)
             else:  # its own events point at a stream it has not read: refold next time
                 cache.discard(key)
