@@ -289,10 +289,11 @@ async def execute(
     if command_ids is not None and not _looks_events_up(store):
         raise _cannot_look_up(store)
     for name, value in (("correlation_id", correlation_id), ("causation_id", causation_id)):
-        if value is not None and not isinstance(value, str):
+        if value is None:
+            continue
+        if not isinstance(value, str):
             raise ValidationError(f"{name} must be a str or None, got {value!r}")
-        if value is not None:
-            check_storable_text(value, name)
+        check_storable_text(value, name)
     event_metadata = EventMetadata(
         correlation_id if correlation_id is not None else str(new_event_id()),
         causation_id,
