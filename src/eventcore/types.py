@@ -107,6 +107,7 @@ def check_limit(value: object) -> int | None:
 # n / 2**74). A forked child draws a new starting point.
 _RANDOM_BITS: Final = (1 << 74) - 1
 _VERSION_AND_VARIANT: Final = (0x7 << 76) | (0x2 << 62)
+_UNKNOWN_SAFETY: Final = uuid.SafeUUID.unknown  # an enum member lookup costs a property call
 _counter: itertools.count[int]
 
 
@@ -134,7 +135,7 @@ def new_event_id() -> uuid.UUID:
     # set the two slots directly, as UUID.__setstate__ does (a test compares).
     made = object.__new__(uuid.UUID)
     object.__setattr__(made, "int", value)
-    object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
+    object.__setattr__(made, "is_safe", _UNKNOWN_SAFETY)
     return made
 
 
