@@ -17,12 +17,15 @@ starts with a fresh store. For SQLite and PostgreSQL the CPU is this process's
 
     python benchmarks/hot_path.py                      # memory, 20,000 commands
     python benchmarks/hot_path.py --backend sqlite --backend postgres -n 2000
+    python benchmarks/hot_path.py --backend postgres --tasks 64 --path miss \\
+        --option 'group_commit={"max_in_flight": 1}'
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -54,10 +57,10 @@ async def _worker(
 
 
 async def _one_run(
-    backend: str, path: str, tasks: int, total: int, run: int
+    backend: str, path: str, tasks: int, total: int, run: int, options: dict[str, object]
 ) -> tuple[float, float]:
     per_task = total // tasks
-    async with open_backend(backend, {"cache": False}) as store:
+    async with open_backend(backend, {**options, "cache": False}) as store:
         cache = StateCache() if path == "hit" else None
         if path == "hit":
             plan = [[f"acc-{run}-{t}-{a}" for a in range(ACCOUNTS_PER_TASK)] for t in range(tasks)]
@@ -74,8 +77,10 @@ async def _one_run(
     return cpu / done * 1e6, done / wall
 
 
-async def measure(backend: str, path: str, tasks: int, total: int, runs: int) -> Figure:
-    samples = [await _one_run(backend, path, tasks, total, run) for run in range(runs)]
+async def measure(
+    backend: str, path: str, tasks: int, total: int, runs: int, options: dict[str, object]
+) -> Figure:
+    samples = [await _one_run(backend, path, tasks, total, run, options) for run in range(runs)]
     return Figure(
         backend,
         path,
@@ -92,12 +97,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tasks", type=int, action="append")
     parser.add_argument("--path", action="append", choices=("miss", "hit"))
+    parser.add_argument(
+        "--option", action="append", default=[], help="KEY=JSON, passed to the store"
+    )
     args = parser.parse_args()
+    options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
     print(f"{'backend':<9} {'path':<5} {'tasks':>5} {'CPU us/cmd':>11} {'cmd/s':>9}")
     for backend in args.backend or ["memory"]:
         for path in args.path or ["miss", "hit"]:
             for tasks in args.tasks or [1, 16]:
-                fig = asyncio.run(measure(backend, path, tasks, args.commands, args.runs))
+                fig = asyncio.run(measure(backend, path, tasks, args.commands, args.runs, options))
                 print(
                     f"{fig.backend:<9} {fig.path:<5} {fig.tasks:>5} "
                     f"{fig.cpu_us:>11.1f} {fig.per_second:>9.0f}",
