@@ -18,8 +18,9 @@ import uuid
 
 import asyncpg
 
-from eventcore import AppendRequest, NewEvent, StreamId
+from eventcore import StreamId
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
+from eventcore.types import AppendRequest, NewEvent
 
 BATCH = 10_000
 

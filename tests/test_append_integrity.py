@@ -13,16 +13,15 @@ from typing import Any
 import pytest
 
 from eventcore import (
-    AppendRequest,
     DuplicateEventId,
     EventMetadata,
     InvalidExpectedVersions,
-    NewEvent,
     StreamId,
     ValidationError,
 )
 from eventcore.backends.sqlite import SQLiteEventStore, _schema
 from eventcore.store import EventStore
+from eventcore.types import AppendRequest, NewEvent
 
 
 def _event(stream: str, event_id: uuid.UUID | None = None) -> NewEvent:

@@ -9,17 +9,15 @@ import msgspec
 import pytest
 
 from eventcore import (
-    AppendRequest,
     Codec,
     DuplicateEventId,
     EncodingError,
     EventMetadata,
-    NewEvent,
     StreamId,
     ValidationError,
 )
 from eventcore.store import CheckpointStore, EventStore, LeaseStore
-from eventcore.types import Snapshot
+from eventcore.types import AppendRequest, NewEvent, Snapshot
 
 HUGE = 2**70
 

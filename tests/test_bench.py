@@ -72,6 +72,7 @@ def _events_per_operation(result: ScenarioResult) -> int | None:
         "transfers": 2,
         "append": result.params.batch_size,
         "fold": TINY.fold_events,
+        "replay": TINY.log_events,
     }.get(result.scenario)
 
 
@@ -163,6 +164,7 @@ def test_plan_covers_the_seed_scenarios_at_every_size() -> None:
         "transfers c=64",
         "fold 10000 events",
         "read_all 100000 events",
+        "replay 100000 events",
         "memory 10000 cmds c=64",
         "open_loop 1000/s",
     ]

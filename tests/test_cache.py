@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventcore import (
-    AppendRequest,
     BusinessRuleViolation,
     Codec,
     Command,
@@ -29,6 +28,7 @@ from eventcore.cache import StateCache
 from eventcore.demo.bank import Deposit, Transfer, bank_codec
 from eventcore.store import EventStore
 from eventcore.testing.faults import FaultInjectingStore
+from eventcore.types import AppendRequest
 from tests.bank_checks import check_bank_invariants, open_accounts, run_transfers
 
 FAST = RetryPolicy.fixed(0)

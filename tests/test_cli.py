@@ -23,6 +23,11 @@ SUBCOMMANDS = [
     ["demo"],
     ["serve"],
     ["migrate"],
+    ["projections"],
+    ["projections", "status"],
+    ["projections", "reset"],
+    ["projections", "rebuild"],
+    ["projections", "dead-letters"],
     ["streams"],
     ["streams", "list"],
     ["streams", "show"],
@@ -220,6 +225,8 @@ def test_demo_runs_on_postgres(pg_schema: str) -> None:
     assert code == 0, err
     assert f"a bank on PostgreSQL (schema {pg_schema})" in out
     assert "money in all accounts: 4000 (expected 4000): conserved" in out
+    assert ": agrees" in out
+    assert "projection demo-bank: caught up" in out
 
 
 def test_demo_serve_on_a_port_in_use_fails_before_writing(tmp_path: Path) -> None:
@@ -245,6 +252,36 @@ def test_demo_serves_the_dashboard_while_it_runs(tmp_path: Path) -> None:
 
     assert code == 0, err
     assert "dashboard: http://127.0.0.1:" in out
+
+
+def test_demo_dashboard_charts_the_lag_of_the_read_model_projection(tmp_path: Path) -> None:
+    db = str(tmp_path / "d.sqlite")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eventcore", "demo", "--db", db, "--transfers", "5", "--serve", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        while not (line := process.stdout.readline()).startswith("the dashboard stays up"):
+            assert line, "the demo ended before its dashboard lingered"
+            lines.append(line)
+        [url] = [line.split()[1] for line in lines if line.startswith("dashboard: ")]
+        with urllib.request.urlopen(url.replace("/dashboard", "/api/performance")) as response:
+            snapshot = json.load(response)["snapshot"]
+        with urllib.request.urlopen(url.replace("/dashboard", "/metrics")) as response:
+            metrics = response.read().decode()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+
+    assert snapshot["projection_lag"] == {"demo-bank": 0}
+    assert 'projection_lag_events{projection="demo-bank"} 0.0' in metrics
+    assert process.returncode == 0, err
 
 
 # -- serve ----------------------------------------------------------------------------

@@ -13,13 +13,11 @@ import pydantic
 import pytest
 
 from eventcore import (
-    AppendRequest,
     Codec,
     Command,
     DeserializationError,
     EncodingError,
     EventMetadata,
-    NewEvent,
     RecordedEvent,
     StreamId,
     UnknownEventType,
@@ -28,7 +26,7 @@ from eventcore import (
 )
 from eventcore.codec import decode_metadata, default_codec, encode_metadata, json_encode
 from eventcore.store import EventStore, SnapshotStore
-from eventcore.types import new_event_id
+from eventcore.types import AppendRequest, NewEvent, new_event_id
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,16 @@ async def test_the_demo_conserves_money_and_reports_both_rounds(tmp_path: Path) 
     assert any("the conflicts are the point" in line for line in lines)
     assert any(line.startswith("execute_all + cache: 60 transfers") for line in lines)
     assert any("conserved" in line for line in lines)
+    assert tally.read_model_agrees
+    assert any(
+        line.startswith("read model (demo-bank): balances of 5 accounts against their streams")
+        and line.endswith(f"transfers (committed {tally.committed}): agrees")
+        for line in lines
+    )
+    assert any(
+        line.startswith("projection demo-bank: caught up at position ") and "lag 0 events" in line
+        for line in lines
+    )
 
 
 async def test_running_the_demo_twice_on_one_file_keeps_both_runs(tmp_path: Path) -> None:
@@ -27,6 +37,7 @@ async def test_running_the_demo_twice_on_one_file_keeps_both_runs(tmp_path: Path
     for _ in range(2):
         tally = await run_demo(DemoOptions(db, accounts=3, transfers=10, seed=1), lambda _: None)
         assert tally.total == tally.expected_total
+        assert tally.read_model_agrees  # rebuilt from the whole log, both runs
 
 
 def test_the_demo_command_runs_from_the_command_line(tmp_path: Path) -> None:
@@ -40,6 +51,8 @@ def test_the_demo_command_runs_from_the_command_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "money in all accounts: 10000 (expected 10000): conserved" in result.stdout
+    assert ": agrees" in result.stdout
+    assert "projection demo-bank: caught up" in result.stdout
     assert "performance over the run:" in result.stdout
     assert "production targets:" in result.stdout
     assert db.exists()

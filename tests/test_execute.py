@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from eventcore import (
-    AppendRequest,
     BusinessRuleViolation,
     Codec,
     Command,
@@ -28,6 +27,7 @@ from eventcore import (
 from eventcore.demo.bank import Deposit, MoneyDeposited, Transfer, bank_codec
 from eventcore.store import EventStore
 from eventcore.testing.faults import FaultInjectingStore
+from eventcore.types import AppendRequest
 
 codec = Codec()
 

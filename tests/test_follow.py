@@ -10,11 +10,8 @@ from collections.abc import AsyncIterator, Collection
 import pytest
 
 from eventcore import (
-    AppendRequest,
     DeserializationError,
-    NewEvent,
     RecordedEvent,
-    SQLiteEventStore,
     StoreClosed,
     StoreUnavailable,
     StreamId,
@@ -24,6 +21,7 @@ from eventcore import (
 from eventcore.store import EventStore
 from eventcore.subscription import AppendWaiter, follow
 from eventcore.testing.faults import FaultInjectingStore
+from eventcore.types import AppendRequest, NewEvent
 
 
 def _event(stream: str, n: int) -> NewEvent:
@@ -47,11 +45,11 @@ async def _take(source: object, count: int) -> list[int]:
 async def test_follow_catches_up_then_sees_new_events_in_order(any_store: EventStore) -> None:
     for n in range(5):
         await _append(any_store, "s", n)
-    # Stores that can wake a reader get a poll interval far longer than the test:
-    # passing in time proves the wake-up works. SQLite (several processes, no
-    # notifications) polls.
-    wakes = isinstance(any_store, AppendWaiter) and not isinstance(any_store, SQLiteEventStore)
-    poll = 60.0 if wakes else 0.02
+    # Every store wakes a reader (PostgreSQL by NOTIFY, SQLite by watching the
+    # file's data version), so the poll interval is far longer than the test:
+    # passing in time proves the wake-up works.
+    assert isinstance(any_store, AppendWaiter)
+    poll = 60.0
     positions: list[int] = []
     caught_up = asyncio.Event()
 
@@ -187,8 +185,7 @@ async def test_follow_with_a_filter_sees_matches_appended_after_unmatched_ones(
     store = _StopsASpin(any_store)
     for n in (1, 2):
         await _append(store, "s", n)
-    wakes = isinstance(any_store, AppendWaiter) and not isinstance(any_store, SQLiteEventStore)
-    source = follow(store, event_types=["Tick"], poll_interval=60.0 if wakes else 0.02)
+    source = follow(store, event_types=["Tick"], poll_interval=60.0)
     assert (await anext(source)).global_position == 1
     follower = asyncio.create_task(_take(source, 2))
     await asyncio.wait(  # until it has scanned past position 2 and waits

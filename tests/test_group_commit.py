@@ -12,11 +12,8 @@ import asyncpg
 import pytest
 
 from eventcore import (
-    AppendRequest,
-    AppendResult,
     EventCoreError,
     InMemoryEventStore,
-    NewEvent,
     StoreClosed,
     StoreError,
     StoreUnavailable,
@@ -28,6 +25,7 @@ from eventcore.backends._group_commit import GroupCommitSettings, GroupCommitter
 from eventcore.backends.postgres import _store as postgres_store
 from eventcore.backends.sqlite import _store as sqlite_store
 from eventcore.store import AppendOutcome, BatchAppender, EventStore
+from eventcore.types import AppendRequest, AppendResult, NewEvent
 from tests.sql_storage import REFUSED_TYPE, SQL_KINDS, SqlStorage, sql_storage
 
 

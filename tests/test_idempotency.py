@@ -13,7 +13,6 @@ from typing import Any, cast
 import pytest
 
 from eventcore import (
-    AppendRequest,
     Application,
     BusinessRuleViolation,
     Command,
@@ -34,7 +33,7 @@ from eventcore.observe import CommandReport, Observer
 from eventcore.observed_store import observe_store
 from eventcore.store import AppendOutcome, BatchAppender, EventLookup, EventStore
 from eventcore.testing.faults import FaultInjectingStore
-from eventcore.types import AppendResult
+from eventcore.types import AppendRequest, AppendResult
 
 
 async def _balance(store: EventStore, account: str) -> int:

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from eventcore import AppendResult, EventMetadata, RetriesExhausted, RetryPolicy, VersionConflict
+from eventcore import EventMetadata, RetriesExhausted, RetryPolicy, VersionConflict
 from eventcore._plan import DEFAULT_FOLD_PAGE_SIZE
 from eventcore.demo.bank import MoneyDeposited, Transfer, bank_codec
-from eventcore.execute import AppendEvents, Plan, ReadStreams, Sleep, plan_execution
-from eventcore.types import RecordedEvent, StreamId, new_event_id
+from eventcore.plan import AppendEvents, Plan, ReadStreams, Sleep, plan_execution
+from eventcore.types import AppendResult, RecordedEvent, StreamId, new_event_id
 
 BOTH = (StreamId("a"), StreamId("b"))
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from eventcore import AppendRequest, NewEvent, StreamId, VersionConflict, execute
+from eventcore import StreamId, VersionConflict, execute
 from eventcore.backends.postgres import PostgresEventStore
 from eventcore.backends.postgres._migrate import available_migrations
 from eventcore.backends.postgres._writes import BatchArrays
 from eventcore.demo.bank import Deposit, MoneyDeposited, bank_codec
 from eventcore.store import EventStore
+from eventcore.types import AppendRequest, NewEvent
 from tests import pg
 
 pytestmark = pytest.mark.postgres

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from eventcore import AppendRequest, NewEvent, ProjectionFailed, StreamId, ValidationError
+from eventcore import ProjectionFailed, StreamId, ValidationError
 from eventcore.projection import (
     FailurePolicy,
     Projection,
@@ -20,7 +20,7 @@ from eventcore.projection import (
 )
 from eventcore.store import EventStore, ProjectionStore
 from eventcore.testing.faults import FaultInjectingStore
-from eventcore.types import RecordedEvent
+from eventcore.types import AppendRequest, NewEvent, RecordedEvent
 
 FAST = RunnerOptions(poll_interval=0.02, lease_ttl=5.0, checkpoint_every=3)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,34 @@ def test_each_observer_gets_a_fresh_registry_by_default() -> None:
     # Two observers on the global registry would collide on the metric names.
     first, second = PrometheusObserver(), PrometheusObserver()
     assert first.registry is not second.registry
+
+
+async def test_a_running_projection_reports_its_position_lag_and_failures() -> None:
+    from eventcore import Application, InMemoryEventStore
+    from eventcore.demo.bank import Deposit, bank_codec
+    from eventcore.projection import FailurePolicy, Projection, RunnerOptions
+    from eventcore.types import RecordedEvent
+
+    class Balances(Projection):
+        name = "balances"
+        failure_policy = FailurePolicy.skip()
+
+        async def handle(self, event: RecordedEvent) -> None:
+            if event.global_position == 2:
+                raise ValueError("cannot project position 2")
+
+        async def reset(self) -> None:
+            pass
+
+    observer = PrometheusObserver()
+    app = Application(InMemoryEventStore(), codec=bank_codec, observers=[observer])
+    for n in range(5):
+        await app.execute(Deposit(f"acc-{n}", 10))
+    options = RunnerOptions(poll_interval=0.02, checkpoint_every=2)
+    async with app.projection_runner(Balances(), options=options) as runner:
+        assert await asyncio.wait_for(runner.caught_up(), 20) == 5
+    registry = observer.registry
+    labels = {"projection": "balances"}
+    assert registry.get_sample_value("eventcore_projection_position", labels) == 5
+    assert registry.get_sample_value("eventcore_projection_lag_events", labels) == 0
+    assert registry.get_sample_value("eventcore_projection_failures_total", labels) == 1

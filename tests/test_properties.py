@@ -10,16 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventcore import (
-    AppendRequest,
-    InMemoryEventStore,
-    NewEvent,
-    RetryPolicy,
-    StreamId,
-    VersionConflict,
-)
+from eventcore import InMemoryEventStore, RetryPolicy, StreamId, VersionConflict
 from eventcore.store import EventStore
 from eventcore.testing.faults import FaultInjectingStore
+from eventcore.types import AppendRequest, NewEvent
 from tests.bank_checks import check_bank_invariants, open_accounts, run_transfers
 from tests.conftest import open_store
 

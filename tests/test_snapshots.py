@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 import pytest
 
 from eventcore import (
-    AppendRequest,
     Codec,
     Command,
     EventMetadata,
@@ -21,7 +20,7 @@ from eventcore import (
 )
 from eventcore.store import EventStore, SnapshotStore
 from eventcore.testing.faults import FaultInjectingStore
-from eventcore.types import Snapshot
+from eventcore.types import AppendRequest, Snapshot
 
 codec = Codec()
 

@@ -226,6 +226,7 @@ async def test_no_sqlite3_call_runs_on_the_event_loop_thread(db_path: Path) -> N
             await store.save_checkpoint("p", 1)
             await store.acquire_lease("l", "me", ttl=5)
             await store.lease_holder("l")
+            await store.wait_for_append(0, max_wait=1)
     assert threads, "the profiler saw no sqlite3 calls at all"
     assert threading.get_ident() not in threads
 
@@ -301,6 +302,53 @@ async def test_leases_are_shared_between_stores_and_expire_by_wall_clock(
         assert await other.acquire_lease("leader", "b", ttl=10)
         await store.release_lease("leader", "a")  # not the holder: no effect
         assert await store.lease_holder("leader") == "b"
+
+
+# -- waking a follower when another connection commits -------------------------------
+
+
+async def test_a_waiting_reader_wakes_when_another_store_on_the_file_appends(
+    store: SQLiteEventStore, db_path: Path
+) -> None:
+    # A wait far longer than the test: returning in time proves the wake-up.
+    waiting = asyncio.create_task(store.wait_for_append(0, max_wait=600))
+    async with await SQLiteEventStore.open(db_path) as other:  # as another process would
+        await other.append(request({"s": 0}, event("s")))
+        await asyncio.wait_for(waiting, timeout=20)
+
+
+async def test_a_waiting_reader_wakes_on_its_own_stores_append(store: SQLiteEventStore) -> None:
+    waiting = asyncio.create_task(store.wait_for_append(0, max_wait=600))
+    await store.append(request({"s": 0}, event("s")))
+    await asyncio.wait_for(waiting, timeout=20)
+
+
+async def test_a_waiting_reader_sleeps_through_commits_that_do_not_grow_the_log(
+    store: SQLiteEventStore,
+) -> None:
+    await store.append(request({"s": 0}, event("s")))
+    waiting = asyncio.create_task(store.wait_for_append(1, max_wait=600))
+    await store.save_checkpoint("p", 1)  # a commit, but the log did not grow
+    await store.acquire_lease("l", "me", ttl=5)
+    for _ in range(10):  # the watcher polls meanwhile
+        await asyncio.sleep(0.01)
+    assert not waiting.done()
+    await store.append(request({"s": 1}, event("s")))
+    await asyncio.wait_for(waiting, timeout=20)
+
+
+async def test_a_wait_returns_at_once_when_the_log_is_already_past_the_position(
+    store: SQLiteEventStore,
+) -> None:
+    await store.append(request({"s": 0}, event("s")))
+    await asyncio.wait_for(store.wait_for_append(0, max_wait=600), timeout=20)
+
+
+async def test_a_wait_on_a_closed_store_raises_store_closed(db_path: Path) -> None:
+    closed = await SQLiteEventStore.open(db_path)
+    await closed.close()
+    with pytest.raises(StoreClosed):
+        await closed.wait_for_append(0, max_wait=1)
 
 
 # -- driver errors are mapped ---------------------------------------------------------

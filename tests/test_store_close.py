@@ -9,18 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from eventcore import (
-    AppendRequest,
-    AppendResult,
-    InMemoryEventStore,
-    NewEvent,
-    StoreClosed,
-    StoreUnavailable,
-    StreamId,
-    ValidationError,
-)
+from eventcore import InMemoryEventStore, StoreClosed, StoreUnavailable, StreamId, ValidationError
 from eventcore.backends._group_commit import GroupCommitSettings, GroupCommitter
 from eventcore.store import AppendOutcome
+from eventcore.types import AppendRequest, AppendResult, NewEvent
 from tests.sql_storage import SQL_KINDS, SqlStorage, sql_storage
 
 

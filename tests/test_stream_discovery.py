@@ -12,7 +12,6 @@ from typing import ClassVar
 import pytest
 
 from eventcore import (
-    AppendRequest,
     Codec,
     Command,
     EventMetadata,
@@ -23,6 +22,7 @@ from eventcore import (
     execute,
 )
 from eventcore.store import EventStore
+from eventcore.types import AppendRequest
 
 codec = Codec()
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 
-from eventcore import AppendRequest, InMemoryEventStore, NewEvent, StreamId, VersionConflict
+from eventcore import InMemoryEventStore, StreamId, VersionConflict
 from eventcore.store import EventStore
 from eventcore.testing.faults import FaultInjectingStore
+from eventcore.types import AppendRequest, NewEvent
 
 WRITERS = 8
 APPENDS_PER_WRITER = 60

@@ -3,16 +3,9 @@ import uuid
 
 import pytest
 
-from eventcore import (
-    AppendRequest,
-    EventMetadata,
-    InvalidExpectedVersions,
-    InvalidStreamId,
-    NewEvent,
-    StreamId,
-)
+from eventcore import EventMetadata, InvalidExpectedVersions, InvalidStreamId, StreamId
 from eventcore.errors import ValidationError
-from eventcore.types import check_limit, check_version, new_event_id
+from eventcore.types import AppendRequest, NewEvent, check_limit, check_version, new_event_id
 
 
 def _event(stream: str) -> NewEvent:

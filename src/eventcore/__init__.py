@@ -4,10 +4,29 @@ A command names the event streams it needs; eventcore reads and folds them, lets
 the command decide new events, and appends them atomically across every stream it
 read, with an optimistic version check on each (read-only streams included) and
 automatic retry on conflict.
+
+What this namespace holds (the rule ``tests/test_public_api.py`` keeps): the names
+an *application developer* writes — the verbs (:func:`execute`,
+:func:`execute_all`, :func:`follow`, :func:`open_store`), the nouns their code
+builds, receives or annotates (commands, codecs, recorded events and their
+metadata, results, policies, the bundled stores and their settings, projections,
+observers and the reports they get), :class:`EventStore` (applications type their
+parameters with it), and every error (they are what applications catch).
+
+The vocabulary of *backend implementers* stays in its real home and is imported
+from there: the capability protocols and their records in :mod:`eventcore.store`
+(``EventReader``, ``EventAppender``, ``BatchAppender``, ``EventLookup``,
+``StreamLister``, ``SnapshotStore``, ``CheckpointStore``, ``LeaseStore``,
+``DeadLetter``, ``DeadLetterStore``, ``ProjectionStore``, ``LogFilter``), the
+append records in :mod:`eventcore.types` (``AppendRequest``, ``AppendResult``,
+``NewEvent``, ``Snapshot``), observer plumbing in :mod:`eventcore.observe`
+(``ObserverGroup``) and :mod:`eventcore.observed_store` (``observe_store``, which
+:class:`Application` applies for you), and the executor's steps in
+:mod:`eventcore.plan`.
 """
 
 from eventcore.application import Application, open_store
-from eventcore.backends._group_commit import GroupCommitSettings
+from eventcore.backends import GroupCommitSettings
 from eventcore.backends.memory import InMemoryEventStore
 from eventcore.backends.sqlite import SQLiteEventStore
 from eventcore.cache import StateCache
@@ -23,6 +42,7 @@ from eventcore.errors import (
     EventCoreError,
     InvalidExpectedVersions,
     InvalidStreamId,
+    LeaseLost,
     ProjectionFailed,
     RetriesExhausted,
     StateReuseMismatch,
@@ -37,58 +57,35 @@ from eventcore.errors import (
     VersionConflict,
 )
 from eventcore.execute import ExecutionResult, execute
-from eventcore.observe import CommandReport, Observer, ObserverGroup
-from eventcore.observed_store import observe_store
+from eventcore.observe import CommandReport, Observer
 from eventcore.parallel import execute_all
-from eventcore.projection import FailurePolicy, Projection, ProjectionRunner
+from eventcore.projection import (
+    FailurePolicy,
+    ProcessManager,
+    Projection,
+    ProjectionRunner,
+    run_process_manager,
+)
 from eventcore.retry import RetryPolicy
-from eventcore.store import (
-    BatchAppender,
-    CheckpointStore,
-    DeadLetter,
-    EventAppender,
-    EventLookup,
-    EventReader,
-    EventStore,
-    LeaseStore,
-    LogFilter,
-    ProjectionStore,
-    SnapshotStore,
-)
+from eventcore.store import EventStore
 from eventcore.subscription import follow
-from eventcore.types import (
-    AppendRequest,
-    AppendResult,
-    EventMetadata,
-    NewEvent,
-    RecordedEvent,
-    Snapshot,
-    StreamId,
-)
+from eventcore.types import EventMetadata, RecordedEvent, StreamId
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AppendRequest",
-    "AppendResult",
     "Application",
-    "BatchAppender",
     "BusinessRuleViolation",
-    "CheckpointStore",
     "Codec",
     "CodecError",
     "Command",
     "CommandReport",
     "ConcurrencyError",
-    "DeadLetter",
     "DeserializationError",
     "DuplicateEventId",
     "EncodingError",
-    "EventAppender",
     "EventCoreError",
-    "EventLookup",
     "EventMetadata",
-    "EventReader",
     "EventStore",
     "ExecutionResult",
     "FailurePolicy",
@@ -96,21 +93,16 @@ __all__ = [
     "InMemoryEventStore",
     "InvalidExpectedVersions",
     "InvalidStreamId",
-    "LeaseStore",
-    "LogFilter",
-    "NewEvent",
+    "LeaseLost",
     "Observer",
-    "ObserverGroup",
+    "ProcessManager",
     "Projection",
     "ProjectionFailed",
     "ProjectionRunner",
-    "ProjectionStore",
     "RecordedEvent",
     "RetriesExhausted",
     "RetryPolicy",
     "SQLiteEventStore",
-    "Snapshot",
-    "SnapshotStore",
     "StateCache",
     "StateReuseMismatch",
     "StateReuseRefused",
@@ -128,6 +120,6 @@ __all__ = [
     "execute",
     "execute_all",
     "follow",
-    "observe_store",
     "open_store",
+    "run_process_manager",
 ]

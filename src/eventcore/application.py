@@ -40,7 +40,13 @@ from eventcore.execute import ExecuteOptions, ExecutionResult, execute
 from eventcore.observe import Observer, ObserverGroup
 from eventcore.observed_store import observe_store
 from eventcore.parallel import execute_all
-from eventcore.projection import Projection, ProjectionRunner, RunnerOptions
+from eventcore.projection import (
+    Projection,
+    ProjectionRunner,
+    RunnerOptions,
+    TransactionalProjection,
+)
+from eventcore.projection._exactly_once import runner_for
 from eventcore.projection._runner import Progress
 from eventcore.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from eventcore.store import EventStore
@@ -249,7 +255,7 @@ class Application:
 
     def projection_runner(
         self,
-        projection: Projection,
+        projection: Projection | TransactionalProjection,
         *,
         options: RunnerOptions | None = None,
         holder: str | None = None,
@@ -259,8 +265,10 @@ class Application:
         """A runner for ``projection`` over this application's store, reporting to
         its observers (see :class:`~eventcore.projection.ProjectionRunner`); the
         store must keep checkpoints, leases and dead letters (every bundled one does).
+        A :class:`~eventcore.projection.TransactionalProjection` gets the
+        exactly-once runner (SQLite and PostgreSQL).
         """
-        return ProjectionRunner(
+        return runner_for(
             self._store,  # type: ignore[arg-type]  # checked by the runner
             projection,
             options=options,

@@ -15,7 +15,8 @@ need to import a driver to handle a failure::
     │   └── StateReuseMismatch       a reused state differs from a fresh fold (verify mode)
     ├── ConcurrencyError
     │   ├── VersionConflict          a stream moved since it was read (retried)
-    │   └── RetriesExhausted         conflicts outlasted the retry policy
+    │   ├── RetriesExhausted         conflicts outlasted the retry policy
+    │   └── LeaseLost                another holder took the lease a fenced write relied on
     ├── BusinessRuleViolation        the command's own rules said no (never retried)
     ├── CodecError
     │   ├── EncodingError            an event could not be encoded
@@ -128,6 +129,25 @@ class RetriesExhausted(ConcurrencyError):
 
     def __reduce__(self) -> tuple[type[RetriesExhausted], tuple[int, VersionConflict]]:
         return (type(self), (self.attempts, self.last_conflict))
+
+
+class LeaseLost(ConcurrencyError):
+    """A fenced write was refused: lease ``lease`` has changed hands since fence
+    token ``token`` was handed out (its token is now ``current``, or None if the
+    lease was never taken). Nothing was written; the writer is no longer the leader."""
+
+    def __init__(self, lease: str, token: int, current: int | None) -> None:
+        self.lease = lease
+        self.token = token
+        self.current = current
+        super().__init__(
+            f"lease {lease!r} changed hands: this writer's fence token is {token}, the "
+            f"lease's is now {current}; nothing was written. Stop writing and acquire "
+            "the lease again"
+        )
+
+    def __reduce__(self) -> tuple[type[LeaseLost], tuple[str, int, int | None]]:
+        return (type(self), (self.lease, self.token, self.current))
 
 
 class BusinessRuleViolation(EventCoreError):

@@ -1,11 +1,11 @@
 """Running a command: read, fold, decide, append atomically, retry on conflict.
 
-The decision logic is a pure generator, :func:`plan_execution` (in
-``eventcore._plan``, re-exported here). It yields the I/O it needs as step objects
-— :class:`ReadStreams`, :class:`AppendEvents`, :class:`Sleep`, ... — and is sent
-their results (an append's conflict or refusal is thrown into it). :func:`execute`
-drives it against a store with :func:`run_plan`; tests can drive it with no store
-and no event loop at all (see :mod:`eventcore.testing.scenario`). With a
+The decision logic is a pure generator, ``plan_execution`` (public in
+:mod:`eventcore.plan`, with its step types). It yields the I/O it needs as step
+objects and is sent their results (an append's conflict or refusal is thrown into
+it). :func:`execute` drives it against a store with :func:`run_plan`; tests can
+drive it with no store and no event loop at all (see
+:mod:`eventcore.testing.scenario`). With a
 ``command_id`` the plan runs inside :func:`eventcore._command_ids.recognising_replays`.
 """
 
@@ -57,21 +57,9 @@ from eventcore.types import (
 
 _log = logging.getLogger(__name__)
 
-__all__ = [
-    "AppendEvents",
-    "ExecuteOptions",
-    "ExecutionResult",
-    "LoadSnapshot",
-    "LookupEvents",
-    "Plan",
-    "ReadStreams",
-    "SaveSnapshot",
-    "Sleep",
-    "Step",
-    "execute",
-    "plan_execution",
-    "run_plan",
-]
+# The plan's step types are imported for the driver; their public home is
+# eventcore.plan.
+__all__ = ["ExecuteOptions", "ExecutionResult", "execute", "run_plan"]
 
 
 async def run_plan(

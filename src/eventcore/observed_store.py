@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Self, TypeVar
 
 from eventcore.backends._group_commit import GroupCommitter
@@ -33,8 +34,12 @@ from eventcore.store import (
     DeadLetterStore,
     EventLookup,
     EventStore,
+    Fence,
+    FencedLeaseStore,
     LeaseStore,
+    ProjectionTransaction,
     SnapshotStore,
+    TransactionalCheckpointStore,
 )
 from eventcore.subscription import AppendWaiter
 from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot
@@ -173,8 +178,15 @@ class _Snapshots(ObservedStore):
 
 
 class _Checkpoints(ObservedStore):
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        call = self._inner.save_checkpoint(name, position)
+    async def save_checkpoint(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> None:
+        # Only a fenced write carries the fence on: a plain CheckpointStore takes none.
+        call = (
+            self._inner.save_checkpoint(name, position)
+            if fence is None
+            else self._inner.save_checkpoint(name, position, fence=fence)
+        )
         await self._timed("save_checkpoint", call, f"checkpoint {name!r} at {position!r}")
 
     async def load_checkpoint(self, name: str) -> int | None:
@@ -222,6 +234,28 @@ class _Leases(ObservedStore):
         return await self._timed("lease_holder", self._inner.lease_holder(name), f"lease {name!r}")
 
 
+class _Fences(ObservedStore):
+    async def acquire_fenced_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        call = self._inner.acquire_fenced_lease(name, holder, ttl)
+        token: int | None = await self._timed(
+            "acquire_lease", call, f"lease {name!r} for {holder!r}"
+        )
+        _log.debug(
+            "lease %r %s by %r (token %s)", name, "acquired" if token else "refused", holder, token
+        )
+        return token
+
+
+class _Transactions(ObservedStore):
+    def checkpoint_transaction(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> AbstractAsyncContextManager[ProjectionTransaction]:
+        # Handed through untimed: its length is the projection's own work.
+        opened: AbstractAsyncContextManager[ProjectionTransaction]
+        opened = self._inner.checkpoint_transaction(name, position, fence=fence)
+        return opened
+
+
 class _Waits(ObservedStore):
     async def wait_for_append(self, after: int, max_wait: float) -> None:
         await self._inner.wait_for_append(after, max_wait)
@@ -238,6 +272,8 @@ _CAPABILITIES: tuple[tuple[type, type[ObservedStore]], ...] = (
     (SnapshotStore, _Snapshots),
     (CheckpointStore, _Checkpoints),
     (LeaseStore, _Leases),
+    (FencedLeaseStore, _Fences),
+    (TransactionalCheckpointStore, _Transactions),
     (DeadLetterStore, _DeadLetters),
     (AppendWaiter, _Waits),
 )

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from eventcore._glob import matches as glob_matches
 from eventcore._text import check_storable_text
@@ -154,6 +155,92 @@ class EventReader(Protocol):
     ) -> AsyncIterator[RecordedEvent]:
         """Walk the global log from ``after`` to its current end, page by page."""
         ...
+
+
+class _PageReader(Protocol):
+    """The two reads :class:`PagedReads` walks with."""
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]: ...
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RecordedEvent]: ...
+
+
+class PagedReads:
+    """Mixin giving :class:`EventReader`'s ``iter_stream`` and ``iter_all``, built
+    on the class's own ``read_stream`` and ``read_all`` (one call per page).
+
+    Every bundled store inherits it, so the paging lives once; a third-party
+    backend that inherits it implements only the reads."""
+
+    __slots__ = ()
+
+    def iter_stream(
+        self: _PageReader,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> AsyncIterator[RecordedEvent]:
+        return _walk_stream(self, stream_id, from_version, page_size)
+
+    def iter_all(
+        self: _PageReader,
+        *,
+        after: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        stream_prefix: str | None = None,
+        stream_pattern: str | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        # The filter is checked when the walk is asked for, not at its first step.
+        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
+        return _walk_log(self, after, page_size, log_filter)
+
+
+async def _walk_stream(
+    reader: _PageReader, stream_id: str, from_version: int, page_size: int
+) -> AsyncIterator[RecordedEvent]:
+    """Yield a stream's events one page at a time; only one page is held."""
+    size = check_page_size(page_size)
+    version = from_version
+    while True:
+        page = await reader.read_stream(stream_id, from_version=version, limit=size)
+        for event in page:
+            yield event
+        if len(page) < size:
+            return
+        version = page[-1].stream_version + 1
+
+
+async def _walk_log(
+    reader: _PageReader, after: int, page_size: int, log_filter: LogFilter
+) -> AsyncIterator[RecordedEvent]:
+    """Yield the log after ``after`` to its current end, one page at a time."""
+    size = check_page_size(page_size)
+    position = after
+    while True:
+        page = await reader.read_all(
+            after=position,
+            limit=size,
+            stream_prefix=log_filter.stream_prefix,
+            stream_pattern=log_filter.stream_pattern,
+            event_types=log_filter.event_types,
+        )
+        for event in page:
+            yield event
+        if len(page) < size:
+            return
+        position = page[-1].global_position
 
 
 @runtime_checkable
@@ -291,6 +378,15 @@ class CheckpointStore(Protocol):
 
 
 @runtime_checkable
+class CheckpointLister(Protocol):
+    """A store that can name every checkpoint it keeps (every bundled one can)."""
+
+    async def checkpoint_names(self) -> list[str]:
+        """The names of the saved checkpoints, in name order."""
+        ...
+
+
+@runtime_checkable
 class LeaseStore(Protocol):
     """Named, expiring leases: at most one holder per name at a time.
 
@@ -405,3 +501,84 @@ def check_dead_letter(letter: object) -> DeadLetter:
 class ProjectionStore(EventReader, CheckpointStore, LeaseStore, DeadLetterStore, Protocol):
     """What a projection runner needs: the log, checkpoints, leases, dead letters.
     Every bundled store (memory, SQLite, PostgreSQL) is one."""
+
+
+# -- fencing: a lease holder's writes, refused once the lease has changed hands ------
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Proof of leadership to attach to a write: lease ``lease`` was held with fence
+    token ``token`` (from :meth:`FencedLeaseStore.acquire_fenced_lease`). A fenced
+    write commits only if the lease's token is still ``token``, checked in the
+    write's own transaction; otherwise it raises
+    :class:`~eventcore.errors.LeaseLost` and writes nothing."""
+
+    lease: str
+    token: int
+
+    def __post_init__(self) -> None:
+        check_lease_args(self.lease, "-")
+        if type(self.token) is not int or self.token < 0:
+            raise ValidationError(f"fence token must be an int >= 0, got {self.token!r}")
+
+
+def check_fence(fence: object) -> Fence | None:
+    if fence is not None and not isinstance(fence, Fence):
+        raise ValidationError(f"fence must be a Fence or None, got {fence!r}")
+    return fence
+
+
+@runtime_checkable
+class FencedLeaseStore(CheckpointStore, LeaseStore, Protocol):
+    """Leases with fencing tokens, and checkpoints that can be fenced.
+
+    The token of a lease increases every time it changes hands (a first holder, a
+    different holder after expiry or release); a renewal by the same holder keeps
+    it. Tokens of one lease name never repeat, even after a release.
+    """
+
+    async def acquire_fenced_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """:meth:`LeaseStore.acquire_lease`, returning the fence token, or None if
+        another holder has the lease."""
+        ...
+
+    async def save_checkpoint(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> None:
+        """Save the checkpoint; with ``fence``, only if the fence is still current
+        (else raise :class:`~eventcore.errors.LeaseLost`, nothing written)."""
+        ...
+
+
+# -- exactly-once: a read model and its checkpoint in one transaction ---------------
+
+
+@runtime_checkable
+class ProjectionTransaction(Protocol):
+    """An open transaction on the store's own database, handed to a
+    transactional projection. Parameters are bound, never formatted into the SQL:
+    PostgreSQL numbers them (``$1``, ``$2``), SQLite uses ``?``."""
+
+    async def execute(self, sql: str, *params: object) -> None:
+        """Run one statement (DDL, INSERT, UPDATE, DELETE) in the transaction."""
+        ...
+
+    async def fetch(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        """Run a query in the transaction (it sees the transaction's own changes)."""
+        ...
+
+
+@runtime_checkable
+class TransactionalCheckpointStore(FencedLeaseStore, Protocol):
+    """A store whose database can hold a read model: its changes and the checkpoint
+    commit in one transaction (exactly-once effect)."""
+
+    def checkpoint_transaction(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> AbstractAsyncContextManager[ProjectionTransaction]:
+        """Open a transaction; on a clean exit of the ``async with`` block save
+        checkpoint ``name`` at ``position`` (refused with
+        :class:`~eventcore.errors.LeaseLost` if ``fence`` is no longer current) and
+        commit, all or nothing. If the block raises, everything is rolled back."""
+        ...

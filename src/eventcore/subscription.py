@@ -6,8 +6,9 @@
         await handle(event)
 
 :func:`follow` reads ``read_all(after=P)`` page by page; once caught up it waits —
-woken by the store when it can tell (PostgreSQL's LISTEN/NOTIFY, the in-memory
-store's own appends), else by polling every ``poll_interval`` seconds — and reads
+woken by the store when it can tell (PostgreSQL's LISTEN/NOTIFY, SQLite's data
+version, the in-memory store's own appends), else by polling every
+``poll_interval`` seconds — and reads
 again. Because every store's log is commit-ordered, this never misses an event.
 The paging, waiting and retrying live in :mod:`eventcore._tail`.
 """

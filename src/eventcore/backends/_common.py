@@ -1,12 +1,12 @@
-"""Private helpers every backend shares: argument checks and page-by-page walking."""
+"""Private helpers every backend shares: argument checks (paging is
+:class:`eventcore.store.PagedReads`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from eventcore.errors import ValidationError
-from eventcore.store import LogFilter, check_page_size
-from eventcore.types import MAX_INT64, RecordedEvent, StreamId, check_limit, check_version
+from eventcore.types import MAX_INT64, StreamId, check_limit, check_version
 
 
 def check_stream_read(
@@ -53,39 +53,3 @@ def check_streams_read(
 
 def check_log_read(after: object, limit: object) -> tuple[int, int | None]:
     return check_version(after, "after (a global position)"), check_limit(limit)
-
-
-async def walk_stream(
-    read_page: Callable[[StreamId, int, int], Awaitable[list[RecordedEvent]]],
-    stream_id: str,
-    from_version: int,
-    page_size: int,
-) -> AsyncIterator[RecordedEvent]:
-    """Yield a stream's events one page at a time; only one page is held."""
-    stream, version, _ = check_stream_read(stream_id, from_version, None)
-    check_page_size(page_size)
-    while True:
-        page = await read_page(stream, version, page_size)
-        for event in page:
-            yield event
-        if len(page) < page_size:
-            return
-        version = page[-1].stream_version + 1
-
-
-async def walk_log(
-    read_page: Callable[[int, int, LogFilter], Awaitable[list[RecordedEvent]]],
-    after: int,
-    page_size: int,
-    log_filter: LogFilter,
-) -> AsyncIterator[RecordedEvent]:
-    """Yield the log after ``after`` to its current end, one page at a time."""
-    position, _ = check_log_read(after, None)
-    check_page_size(page_size)
-    while True:
-        page = await read_page(position, page_size, log_filter)
-        for event in page:
-            yield event
-        if len(page) < page_size:
-            return
-        position = page[-1].global_position

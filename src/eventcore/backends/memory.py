@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, Self
@@ -21,27 +21,28 @@ from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
     check_streams_read,
-    walk_log,
-    walk_stream,
 )
 from eventcore.codec import decode_metadata, encode_metadata
 from eventcore.errors import (
     DuplicateEventId,
     EncodingError,
+    LeaseLost,
     StoreClosed,
     ValidationError,
     VersionConflict,
 )
 from eventcore.store import (
-    DEFAULT_PAGE_SIZE,
     AppendOutcome,
     DeadLetter,
+    Fence,
     LogFilter,
+    PagedReads,
     StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
     check_dead_letter,
     check_event_ids,
+    check_fence,
     check_lease_args,
     check_requests,
     check_snapshot_key,
@@ -56,6 +57,8 @@ from eventcore.types import (
     Snapshot,
     StreamId,
 )
+
+_RELEASED: Final = ""  # the holder of a released lease: no holder's name is empty
 
 _NO_USER_METADATA: Final[Mapping[str, Any]] = MappingProxyType({})
 
@@ -80,7 +83,7 @@ def _stored_copy(metadata: EventMetadata) -> EventMetadata:
     )
 
 
-class InMemoryEventStore:
+class InMemoryEventStore(PagedReads):
     """Implements :class:`~eventcore.store.EventStore`, checkpoints and leases."""
 
     def __init__(self) -> None:
@@ -89,7 +92,7 @@ class InMemoryEventStore:
         self._event_ids: dict[uuid.UUID, RecordedEvent] = {}  # the unique index
         self._checkpoints: dict[str, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
-        self._leases: dict[str, tuple[str, float]] = {}
+        self._leases: dict[str, tuple[str, float, int]] = {}  # holder, expiry, token
         self._dead_letters: dict[str, dict[int, DeadLetter]] = {}
         self._grown = asyncio.Event()
         self._waiting = 0  # tasks in wait_for_append: only they need _grown set
@@ -243,33 +246,6 @@ class InMemoryEventStore:
             tail = (e for e in tail if log_filter.matches(e.stream_id, e.event_type))
         return list(itertools.islice(tail, limit))
 
-    def iter_stream(
-        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
-    ) -> AsyncIterator[RecordedEvent]:
-        return walk_stream(self._read_page, stream_id, from_version, page_size)
-
-    async def _read_page(self, stream: StreamId, start: int, size: int) -> list[RecordedEvent]:
-        self._check_open()
-        return self._slice(stream, start, size)
-
-    def iter_all(
-        self,
-        *,
-        after: int = 0,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        stream_prefix: str | None = None,
-        stream_pattern: str | None = None,
-        event_types: Collection[str] | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
-        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
-        return walk_log(self._read_log_page, after, page_size, log_filter)
-
-    async def _read_log_page(
-        self, after: int, size: int, log_filter: LogFilter
-    ) -> list[RecordedEvent]:
-        self._check_open()
-        return self._read_log(after, size, log_filter)
-
     async def wait_for_append(self, after: int, max_wait: float) -> None:
         """Return once the log is past ``after``, or after ``max_wait`` seconds."""
         self._check_open()
@@ -306,10 +282,15 @@ class InMemoryEventStore:
 
     # -- checkpoints ---------------------------------------------------------------
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> None:
         self._check_open()
         check_checkpoint_name(name)
         check_checkpoint_position(position)
+        checked = check_fence(fence)
+        if checked is not None:
+            self._check_fence(checked)
         self._checkpoints[name] = position
 
     async def load_checkpoint(self, name: str) -> int | None:
@@ -321,6 +302,10 @@ class InMemoryEventStore:
         self._check_open()
         check_checkpoint_name(name)
         self._checkpoints.pop(name, None)
+
+    async def checkpoint_names(self) -> list[str]:
+        self._check_open()
+        return sorted(self._checkpoints)
 
     # -- dead letters --------------------------------------------------------------
 
@@ -343,21 +328,37 @@ class InMemoryEventStore:
     # -- leases --------------------------------------------------------------------
 
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return await self.acquire_fenced_lease(name, holder, ttl) is not None
+
+    async def acquire_fenced_lease(self, name: str, holder: str, ttl: float) -> int | None:
         self._check_open()
         check_lease_args(name, holder, ttl)
         now = time.monotonic()
         current = self._leases.get(name)
-        if current is not None and current[0] != holder and current[1] > now:
-            return False
-        self._leases[name] = (holder, now + ttl)
-        return True
+        if current is None:
+            token = 1
+        elif current[0] == holder:
+            token = current[2]
+        elif current[1] > now:
+            return None
+        else:
+            token = current[2] + 1
+        self._leases[name] = (holder, now + ttl, token)
+        return token
 
     async def release_lease(self, name: str, holder: str) -> None:
         self._check_open()
         check_lease_args(name, holder)
         current = self._leases.get(name)
         if current is not None and current[0] == holder:
-            del self._leases[name]
+            # Kept, expired, so the next holder's token is greater than this one's.
+            self._leases[name] = (_RELEASED, 0.0, current[2])
+
+    def _check_fence(self, fence: Fence) -> None:
+        current = self._leases.get(fence.lease)
+        token = None if current is None else current[2]
+        if token != fence.token:
+            raise LeaseLost(fence.lease, fence.token, token)
 
     async def lease_holder(self, name: str) -> str | None:
         self._check_open()

@@ -12,6 +12,10 @@ interleaved with the scenario's, so a noisy machine slows both alike.
 - memory: ``list.append`` inside a coroutine. There is no write to compare with,
   so this measures the harness's own ceiling (task switches, timing, counting):
   the ratio says what fraction of the harness's maximum rate a command reaches.
+
+A scenario that reads rather than writes may ask for another yardstick:
+``walk_log`` is a bare ``iter_all`` walk of the scenario's own log, on any
+backend (the replay scenario compares a projection rebuild with it).
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ class BaselineOperation:
 
 @contextlib.asynccontextmanager
 async def open_baseline(
-    backend: str, store: EventStore, options: Mapping[str, Any]
+    backend: str, store: EventStore, options: Mapping[str, Any], kind: str = "insert"
 ) -> AsyncIterator[BaselineOperation]:
     """The baseline for ``backend``, set up to match ``store`` (opened with ``options``)."""
-    if backend == "memory":
+    if kind == "walk_log":
+        yield _walk_log(store)
+    elif backend == "memory":
         yield _list_append()
     elif backend == "sqlite":
         async with _sqlite_insert(options) as baseline:
@@ -72,6 +78,18 @@ def _list_append() -> BaselineOperation:
         "list.append",
         "list.append in a coroutine: the harness's own ceiling (no write to compare with)",
         append_row,
+    )
+
+
+def _walk_log(store: EventStore) -> BaselineOperation:
+    async def walk() -> Done:
+        events = 0
+        async for _ in store.iter_all():
+            events += 1
+        return Done(events)
+
+    return BaselineOperation(
+        "iter_all walk", "a bare iter_all walk of the same log, default page size", walk
     )
 
 

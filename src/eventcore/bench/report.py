@@ -113,6 +113,8 @@ def _notes(results: Sequence[ScenarioResult]) -> list[str]:
         "vs baseline: times as fast as the baseline run next to it (median of "
         "repetitions); ops = operations/s, ev = events/s, p50 = baseline p50 / scenario p50.",
         "fold: ops are folds, events are events folded; read_all: ops are pages of 1,000.",
+        "replay: an op is a rebuild of an in-memory projection from the whole log, "
+        "against a bare iter_all walk of it.",
         "memory: run under tracemalloc (slower); heap +MB is the net growth after gc.",
         "open_loop: latency from the scheduled start; asyncio's 1 ms timer granularity "
         "alone adds about 0.5 ms (the baseline's p50 shows it).",

@@ -12,16 +12,26 @@ import itertools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from eventcore.bench.measure import ClosedLoop, Done, Load, OpenLoop, Operation
 from eventcore.bench.results import Params, RatioBasis
 from eventcore.bench.stores import run_command
 from eventcore.demo.bank import Deposit, MoneyDeposited, Transfer, bank_codec
-from eventcore.store import EventStore
-from eventcore.types import AppendRequest, NewEvent, StreamId
+from eventcore.projection import Projection, rebuild_projection
+from eventcore.store import EventStore, ProjectionStore
+from eventcore.types import AppendRequest, NewEvent, RecordedEvent, StreamId
 
-SCENARIOS: Final = ("commands", "append", "transfers", "fold", "read_all", "memory", "open_loop")
+SCENARIOS: Final = (
+    "commands",
+    "append",
+    "transfers",
+    "fold",
+    "read_all",
+    "replay",
+    "memory",
+    "open_loop",
+)
 DEFAULT_CONCURRENCY: Final = (1, 10, 50, 64, 100)
 DEFAULT_BATCH_SIZES: Final = (1, 10, 100, 1000)
 TARGET_TASKS: Final = 64  # the concurrency the speed targets are set at
@@ -74,6 +84,7 @@ class ScenarioSpec:
     ratio_basis: RatioBasis
     trace_heap: bool = False
     batch_size: int | None = None
+    baseline: Literal["insert", "walk_log"] = "insert"  # see eventcore.bench.baselines
 
     @property
     def concurrency(self) -> int | None:
@@ -88,7 +99,7 @@ class ScenarioSpec:
             duration_s=load.seconds,
             operations_per_run=load.operations,
             events_per_stream=sizes.fold_events if self.name == "fold" else None,
-            log_events=sizes.log_events if self.name == "read_all" else None,
+            log_events=sizes.log_events if self.name in ("read_all", "replay") else None,
             accounts=sizes.accounts if self.operation == "command" else None,
             warmup_s=sizes.warmup_seconds,
             store_options=store_options,
@@ -141,6 +152,23 @@ def _read_all_spec(sizes: Sizes) -> ScenarioSpec:
     return _closed(sizes, "read_all", "page", 1, "events", label)
 
 
+def _replay_spec(sizes: Sizes) -> ScenarioSpec:
+    # Counted: one operation rebuilds a projection from the whole log; its
+    # yardstick is a bare iter_all walk of the same log, so the ratio is the share
+    # of the reading speed the runner keeps (checkpoints, lease, handler calls).
+    whole_log = ClosedLoop(1, operations=1)
+    return ScenarioSpec(
+        "replay",
+        f"replay {sizes.log_events} events",
+        "rebuild",
+        load=whole_log,
+        warmup=whole_log,
+        baseline_load=whole_log,
+        ratio_basis="events",
+        baseline="walk_log",
+    )
+
+
 def _fold_spec(sizes: Sizes) -> ScenarioSpec:
     # Counted, not timed: each fold uses up one pre-filled stream.
     return ScenarioSpec(
@@ -187,6 +215,7 @@ _SINGLE_SPECS: Final[dict[str, Callable[[Sizes], ScenarioSpec]]] = {
     "transfers": _transfers_spec,
     "fold": _fold_spec,
     "read_all": _read_all_spec,
+    "replay": _replay_spec,
     "memory": _memory_spec,
     "open_loop": _open_loop_spec,
 }
@@ -211,9 +240,11 @@ async def prepare_workload(
         streams = [f"fold-{n}" for n in range(folds)]
         await _fill_streams(store, streams, events_each=sizes.fold_events)
         return _folds(store, streams, sizes.fold_events)
-    if spec.name == "read_all":
+    if spec.name in ("read_all", "replay"):
         streams = [f"log-{n}" for n in range(max(1, sizes.log_events // _FILL_CHUNK))]
         await _fill_streams(store, streams, events_each=min(sizes.log_events, _FILL_CHUNK))
+        if spec.name == "replay":
+            return replay_into_memory(store)
         return _log_pages(store, sizes.page_size)
     raise ValueError(f"unknown scenario {spec.name!r}")
 
@@ -278,6 +309,35 @@ def _log_pages(store: EventStore, page_size: int) -> Operation:
         return Done(len(page))
 
     return read_page
+
+
+class _StreamVersions(Projection):
+    """An in-memory read model: each stream's last version (idempotent)."""
+
+    name = "bench-replay"
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+
+    async def handle(self, event: RecordedEvent) -> None:
+        self.versions[event.stream_id] = event.stream_version
+
+    async def reset(self) -> None:
+        self.versions.clear()
+
+
+def replay_into_memory(store: EventStore) -> Operation:
+    """Rebuild an in-memory projection from the whole log, with the runner's
+    default options, as an operator's ``rebuild`` would."""
+    if not isinstance(store, ProjectionStore):
+        raise ValueError(f"the replay scenario needs checkpoints and leases, got {store!r}")
+    projection = _StreamVersions()
+
+    async def replay() -> Done:
+        status = await rebuild_projection(store, projection)
+        return Done(status.position)  # every event is handled: positions are dense
+
+    return replay
 
 
 async def _fill_streams(

@@ -21,13 +21,15 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from eventcore.application import Application
+    from eventcore.demo.run import Tally
     from eventcore.performance import PerformanceMetrics
 
 EPILOG = """\b
 With --serve, the dashboard is up while the demo runs and stays up afterwards
 for --linger seconds (default: until Ctrl-C, which then ends the demo with
-exit code 0). Exit codes: 0 money conserved; 1 a store failure or money not
-conserved; 2 a bad option or URL; 130 interrupted before the demo finished."""
+exit code 0). Exit codes: 0 money conserved and the read model agrees; 1 a store
+failure, money not conserved or a read model that disagrees with the account
+streams; 2 a bad option or URL; 130 interrupted before the demo finished."""
 
 
 @dataclass(slots=True)
@@ -82,6 +84,8 @@ def demo(
     conflict and retry: that contention is the point), then as many through the
     parallel executor with the state cache; checks that no money was created or
     lost, and reports throughput, latency and memory against the production targets.
+    A projection keeps the bank's read model (balances, transfers, last activity)
+    up to date meanwhile; its balances must equal the account streams at the end.
     """
     from eventcore.demo.run import DemoOptions
 
@@ -94,7 +98,7 @@ def demo(
     options = DemoOptions(database_url or db, accounts, transfers, seed)
     phase = _Phase()
     try:
-        tally_ok = run(_demo(options, sock, linger, phase))
+        tally = run(_demo(options, sock, linger, phase))
     except KeyboardInterrupt:
         if not phase.finished:
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
@@ -103,13 +107,15 @@ def demo(
     finally:
         if sock is not None:
             sock.close()
-    if not tally_ok:
+    if not tally.conserved:
         raise Failure("money was not conserved")
+    if not tally.read_model_agrees:
+        raise Failure("the read model disagrees with the account streams")
 
 
 async def _demo(
     options: object, sock: socket.socket | None, linger: float | None, phase: _Phase
-) -> bool:
+) -> Tally:
     from rich.console import Console
 
     from eventcore.application import Application
@@ -135,7 +141,7 @@ async def _demo(
             phase.finished = True
             if sock is not None:
                 await _linger(console, linger)
-    return tally.conserved
+    return tally
 
 
 def _dashboard_observers(sock: socket.socket | None) -> list[Observer]:

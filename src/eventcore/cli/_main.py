@@ -14,12 +14,12 @@ from eventcore import __version__
 from eventcore.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, Failure
 
 # Each command lives in its own module, imported only when it runs or when help
-# lists it. Another package adds its command group here, one line each (the
-# projection commands, for one: "projections": "eventcore.projection._cli:projections").
+# lists it. Another package adds its command group here, one line each.
 COMMANDS: Final[dict[str, str]] = {
     "bench": "eventcore.cli._bench:bench",
     "demo": "eventcore.cli._demo:demo",
     "migrate": "eventcore.cli._migrate:migrate",
+    "projections": "eventcore.cli._projections:projections",
     "serve": "eventcore.cli._serve:serve",
     "streams": "eventcore.cli._streams:streams",
 }

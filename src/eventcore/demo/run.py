@@ -2,7 +2,9 @@
 
 Opens accounts, fires many transfers at once — they collide on shared accounts,
 conflict, retry, and some are refused for lack of funds — then checks that no
-money was created or lost and shows the tail of the global log.
+money was created or lost and shows the tail of the global log. Meanwhile a
+projection keeps the bank's read model (:mod:`eventcore.demo.read_model`) up to
+date; at the end its balances must equal the folded account streams.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 from eventcore.application import Application
 from eventcore.cache import StateCache
 from eventcore.demo.bank import Deposit, MoneyDeposited, Transfer, bank_codec
+from eventcore.demo.read_model import BankReadModel
 from eventcore.errors import BusinessRuleViolation, RetriesExhausted
 from eventcore.execute import ExecutionResult
 from eventcore.observe import Observer
+from eventcore.projection import ProjectionRunner, ProjectionStatus, RunnerOptions
 from eventcore.retry import RetryPolicy
 from eventcore.types import new_event_id
 
@@ -30,6 +34,8 @@ OPENING_BALANCE = 1_000
 # that losers do not collide again in step) let nearly every transfer through; the
 # library default (4 retries) suits ordinary contention, not this.
 RETRY = RetryPolicy(max_retries=25, base_delay=0.002, jitter=0.5, max_delay=0.05)
+# SQLite is polled for new events: a short poll keeps the read model close behind.
+READ_MODEL_RUNNER = RunnerOptions(poll_interval=0.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,7 @@ class Tally:
     retries: int = 0
     total: int = 0
     expected_total: int = 0
+    read_model_agrees: bool = False  # the projection's balances equal the streams
 
     @property
     def conserved(self) -> bool:
@@ -87,6 +94,20 @@ async def run_demo_on(
     """Run the demo on an open application (its codec must know the bank's events),
     reporting each step through ``say`` and each round's start through
     ``on_round(label, commands)``; return what happened."""
+    # The read model lives in memory, so it starts empty: its runner rebuilds it
+    # from the start of the log (checkpoint and dead letters too), then follows.
+    model = BankReadModel(app.codec)
+    runner = app.projection_runner(model, options=READ_MODEL_RUNNER, rebuild=True)
+    async with runner:
+        tally, accounts = await _rounds(app, options, say, on_round)
+        await runner.caught_up()
+        await _check_read_model(app, runner, model, accounts, tally, say)
+    return tally
+
+
+async def _rounds(
+    app: Application, options: DemoOptions, say: Say, on_round: OnRound | None
+) -> tuple[Tally, list[str]]:
     rng = random.Random(options.seed)
     run_id = new_event_id().hex[-8:]
     tally = Tally()
@@ -119,11 +140,43 @@ async def run_demo_on(
     in_order = await app.execute_all(ordered, concurrency=16, cache=StateCache())
     _report(say, "execute_all + cache", tally, in_order, time.perf_counter() - started)
 
-    tally.total = await _money_in(app, accounts)
+    tally.total = sum((await _balances(app, accounts)).values())
     tally.expected_total = OPENING_BALANCE * len(accounts)
     verdict = "conserved" if tally.conserved else "NOT CONSERVED"
     say(f"money in all accounts: {tally.total} (expected {tally.expected_total}): {verdict}")
-    return tally
+    return tally, accounts
+
+
+async def _check_read_model(
+    app: Application,
+    runner: ProjectionRunner,
+    model: BankReadModel,
+    accounts: Sequence[str],
+    tally: Tally,
+    say: Say,
+) -> None:
+    """The invariant of the read model: for this run's accounts, its balances are
+    the folded streams and its transfers the committed ones."""
+    folded = await _balances(app, accounts)
+    projected = {account: model.balances.get(account) for account in accounts}
+    views = [model.view.accounts.get(account) for account in accounts]
+    transfers = sum(view.transfers for view in views if view is not None) // 2
+    tally.read_model_agrees = projected == folded and transfers == tally.committed
+    verdict = "agrees" if tally.read_model_agrees else "DISAGREES"
+    say(
+        f"read model ({model.name}): balances of {len(accounts)} accounts against their "
+        f"streams, {transfers} transfers (committed {tally.committed}): {verdict}"
+    )
+    say(describe_status(await runner.status()))
+
+
+def describe_status(status: ProjectionStatus) -> str:
+    where = "caught up" if status.lag == 0 else "behind"
+    return (
+        f"projection {status.name}: {where} at position {status.position} of "
+        f"{status.head} (lag {status.lag} events, {status.lag_seconds:.2f} s), "
+        f"{status.state}, {status.dead_letters} dead letters"
+    )
 
 
 async def _all_at_once(
@@ -173,13 +226,15 @@ def _report(
     )
 
 
-async def _money_in(app: Application, accounts: Sequence[str]) -> int:
-    total = 0
+async def _balances(app: Application, accounts: Sequence[str]) -> dict[str, int]:
+    balances = dict.fromkeys(accounts, 0)
     for account in accounts:
         async for record in app.store.iter_stream(account):
             event = app.decode(record)
-            total += event.amount if isinstance(event, MoneyDeposited) else -event.amount
-    return total
+            balances[account] += (
+                event.amount if isinstance(event, MoneyDeposited) else -event.amount
+            )
+    return balances
 
 
 async def show_log_tail(app: Application, say: Say, count: int = 3) -> None:

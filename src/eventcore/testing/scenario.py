@@ -15,7 +15,7 @@
         )
 
 The command runs through the real executor logic
-(:func:`eventcore.execute.plan_execution`), fed from the given events, which go
+(:func:`eventcore.plan.plan_execution`), fed from the given events, which go
 through the codec both ways, so an unregistered event class fails here as it would
 in production.
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 from eventcore.codec import Codec, default_codec
 from eventcore.command import Command
-from eventcore.execute import (
+from eventcore.plan import (
     AppendEvents,
     LoadSnapshot,
     ReadStreams,

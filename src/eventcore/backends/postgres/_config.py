@@ -33,7 +33,7 @@ class PostgresConfig:
     PostgreSQL schema holding the store's tables, so several applications can share
     a database. ``max_payload_bytes`` bounds one event's encoded payload.
     ``group_commit``: concurrent appends share one transaction and one round trip
-    (on by default; see :class:`~eventcore.backends._group_commit.GroupCommitSettings`);
+    (on by default; see :class:`~eventcore.backends.GroupCommitSettings`);
     ``group_reads``: concurrent ``read_streams`` calls share queries (off by
     default: in our benchmark it helped single-stream commands and hurt transfers;
     see docs/benchmarks.md).

@@ -35,12 +35,14 @@ class Statements:
     acquire_lease: str
     release_lease: str
     lease_holder: str
+    lease_fence: str
     current_versions: str
     stored_event_ids: str
     save_snapshot: str
     load_snapshot: str
     events_by_id: str
     delete_checkpoint: str
+    checkpoint_names: str
     record_dead_letter: str
     dead_letters: str
     clear_dead_letters: str
@@ -76,14 +78,22 @@ class Statements:
             ),
             load_checkpoint=f"SELECT position FROM {s}.checkpoints WHERE name = $1",
             acquire_lease=(
-                f"INSERT INTO {s}.leases AS l (name, holder, expires_at) "
-                "VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) "
+                f"INSERT INTO {s}.leases AS l (name, holder, expires_at, fence) "
+                "VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3), 1) "
                 "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, "
-                "expires_at = EXCLUDED.expires_at "
+                "expires_at = EXCLUDED.expires_at, "
+                "fence = l.fence + CASE WHEN l.holder = EXCLUDED.holder THEN 0 ELSE 1 END "
                 "WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp() "
-                "RETURNING holder"
+                "RETURNING fence"
             ),
-            release_lease=f"DELETE FROM {s}.leases WHERE name = $1 AND holder = $2",
+            # The row stays, with no holder: its fence token must outlive it.
+            release_lease=(
+                f"UPDATE {s}.leases SET holder = '', expires_at = '-infinity' "
+                "WHERE name = $1 AND holder = $2"
+            ),
+            # FOR SHARE: the lease cannot change hands until the transaction that
+            # checked it ends, so a fence that holds here holds at its COMMIT.
+            lease_fence=f"SELECT fence FROM {s}.leases WHERE name = $1 FOR SHARE",
             lease_holder=(
                 f"SELECT holder FROM {s}.leases WHERE name = $1 AND expires_at > clock_timestamp()"
             ),
@@ -113,6 +123,7 @@ class Statements:
                 "ORDER BY position"
             ),
             delete_checkpoint=f"DELETE FROM {s}.checkpoints WHERE name = $1",
+            checkpoint_names=f"SELECT name FROM {s}.checkpoints ORDER BY name",
             record_dead_letter=(
                 f"INSERT INTO {s}.dead_letters (projection, position, event_id, stream_id, "
                 "event_type, error, failed_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "

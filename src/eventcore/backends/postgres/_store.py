@@ -30,8 +30,6 @@ from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
     check_streams_read,
-    walk_log,
-    walk_stream,
 )
 from eventcore.backends._group_commit import (
     GroupCommitter,
@@ -53,6 +51,8 @@ from eventcore.backends.postgres._listener import AppendListener
 from eventcore.backends.postgres._migrate import migrate as run_migrations
 from eventcore.backends.postgres._migrate import schema_version
 from eventcore.backends.postgres._sql import Statements, decode_rows, decode_slots
+from eventcore.backends.postgres._transaction import PostgresTransaction
+from eventcore.backends.postgres._transaction import check_fence as check_lease_fence
 from eventcore.backends.postgres._writes import (
     BatchArrays,
     check_payload_sizes,
@@ -62,15 +62,18 @@ from eventcore.backends.postgres._writes import (
 )
 from eventcore.errors import EventCoreError, StoreClosed, StoreUnavailable, ValidationError
 from eventcore.store import (
-    DEFAULT_PAGE_SIZE,
     AppendOutcome,
     DeadLetter,
+    Fence,
     LogFilter,
+    PagedReads,
+    ProjectionTransaction,
     StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
     check_dead_letter,
     check_event_ids,
+    check_fence,
     check_lease_args,
     check_requests,
     check_snapshot_key,
@@ -102,7 +105,7 @@ async def _no_reset(_conn: asyncpg.Connection) -> None:
     state behind (no LISTEN on pool connections, only transaction-scoped locks)."""
 
 
-class PostgresEventStore:
+class PostgresEventStore(PagedReads):
     """Implements :class:`~eventcore.store.EventStore`, checkpoints and leases.
 
     Open it with :meth:`open`, which connects, and by default migrates the schema::
@@ -418,23 +421,6 @@ class PostgresEventStore:
 
         return await self._read("read_all", run)
 
-    def iter_stream(
-        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
-    ) -> AsyncIterator[RecordedEvent]:
-        return walk_stream(self._read_page, stream_id, from_version, page_size)
-
-    def iter_all(
-        self,
-        *,
-        after: int = 0,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        stream_prefix: str | None = None,
-        stream_pattern: str | None = None,
-        event_types: Collection[str] | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
-        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
-        return walk_log(self._read_log, after, page_size, log_filter)
-
     async def wait_for_append(self, after: int, max_wait: float) -> None:
         """Return soon after the log grows past ``after`` (LISTEN/NOTIFY), or after
         ``max_wait`` seconds; the caller reads the log either way."""
@@ -482,11 +468,39 @@ class PostgresEventStore:
 
     # -- checkpoints and leases ----------------------------------------------------
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> None:
         check_checkpoint_name(name)
         check_checkpoint_position(position)
+        checked = check_fence(fence)
         async with self._connection("save_checkpoint") as conn:
-            await conn.execute(self._sql.save_checkpoint, name, position)
+            if checked is None:
+                await conn.execute(self._sql.save_checkpoint, name, position)
+                return
+            async with conn.transaction():
+                await check_lease_fence(conn, self._sql.lease_fence, checked)
+                await conn.execute(self._sql.save_checkpoint, name, position)
+
+    @contextlib.asynccontextmanager
+    async def checkpoint_transaction(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> AsyncIterator[ProjectionTransaction]:
+        """See :class:`~eventcore.store.TransactionalCheckpointStore`: one pooled
+        connection, one transaction, committed with the (fenced) checkpoint."""
+        check_checkpoint_name(name)
+        check_checkpoint_position(position)
+        checked = check_fence(fence)
+        async with self._connection("checkpoint_transaction") as conn:
+            transaction = PostgresTransaction(conn)
+            try:
+                async with conn.transaction():
+                    yield transaction
+                    if checked is not None:
+                        await check_lease_fence(conn, self._sql.lease_fence, checked)
+                    await conn.execute(self._sql.save_checkpoint, name, position)
+            finally:
+                transaction.close()
 
     async def load_checkpoint(self, name: str) -> int | None:
         check_checkpoint_name(name)
@@ -502,12 +516,20 @@ class PostgresEventStore:
         async with self._connection("delete_checkpoint") as conn:
             await conn.execute(self._sql.delete_checkpoint, name)
 
+    async def checkpoint_names(self) -> list[str]:
+        async def run(conn: Connection) -> list[str]:
+            return [row[0] for row in await conn.fetch(self._sql.checkpoint_names)]
+
+        return await self._read("checkpoint_names", run)
+
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return await self.acquire_fenced_lease(name, holder, ttl) is not None
+
+    async def acquire_fenced_lease(self, name: str, holder: str, ttl: float) -> int | None:
         check_lease_args(name, holder, ttl)
         async with self._connection("acquire_lease") as conn:
-            return (
-                await conn.fetchval(self._sql.acquire_lease, name, holder, float(ttl)) is not None
-            )
+            token = await conn.fetchval(self._sql.acquire_lease, name, holder, float(ttl))
+            return None if token is None else int(token)
 
     async def release_lease(self, name: str, holder: str) -> None:
         check_lease_args(name, holder)

@@ -40,8 +40,14 @@ from eventcore.backends.sqlite._rows import (
     log_query,
 )
 from eventcore.codec import json_encode
-from eventcore.errors import DuplicateEventId, EventCoreError, ValidationError, VersionConflict
-from eventcore.store import AppendOutcome, DeadLetter, LogFilter
+from eventcore.errors import (
+    DuplicateEventId,
+    EventCoreError,
+    LeaseLost,
+    ValidationError,
+    VersionConflict,
+)
+from eventcore.store import AppendOutcome, DeadLetter, Fence, LogFilter
 from eventcore.types import (
     AppendRequest,
     AppendResult,
@@ -183,6 +189,15 @@ def head_position(conn: sqlite3.Connection) -> int:
     return int(conn.execute(HEAD_SQL).fetchone()[0] or 0)
 
 
+def head_if_changed(conn: sqlite3.Connection, seen: int | None) -> tuple[int, int | None]:
+    """``(data_version, head)``: the head is read only when the data version
+    differs from ``seen``. SQLite changes a connection's ``data_version`` whenever
+    another connection (in any process) commits; reading it touches no table, so a
+    watcher can ask often for almost nothing."""
+    version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+    return version, (head_position(conn) if version != seen else None)
+
+
 def read_log(
     conn: sqlite3.Connection, after: int, limit: int | None, log_filter: LogFilter
 ) -> list[RecordedEvent]:
@@ -208,6 +223,25 @@ def save_checkpoint(conn: sqlite3.Connection, name: str, position: int) -> None:
     )
 
 
+def save_fenced_checkpoint(
+    conn: sqlite3.Connection, name: str, position: int, fence: Fence
+) -> None:
+    def body() -> None:
+        check_fence(conn, fence)
+        save_checkpoint(conn, name, position)
+
+    _in_transaction(conn, "BEGIN IMMEDIATE", body)
+
+
+def check_fence(conn: sqlite3.Connection, fence: Fence) -> None:
+    """Inside a write transaction: the write lock keeps the lease from changing
+    hands until COMMIT, so a fence that holds here holds at the commit."""
+    row = conn.execute("SELECT fence FROM leases WHERE name = ?", (fence.lease,)).fetchone()
+    token = None if row is None else int(row[0])
+    if token != fence.token:
+        raise LeaseLost(fence.lease, fence.token, token)
+
+
 def load_checkpoint(conn: sqlite3.Connection, name: str) -> int | None:
     row = conn.execute("SELECT position FROM checkpoints WHERE name = ?", (name,)).fetchone()
     return None if row is None else int(row[0])
@@ -217,25 +251,36 @@ def delete_checkpoint(conn: sqlite3.Connection, name: str) -> None:
     conn.execute("DELETE FROM checkpoints WHERE name = ?", (name,))
 
 
+def checkpoint_names(conn: sqlite3.Connection) -> list[str]:
+    return [str(row[0]) for row in conn.execute("SELECT name FROM checkpoints ORDER BY name")]
+
+
 # -- leases: wall-clock expiry, because the holders may be different processes ------
 
 
-def acquire_lease(conn: sqlite3.Connection, name: str, holder: str, ttl: float) -> bool:
-    # One statement, so one atomic transaction: take the lease if it is free,
-    # expired, or already ours (which renews it).
+def acquire_lease(conn: sqlite3.Connection, name: str, holder: str, ttl: float) -> int | None:
+    """Take the lease if it is free, expired, or already ours (which renews it);
+    return its fence token, or None if another holder has it. One statement, so one
+    atomic transaction; fetchall() steps it to completion, which commits it."""
     now = time.time()
-    cursor = conn.execute(
-        "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)"
+    rows = conn.execute(
+        "INSERT INTO leases (name, holder, expires_at, fence) VALUES (?, ?, ?, 1)"
         " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
-        " expires_at = excluded.expires_at"
-        " WHERE leases.holder = excluded.holder OR leases.expires_at <= ?",
+        " expires_at = excluded.expires_at,"
+        " fence = leases.fence + (leases.holder <> excluded.holder)"
+        " WHERE leases.holder = excluded.holder OR leases.expires_at <= ?"
+        " RETURNING fence",
         (name, holder, now + ttl, now),
-    )
-    return cursor.rowcount == 1
+    ).fetchall()
+    return int(rows[0][0]) if rows else None
 
 
 def release_lease(conn: sqlite3.Connection, name: str, holder: str) -> None:
-    conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+    # Kept with no holder, expired: its fence token must outlive it.
+    conn.execute(
+        "UPDATE leases SET holder = '', expires_at = 0 WHERE name = ? AND holder = ?",
+        (name, holder),
+    )
 
 
 def lease_holder(conn: sqlite3.Connection, name: str) -> str | None:

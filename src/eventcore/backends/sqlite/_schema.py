@@ -14,7 +14,7 @@ from eventcore.errors import StoreUnavailable
 
 # Kept in PRAGMA user_version; 0 means "no schema yet". Migration n (below) takes a
 # file from version n - 1 to n.
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -111,7 +111,12 @@ _VERSION_4: Final = (
     """,
 )
 
-_MIGRATIONS: Final = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
+# Fencing tokens: ``fence`` grows by one each time a lease changes hands; a fenced
+# write commits only while it is unchanged. Released leases keep their row (holder
+# '' and expired) so that tokens never repeat.
+_VERSION_5: Final = ("ALTER TABLE leases ADD COLUMN fence INTEGER NOT NULL DEFAULT 0",)
+
+_MIGRATIONS: Final = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
 
 FNMATCH_FUNCTION: Final = "eventcore_fnmatch"
 

@@ -5,13 +5,17 @@ checkpoints, leases) and the schema; a small pool of reader threads each owns a
 read-only connection. Work crosses over with ``loop.run_in_executor``, one hop per
 call, so no sqlite3 call ever runs on the event loop thread. WAL mode lets the
 readers read while the writer writes; appends inside one process queue on the
-writer thread, and across processes on SQLite's write lock.
+writer thread, and across processes on SQLite's write lock. A waiting reader
+(:meth:`SQLiteEventStore.wait_for_append`) is woken at once by this store's own
+appends and, for other processes' commits, by a watcher thread that checks
+``PRAGMA data_version`` on its own connection every ``WATCH_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
@@ -25,8 +29,6 @@ from eventcore.backends._common import (
     check_log_read,
     check_stream_read,
     check_streams_read,
-    walk_log,
-    walk_stream,
 )
 from eventcore.backends._group_commit import (
     GroupCommitSettings,
@@ -37,17 +39,21 @@ from eventcore.backends._group_commit import (
 from eventcore.backends.sqlite import _ops
 from eventcore.backends.sqlite._errors import sqlite_translated
 from eventcore.backends.sqlite._schema import Synchronous, connect_reader, connect_writer
+from eventcore.backends.sqlite._session import WriterSession
 from eventcore.errors import EventCoreError, StoreClosed, ValidationError
 from eventcore.store import (
-    DEFAULT_PAGE_SIZE,
     AppendOutcome,
     DeadLetter,
+    Fence,
     LogFilter,
+    PagedReads,
+    ProjectionTransaction,
     StreamSummary,
     check_checkpoint_name,
     check_checkpoint_position,
     check_dead_letter,
     check_event_ids,
+    check_fence,
     check_lease_args,
     check_requests,
     check_snapshot_key,
@@ -59,8 +65,14 @@ Job = Callable[[sqlite3.Connection], T]
 
 _NAME: Final = "SQLiteEventStore"
 
+# How often a waiting reader asks whether another process committed. SQLite has no
+# notifications; PRAGMA data_version reads no table, so 100 checks a second per
+# waiting reader cost far less than a page read and keep the wake-up latency
+# (commit to delivery) around ten milliseconds instead of the poll interval.
+WATCH_INTERVAL: Final = 0.01
 
-class SQLiteEventStore:
+
+class SQLiteEventStore(PagedReads):
     """Implements :class:`~eventcore.store.EventStore`, checkpoints and leases on one
     SQLite file, which several processes may share.
 
@@ -99,6 +111,10 @@ class SQLiteEventStore:
         self._readers = ThreadPoolExecutor(
             reader_threads, thread_name_prefix="eventcore-sqlite-reader"
         )
+        # One thread, hence one connection: data_version is only comparable
+        # between two reads on the same connection.
+        self._watcher = ThreadPoolExecutor(1, thread_name_prefix="eventcore-sqlite-watch")
+        self._appended = asyncio.Event()
         self._writer_conn: sqlite3.Connection | None = None
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_conns_lock = threading.Lock()
@@ -189,6 +205,7 @@ class SQLiteEventStore:
     def _close_connections(self) -> None:
         # On the writer thread, behind every append already queued there.
         self._readers.shutdown(wait=True)  # reads already handed over finish first
+        self._watcher.shutdown(wait=True)
         with self._reader_conns_lock:
             conns, self._reader_conns = self._reader_conns, []
         if self._writer_conn is not None:
@@ -246,7 +263,9 @@ class SQLiteEventStore:
         check_requests(request)
         if self._committer is not None:
             return await self._committer.append(request)
-        return await self._write(lambda conn: _ops.append(conn, request))
+        result = await self._write(lambda conn: _ops.append(conn, request))
+        self._wake_waiters()
+        return result
 
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         """Several appends in one transaction; see :class:`~eventcore.store.BatchAppender`."""
@@ -255,7 +274,42 @@ class SQLiteEventStore:
         if not requests:
             return []
         batch = list(requests)
-        return await self._write(lambda conn: _ops.append_many(conn, batch))
+        try:
+            return await self._write(lambda conn: _ops.append_many(conn, batch))
+        finally:
+            self._wake_waiters()  # they read the head themselves: a spurious wake is harmless
+
+    @staticmethod
+    def _watch_job(seen: int | None) -> Job[tuple[int, int | None]]:
+        return lambda conn: _ops.head_if_changed(conn, seen)
+
+    def _wake_waiters(self) -> None:
+        self._appended.set()
+        self._appended = asyncio.Event()
+
+    async def wait_for_append(self, after: int, max_wait: float) -> None:
+        """Return soon after the log grows past ``after``, or after ``max_wait``
+        seconds; the caller reads the log either way. Commits that do not grow the
+        log (checkpoints, leases) do not wake the caller."""
+        self._check_open()
+        if not self._started:
+            await self._start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        seen: int | None = None
+        while True:
+            self._check_open()
+            appended = self._appended  # before the check: an append after it sets it
+            seen, head = await self._submit(
+                self._watcher, functools.partial(self._on_reader, self._watch_job(seen))
+            )
+            if head is not None and head > after:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(appended.wait(), min(WATCH_INTERVAL, left))
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
@@ -321,33 +375,6 @@ class SQLiteEventStore:
         log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
         return await self._read(lambda conn: _ops.read_log(conn, after, limit, log_filter))
 
-    def iter_stream(
-        self, stream_id: str, *, from_version: int = 1, page_size: int = DEFAULT_PAGE_SIZE
-    ) -> AsyncIterator[RecordedEvent]:
-        return walk_stream(self._read_page, stream_id, from_version, page_size)
-
-    async def _read_page(self, stream: StreamId, start: int, size: int) -> list[RecordedEvent]:
-        self._check_open()
-        return await self._read(lambda conn: _ops.read_stream(conn, stream, start, size))
-
-    def iter_all(
-        self,
-        *,
-        after: int = 0,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        stream_prefix: str | None = None,
-        stream_pattern: str | None = None,
-        event_types: Collection[str] | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
-        log_filter = LogFilter.create(stream_prefix, stream_pattern, event_types)
-        return walk_log(self._read_log_page, after, page_size, log_filter)
-
-    async def _read_log_page(
-        self, after: int, size: int, log_filter: LogFilter
-    ) -> list[RecordedEvent]:
-        self._check_open()
-        return await self._read(lambda conn: _ops.read_log(conn, after, size, log_filter))
-
     # -- lookup by event id ------------------------------------------------------------
 
     async def events_by_id(self, event_ids: Iterable[uuid.UUID]) -> list[RecordedEvent]:
@@ -371,11 +398,40 @@ class SQLiteEventStore:
 
     # -- checkpoints -------------------------------------------------------------------
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> None:
         self._check_open()
         check_checkpoint_name(name)
         check_checkpoint_position(position)
-        await self._write(lambda conn: _ops.save_checkpoint(conn, name, position))
+        checked = check_fence(fence)
+        if checked is None:
+            await self._write(lambda conn: _ops.save_checkpoint(conn, name, position))
+        else:
+            await self._write(
+                lambda conn: _ops.save_fenced_checkpoint(conn, name, position, checked)
+            )
+
+    @contextlib.asynccontextmanager
+    async def checkpoint_transaction(
+        self, name: str, position: int, *, fence: Fence | None = None
+    ) -> AsyncIterator[ProjectionTransaction]:
+        """See :class:`~eventcore.store.TransactionalCheckpointStore`. The
+        transaction runs on the writer thread and holds the file's write lock from
+        its first statement to its end: keep the block short."""
+        self._check_open()
+        check_checkpoint_name(name)
+        check_checkpoint_position(position)
+        check_fence(fence)
+        if not self._started:
+            await self._start()
+        session = WriterSession(self._write, name, position, fence, self._translated)
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
 
     async def load_checkpoint(self, name: str) -> int | None:
         self._check_open()
@@ -387,9 +443,16 @@ class SQLiteEventStore:
         check_checkpoint_name(name)
         await self._write(lambda conn: _ops.delete_checkpoint(conn, name))
 
+    async def checkpoint_names(self) -> list[str]:
+        self._check_open()
+        return await self._read(_ops.checkpoint_names)
+
     # -- leases ------------------------------------------------------------------------
 
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return await self.acquire_fenced_lease(name, holder, ttl) is not None
+
+    async def acquire_fenced_lease(self, name: str, holder: str, ttl: float) -> int | None:
         self._check_open()
         check_lease_args(name, holder, ttl)
         return await self._write(lambda conn: _ops.acquire_lease(conn, name, holder, ttl))

@@ -47,6 +47,7 @@ from __future__ import annotations
 from eventcore.testing.contract._append import AppendContract
 from eventcore.testing.contract._checkpoints import CheckpointStoreContract
 from eventcore.testing.contract._dead_letters import DeadLetterStoreContract
+from eventcore.testing.contract._fencing import FencedLeaseContract
 from eventcore.testing.contract._leases import LeaseStoreContract
 from eventcore.testing.contract._log import LogReadContract
 from eventcore.testing.contract._read import StreamReadContract
@@ -71,11 +72,12 @@ class StoreContract(
     EventStoreContract,
     CheckpointStoreContract,
     LeaseStoreContract,
+    FencedLeaseContract,
     SnapshotStoreContract,
     DeadLetterStoreContract,
 ):
-    """A store with every capability: events, checkpoints, leases, snapshots and
-    dead letters."""
+    """A store with every capability: events, checkpoints, leases (fenced),
+    snapshots and dead letters."""
 
 
 __all__ = [
@@ -84,6 +86,7 @@ __all__ = [
     "ContractFixtures",
     "DeadLetterStoreContract",
     "EventStoreContract",
+    "FencedLeaseContract",
     "LeaseStoreContract",
     "LogReadContract",
     "PeerFactory",

@@ -40,6 +40,9 @@ from eventcore.types import (
 # Generous: a server-side clock (PostgreSQL now()) may differ a little from ours.
 _CLOCK_SLACK = timedelta(seconds=5)
 
+# How long the tailing reader may take to see every event before the test fails.
+TAIL_DEADLINE_S = 120.0
+
 
 class AppendContract(ContractFixtures):
     # -- round trip ------------------------------------------------------------------
@@ -401,7 +404,11 @@ class AppendContract(ContractFixtures):
         async def tail() -> list[UUID]:
             seen: list[RecordedEvent] = []
             after = 0
-            for _ in range(10_000):  # bounded, so a stuck cursor fails instead of hanging
+            # Bounded by a deadline far beyond what the writers need on a loaded
+            # machine, so a stuck cursor fails instead of hanging; a count of reads
+            # would run out while slow writers are still committing.
+            deadline = asyncio.get_running_loop().time() + TAIL_DEADLINE_S
+            while asyncio.get_running_loop().time() < deadline:
                 finished = done.is_set()
                 page = await store.read_all(after=after, limit=7)
                 seen.extend(page)
@@ -409,6 +416,8 @@ class AppendContract(ContractFixtures):
                     after = page[-1].global_position
                 elif finished:
                     return event_ids(seen)
+                else:
+                    await asyncio.sleep(0.001)  # nothing new yet: let the writers run
                 await asyncio.sleep(0)
             raise AssertionError(f"the tailing reader never caught up; it saw {len(seen)}")
 

@@ -7,7 +7,7 @@ from typing import cast
 import pytest
 
 from eventcore.errors import ValidationError
-from eventcore.store import CheckpointStore
+from eventcore.store import CheckpointLister, CheckpointStore
 from eventcore.testing.contract._support import ContractFixtures, PeerFactory
 
 INVALID_CHECKPOINT_NAMES: dict[str, object] = {"empty": "", "none": None, "int": 1}
@@ -80,6 +80,17 @@ class CheckpointStoreContract(ContractFixtures):
         await store.delete_checkpoint("never-saved")  # no error
         assert await store.load_checkpoint("projector") is None
         assert await store.load_checkpoint("other") == 7
+
+    @pytest.mark.asyncio
+    async def test_checkpoint_names_lists_saved_ones_in_name_order(
+        self, store: CheckpointStore
+    ) -> None:
+        assert isinstance(store, CheckpointLister)
+        assert await store.checkpoint_names() == []
+        for name in ("zeta", "alpha", "mid"):
+            await store.save_checkpoint(name, 1)
+        await store.delete_checkpoint("mid")
+        assert await store.checkpoint_names() == ["alpha", "zeta"]
 
     @pytest.mark.asyncio
     @pytest.mark.parametrize(
