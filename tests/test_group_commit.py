@@ -144,7 +144,15 @@ async def test_max_batch_bounds_each_transaction() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_batch": 0}, {"max_batch": 1.5}, {"max_wait": -1}, {"max_wait": float("inf")}]
+    "kwargs",
+    [
+        {"max_batch": 0},
+        {"max_batch": 1.5},
+        {"max_wait": -1},
+        {"max_wait": float("inf")},
+        {"max_in_flight": 0},
+        {"max_in_flight": True},
+    ],
 )
 def test_bad_group_commit_settings_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
@@ -327,3 +335,95 @@ def test_sqlite_fails_a_whole_batch_only_when_the_file_is_unusable(tmp_path: Pat
     assert store_wide(StoreClosed("SQLiteEventStore"))
     assert not store_wide(_raised_from(refused.value))
     assert not store_wide(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))
+
+
+class _GatedAppends:
+    """append_many on a memory store, where each call waits for its own gate; it
+    records what each call was sent and how many were under way at once."""
+
+    def __init__(self) -> None:
+        self.store = InMemoryEventStore()
+        self.sent: list[list[str]] = []
+        self.gates: list[asyncio.Event] = []
+        self.started = asyncio.Condition()
+        self.under_way = 0
+        self.most_under_way = 0
+
+    async def __call__(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        self.under_way += 1
+        self.most_under_way = max(self.most_under_way, self.under_way)
+        async with self.started:
+            self.sent.append([e.stream_id for r in requests for e in r.events])
+            self.started.notify_all()
+        try:
+            await gate.wait()
+            return await self.store.append_many(requests)
+        finally:
+            self.under_way -= 1
+
+    async def wait_for_calls(self, count: int) -> None:
+        async with self.started:
+            await self.started.wait_for(lambda: len(self.sent) >= count)
+
+
+async def test_the_next_batch_is_sent_while_the_one_before_commits() -> None:
+    appends = _GatedAppends()
+    committer = GroupCommitter(appends, GroupCommitSettings(max_in_flight=2))
+    first = asyncio.ensure_future(committer.append(_request({"a": 0}, "a")))
+    await appends.wait_for_calls(1)
+    second = asyncio.ensure_future(committer.append(_request({"b": 0}, "b")))
+    await appends.wait_for_calls(2)  # would wait forever with one batch at a time
+    assert appends.most_under_way == 2
+    for gate in appends.gates:
+        gate.set()
+    assert [r.positions for r in await asyncio.gather(first, second)] in (
+        [(1,), (2,)],
+        [(2,), (1,)],
+    )
+
+
+async def test_an_append_to_a_stream_of_a_batch_under_way_waits_for_it() -> None:
+    appends = _GatedAppends()
+    committer = GroupCommitter(appends, GroupCommitSettings(max_in_flight=2))
+    first = asyncio.ensure_future(committer.append(_request({"a": 0}, "a")))
+    await appends.wait_for_calls(1)
+    # Made after the first: the next append to "a", and one to "c" behind it.
+    again = asyncio.ensure_future(committer.append(_request({"a": 1}, "a")))
+    other = asyncio.ensure_future(committer.append(_request({"c": 0}, "c")))
+    await appends.wait_for_calls(2)
+    assert appends.sent == [["a"], ["c"]]  # "c" went ahead; "a" waits for its stream
+    appends.gates[1].set()
+    await other
+    assert not again.done()
+    appends.gates[0].set()
+    await first
+    await appends.wait_for_calls(3)
+    assert appends.sent[2] == ["a"]
+    appends.gates[2].set()
+    assert (await again).stream_versions == {"a": 2}  # in order: no conflict
+
+
+async def test_appends_to_one_stream_reach_the_store_in_the_order_they_were_made() -> None:
+    appends = _GatedAppends()
+    committer = GroupCommitter(appends, GroupCommitSettings(max_in_flight=2, max_batch=1))
+    first = asyncio.ensure_future(committer.append(_request({"a": 0}, "a")))
+    await appends.wait_for_calls(1)
+    # While the first is under way: "a" twice more, each expecting the one before.
+    later = [
+        asyncio.ensure_future(committer.append(_request({"a": 1}, "a"))),
+        asyncio.ensure_future(committer.append(_request({"b": 0}, "b"))),
+        asyncio.ensure_future(committer.append(_request({"a": 2}, "a"))),
+    ]
+    await appends.wait_for_calls(2)
+    assert appends.sent == [["a"], ["b"]]  # "b" went ahead; both "a"s wait for the first
+    appends.gates[0].set()
+    await appends.wait_for_calls(3)
+    appends.gates[1].set()
+    appends.gates[2].set()
+    await appends.wait_for_calls(4)
+    appends.gates[3].set()
+    results = await asyncio.gather(first, *later)
+    assert appends.sent == [["a"], ["b"], ["a"], ["a"]]
+    assert [r.stream_versions for r in results] == [{"a": 1}, {"a": 2}, {"b": 1}, {"a": 3}]

@@ -172,6 +172,7 @@ def test_the_production_preset_has_exactly_the_seeds_pool_settings() -> None:
             "max_batch": 256,
             "max_wait": 0.0,
             "close_timeout": 30.0,
+            "max_in_flight": 1,
         },
         "group_reads": False,
     }
@@ -196,6 +197,7 @@ def test_the_development_preset_is_a_small_pool_with_short_timeouts() -> None:
             "max_batch": 256,
             "max_wait": 0.0,
             "close_timeout": 30.0,
+            "max_in_flight": 1,
         },
         "group_reads": False,
     }

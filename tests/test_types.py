@@ -1,3 +1,4 @@
+import pickle
 import uuid
 
 import pytest
@@ -121,3 +122,12 @@ def test_malformed_metadata_is_refused_before_anything_is_stored(
     event = NewEvent(StreamId("a"), "t", b"{}", metadata)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match=message):
         AppendRequest.create({"a": 0}, [event])
+
+
+def test_event_ids_behave_like_ids_built_by_the_uuid_module() -> None:
+    made = new_event_id()
+    rebuilt = uuid.UUID(str(made))
+    assert made == rebuilt
+    assert hash(made) == hash(rebuilt)
+    assert pickle.loads(pickle.dumps(made)) == made
+    assert made.is_safe is uuid.SafeUUID.unknown

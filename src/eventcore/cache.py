@@ -126,10 +126,10 @@ class StateCache:
         """Remember ``state`` as of ``versions``, unless the entry already there was
         folded from newer events (a slower concurrent execution finishing late)."""
         current = self._entries.get(key)
-        if current is not None and any(
-            version > versions.get(stream, -1) for stream, version in current.versions
-        ):
-            return
+        if current is not None:
+            for stream, version in current.versions:  # a loop, not any(): no generator
+                if version > versions.get(stream, -1):
+                    return
         self._entries[key] = CachedState(state, tuple(versions.items()))
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:

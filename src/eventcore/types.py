@@ -13,6 +13,7 @@ read functions' argument checks.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
@@ -96,13 +97,46 @@ def check_limit(value: object) -> int | None:
     return value
 
 
+# Event ids follow RFC 9562 section 6.2, method 2 ("monotonic random"): the 74
+# random bits start at a random value per process and grow by one per id. That
+# costs a counter step instead of an os.urandom() system call per id (with the
+# UUID built directly, below: 1.8 -> 0.9 us of CPU per id, median of 5), and ids
+# made in one process within one millisecond sort in the order they were made.
+# Two processes collide only if their random starting points fall within the
+# number of ids they make in the same millisecond of each other (odds about
+# n / 2**74). A forked child draws a new starting point.
+_RANDOM_BITS: Final = (1 << 74) - 1
+_VERSION_AND_VARIANT: Final = (0x7 << 76) | (0x2 << 62)
+_UNKNOWN_SAFETY: Final = uuid.SafeUUID.unknown  # an enum member lookup costs a property call
+_counter: itertools.count[int]
+
+
+def _draw_counter() -> None:
+    global _counter
+    # next() on itertools.count is one C call, atomic under the GIL: no lock needed.
+    _counter = itertools.count(int.from_bytes(os.urandom(10), "big") & _RANDOM_BITS)
+
+
+_draw_counter()
+os.register_at_fork(after_in_child=_draw_counter)
+
+
 def new_event_id() -> uuid.UUID:
     """A UUIDv7 (RFC 9562): time-ordered, so ids index well; never used for ordering."""
     unix_ms = time.time_ns() // 1_000_000
-    value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return uuid.UUID(int=value)
+    bits = next(_counter) & _RANDOM_BITS
+    value = (
+        (unix_ms & 0xFFFF_FFFF_FFFF) << 80
+        | _VERSION_AND_VARIANT
+        | (bits >> 62) << 64  # rand_a: 12 bits
+        | (bits & 0x3FFF_FFFF_FFFF_FFFF)  # rand_b: 62 bits
+    )
+    # uuid.UUID(int=...) spends its time on argument checks that cannot fail here;
+    # set the two slots directly, as UUID.__setstate__ does (a test compares).
+    made = object.__new__(uuid.UUID)
+    object.__setattr__(made, "int", value)
+    object.__setattr__(made, "is_safe", _UNKNOWN_SAFETY)
+    return made
 
 
 @dataclass(frozen=True, slots=True)

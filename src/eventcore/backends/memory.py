@@ -53,6 +53,7 @@ from eventcore.types import (
     AppendRequest,
     AppendResult,
     EventMetadata,
+    NewEvent,
     RecordedEvent,
     Snapshot,
     StreamId,
@@ -60,28 +61,15 @@ from eventcore.types import (
 
 _RELEASED: Final = ""  # the holder of a released lease: no holder's name is empty
 
-
-class _MetadataSnapshots:
-    """Stores a JSON round trip of each metadata object, as a database would: the
-    caller's dict can change afterwards without changing the stored event, and
-    metadata that is not JSON is refused here as it is by every other store."""
-
-    def __init__(self) -> None:
-        self._seen: dict[int, EventMetadata] = {}
-
-    def of(self, metadata: EventMetadata) -> EventMetadata:
-        if metadata is EMPTY_METADATA:
-            return metadata
-        snapshot = self._seen.get(id(metadata))
-        if snapshot is None:
-            snapshot = self._seen[id(metadata)] = _stored_copy(metadata)
-        return snapshot
-
-
 _NO_USER_METADATA: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 def _stored_copy(metadata: EventMetadata) -> EventMetadata:
+    """A JSON round trip of ``metadata``, as a database would store it: the caller's
+    dict can change afterwards without changing the stored event, and metadata that
+    is not JSON is refused here as it is by every other store."""
+    if metadata is EMPTY_METADATA:
+        return metadata
     correlation, causation = metadata.correlation_id, metadata.causation_id
     if (
         not metadata.user
@@ -108,6 +96,7 @@ class InMemoryEventStore(PagedReads):
         self._leases: dict[str, tuple[str, float, int]] = {}  # holder, expiry, token
         self._dead_letters: dict[str, dict[int, DeadLetter]] = {}
         self._grown = asyncio.Event()
+        self._waiting = 0  # tasks in wait_for_append: only they need _grown set
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -131,32 +120,42 @@ class InMemoryEventStore(PagedReads):
             actual = len(streams.get(stream, ()))
             if actual != expected:
                 raise VersionConflict(stream, expected, actual)
-        self._check_new_ids(request)
+        events = request.events
+        self._check_new_ids(events)
         # Build every record before changing anything, so a failure writes nothing.
         versions: dict[str, int] = dict(request.expected)
         head = len(self._log)
         now = datetime.now(UTC)
-        stored_metadata = _MetadataSnapshots()
+        stored_metadata: dict[int, EventMetadata] = {}  # one copy per metadata object
         records: list[RecordedEvent] = []
-        for offset, new in enumerate(request.events, 1):
-            versions[new.stream_id] += 1
+        for position, new in enumerate(events, head + 1):
+            version = versions[new.stream_id] = versions[new.stream_id] + 1
+            metadata = stored_metadata.get(id(new.metadata))
+            if metadata is None:
+                metadata = stored_metadata[id(new.metadata)] = _stored_copy(new.metadata)
             records.append(
                 RecordedEvent(
                     new.event_id,
                     new.stream_id,
-                    versions[new.stream_id],
-                    head + offset,
+                    version,
+                    position,
                     new.event_type,
                     new.payload,
-                    stored_metadata.of(new.metadata),
+                    metadata,
                     now,
                 )
             )
+        event_ids = self._event_ids
         for record in records:
-            streams.setdefault(record.stream_id, []).append(record)
-            self._event_ids[record.event_id] = record
+            stream_events = streams.get(record.stream_id)
+            if stream_events is None:
+                stream_events = streams[record.stream_id] = []
+            stream_events.append(record)
+            event_ids[record.event_id] = record
         self._log.extend(records)
-        if records:
+        if records and self._waiting:
+            # Only a waiting follower needs a fresh Event (about 0.3 us per append
+            # saved, of the 6-7 us a one-event append costs).
             self._grown.set()
             self._grown = asyncio.Event()
         return AppendResult(versions, tuple(range(head + 1, head + 1 + len(records))))
@@ -172,11 +171,16 @@ class InMemoryEventStore(PagedReads):
                 outcomes.append(exc)
         return outcomes
 
-    def _check_new_ids(self, request: AppendRequest) -> None:
+    def _check_new_ids(self, events: tuple[NewEvent, ...]) -> None:
+        known = self._event_ids
+        if len(events) == 1:  # the usual append: no set to build
+            if events[0].event_id in known:
+                raise DuplicateEventId({events[0].event_id: None})
+            return
         seen: set[uuid.UUID] = set()
         duplicates: dict[uuid.UUID, None] = {}  # ordered, for the message
-        for new in request.events:
-            if new.event_id in self._event_ids or new.event_id in seen:
+        for new in events:
+            if new.event_id in known or new.event_id in seen:
                 duplicates[new.event_id] = None
             seen.add(new.event_id)
         if duplicates:
@@ -255,8 +259,12 @@ class InMemoryEventStore(PagedReads):
         self._check_open()
         if len(self._log) > after:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._grown.wait(), max_wait)
+        self._waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._grown.wait(), max_wait)
+        finally:
+            self._waiting -= 1
 
     # -- lookup by event id --------------------------------------------------------
 
