@@ -88,11 +88,11 @@ class ObservedStore:
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
     ) -> list[RecordedEvent]:
         call = self._inner.read_stream(stream_id, from_version=from_version, limit=limit)
-        return await self._timed("read_stream", call, f"stream {stream_id!r}")
+        return await self._timed("read_stream", call, lambda: f"stream {stream_id!r}")
 
     async def read_stream_tail(self, stream_id: str, *, count: int = 1) -> list[RecordedEvent]:
         call = self._inner.read_stream_tail(stream_id, count=count)
-        return await self._timed("read_stream_tail", call, f"stream {stream_id!r}")
+        return await self._timed("read_stream_tail", call, lambda: f"stream {stream_id!r}")
 
     async def read_streams(
         self,
@@ -101,13 +101,14 @@ class ObservedStore:
         from_versions: Mapping[str, int] | None = None,
         limit: int | None = None,
     ) -> dict[str, list[RecordedEvent]]:
-        streams = list(stream_ids) if not isinstance(stream_ids, str) else stream_ids
+        # A one-shot iterator is read once, here, so the message below can name it.
+        streams = stream_ids if isinstance(stream_ids, tuple | list | str) else list(stream_ids)
         call = self._inner.read_streams(streams, from_versions=from_versions, limit=limit)
-        return await self._timed("read_streams", call, f"streams {streams!r}")
+        return await self._timed("read_streams", call, lambda: f"streams {list(streams)!r}")
 
     async def stream_version(self, stream_id: str) -> int:
         call = self._inner.stream_version(stream_id)
-        return await self._timed("stream_version", call, f"stream {stream_id!r}")
+        return await self._timed("stream_version", call, lambda: f"stream {stream_id!r}")
 
     async def read_all(
         self,
@@ -127,7 +128,7 @@ class ObservedStore:
             event_types=event_types,
             stop=stop,
         )
-        return await self._timed("read_all", call, f"after position {after!r}")
+        return await self._timed("read_all", call, lambda: f"after position {after!r}")
 
     async def head_position(self) -> int:
         return await self._timed("head_position", self._inner.head_position())
@@ -173,13 +174,13 @@ class ObservedStore:
 class _Batches(ObservedStore):
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         call = self._inner.append_many(requests)
-        return await self._timed("append_many", call, f"{len(requests)} requests")
+        return await self._timed("append_many", call, lambda: f"{len(requests)} requests")
 
 
 class _Snapshots(ObservedStore):
     async def save_snapshot(self, snapshot: Snapshot) -> bool:
         call = self._inner.save_snapshot(snapshot)
-        return await self._timed("save_snapshot", call, f"key {snapshot.key!r}")
+        return await self._timed("save_snapshot", call, lambda: f"key {snapshot.key!r}")
 
     async def load_snapshot(self, key: str) -> Snapshot | None:
         return await self._timed("load_snapshot", self._inner.load_snapshot(key), f"key {key!r}")
@@ -195,35 +196,37 @@ class _Checkpoints(ObservedStore):
             if fence is None
             else self._inner.save_checkpoint(name, position, fence=fence)
         )
-        await self._timed("save_checkpoint", call, f"checkpoint {name!r} at {position!r}")
+        await self._timed("save_checkpoint", call, lambda: f"checkpoint {name!r} at {position!r}")
 
     async def load_checkpoint(self, name: str) -> int | None:
         call = self._inner.load_checkpoint(name)
-        return await self._timed("load_checkpoint", call, f"checkpoint {name!r}")
+        return await self._timed("load_checkpoint", call, lambda: f"checkpoint {name!r}")
 
     async def delete_checkpoint(self, name: str) -> None:
         call = self._inner.delete_checkpoint(name)
-        await self._timed("delete_checkpoint", call, f"checkpoint {name!r}")
+        await self._timed("delete_checkpoint", call, lambda: f"checkpoint {name!r}")
 
 
 class _DeadLetters(ObservedStore):
     async def record_dead_letter(self, letter: DeadLetter) -> None:
         call = self._inner.record_dead_letter(letter)
-        await self._timed("record_dead_letter", call, f"projection {letter.projection!r}")
+        await self._timed("record_dead_letter", call, lambda: f"projection {letter.projection!r}")
 
     async def dead_letters(self, projection: str) -> list[DeadLetter]:
         call = self._inner.dead_letters(projection)
-        return await self._timed("dead_letters", call, f"projection {projection!r}")
+        return await self._timed("dead_letters", call, lambda: f"projection {projection!r}")
 
     async def clear_dead_letters(self, projection: str) -> None:
         call = self._inner.clear_dead_letters(projection)
-        await self._timed("clear_dead_letters", call, f"projection {projection!r}")
+        await self._timed("clear_dead_letters", call, lambda: f"projection {projection!r}")
 
 
 class _Leases(ObservedStore):
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         call = self._inner.acquire_lease(name, holder, ttl)
-        acquired: bool = await self._timed("acquire_lease", call, f"lease {name!r} for {holder!r}")
+        acquired: bool = await self._timed(
+            "acquire_lease", call, lambda: f"lease {name!r} for {holder!r}"
+        )
         _log.debug(
             "lease %r %s by %r (ttl %s s)",
             name,
@@ -235,7 +238,7 @@ class _Leases(ObservedStore):
 
     async def release_lease(self, name: str, holder: str) -> None:
         call = self._inner.release_lease(name, holder)
-        await self._timed("release_lease", call, f"lease {name!r} of {holder!r}")
+        await self._timed("release_lease", call, lambda: f"lease {name!r} of {holder!r}")
         _log.debug("lease %r released by %r", name, holder)
 
     async def lease_holder(self, name: str) -> str | None:
