@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from eventcore.projection import TransactionalProjection
-from eventcore.store import ProjectionTransaction
+from eventcore.store import ProjectionStore, ProjectionTransaction
 from eventcore.types import RecordedEvent
 from tests import pg
 
@@ -89,3 +90,30 @@ class Ledger(TransactionalProjection):
 
     async def reset(self, tx: ProjectionTransaction) -> None:
         await tx.execute(f"DELETE FROM {self.dialect.table}")
+
+
+async def ledger_database(
+    kind: str, tmp_path: Path
+) -> AsyncIterator[tuple[ProjectionStore, Dialect]]:
+    """A fresh store of ``kind`` (``sqlite`` or ``postgres``) with an empty ledger
+    table in its own database; closed (and the schema dropped) afterwards."""
+    if kind == "sqlite":
+        from eventcore.backends.sqlite import SQLiteEventStore
+
+        path = tmp_path / "events.sqlite"
+        store = await SQLiteEventStore.open(path)
+        dialect = Dialect("sqlite", str(path))
+        await dialect.create_table()
+        try:
+            yield store, dialect
+        finally:
+            await store.close()
+        return
+    async for schema in pg.schema_fixture():
+        pg_store = await pg.fresh_store(schema)
+        dialect = Dialect("postgres", schema)
+        await dialect.create_table()
+        try:
+            yield pg_store, dialect
+        finally:
+            await pg_store.close()

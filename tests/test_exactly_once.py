@@ -20,8 +20,7 @@ from eventcore.projection import (
 )
 from eventcore.store import Fence, ProjectionStore
 from eventcore.testing.contract import append_new
-from tests import pg
-from tests.ledger import Dialect, Ledger
+from tests.ledger import Dialect, Ledger, ledger_database
 
 OPTIONS = RunnerOptions(page_size=7, poll_interval=0.05, lease_ttl=2.0)
 BOUND = 30.0  # seconds: a test that waits longer has hung
@@ -31,26 +30,8 @@ BOUND = 30.0  # seconds: a test that waits longer has hung
 async def db(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[ProjectionStore, Dialect]]:
-    if request.param == "sqlite":
-        from eventcore.backends.sqlite import SQLiteEventStore
-
-        path = tmp_path / "events.sqlite"
-        store = await SQLiteEventStore.open(path)
-        dialect = Dialect("sqlite", str(path))
-        await dialect.create_table()
-        try:
-            yield store, dialect
-        finally:
-            await store.close()
-        return
-    async for schema in pg.schema_fixture():
-        pg_store = await pg.fresh_store(schema)
-        dialect = Dialect("postgres", schema)
-        await dialect.create_table()
-        try:
-            yield pg_store, dialect
-        finally:
-            await pg_store.close()
+    async for opened in ledger_database(request.param, tmp_path):
+        yield opened
 
 
 async def append_events(store: ProjectionStore, count: int) -> None:

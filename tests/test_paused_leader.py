@@ -19,8 +19,7 @@ import pytest
 
 from eventcore.projection import ExactlyOnceRunner, RunnerOptions
 from eventcore.store import ProjectionStore
-from tests import pg
-from tests.ledger import Dialect, Ledger
+from tests.ledger import Dialect, Ledger, ledger_database
 from tests.test_exactly_once import append_events
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,26 +31,8 @@ BOUND = 60.0  # seconds: a step that waits longer has hung
 async def db(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[ProjectionStore, Dialect]]:
-    if request.param == "sqlite":
-        from eventcore.backends.sqlite import SQLiteEventStore
-
-        path = tmp_path / "events.sqlite"
-        store = await SQLiteEventStore.open(path)
-        dialect = Dialect("sqlite", str(path))
-        await dialect.create_table()
-        try:
-            yield store, dialect
-        finally:
-            await store.close()
-        return
-    async for schema in pg.schema_fixture():
-        pg_store = await pg.fresh_store(schema)
-        dialect = Dialect("postgres", schema)
-        await dialect.create_table()
-        try:
-            yield pg_store, dialect
-        finally:
-            await pg_store.close()
+    async for opened in ledger_database(request.param, tmp_path):
+        yield opened
 
 
 async def read_line(stream: asyncio.StreamReader) -> str:

@@ -21,13 +21,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from eventcore._text import check_storable_text
 from eventcore.codec import Codec
 from eventcore.command import Command
 from eventcore.errors import BusinessRuleViolation, ValidationError
 from eventcore.execute import execute
 from eventcore.observe import Observer
-from eventcore.projection._projection import MAX_PROJECTION_NAME, FailurePolicy, Projection
+from eventcore.projection._projection import FailurePolicy, Projection, check_reader_name
 from eventcore.projection._runner import ProjectionRunner, RunnerOptions
 from eventcore.store import EventReader, EventStore
 from eventcore.types import RecordedEvent, StreamId
@@ -213,13 +212,7 @@ def check_process_manager(manager: object) -> ProcessManager:
             f"ProcessManager), got {manager!r}"
         )
     kind = type(manager).__qualname__
-    name = getattr(manager, "name", None)
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_PROJECTION_NAME:
-        raise ValidationError(
-            f"{kind}.name must be a non-empty str of at most {MAX_PROJECTION_NAME} "
-            f"characters (it keys the checkpoint, the lease and the command ids), got {name!r}"
-        )
-    check_storable_text(name, f"{kind}.name")
+    name = check_reader_name(manager, "the checkpoint, the lease and the command ids")
     try:
         StreamId(refusal_stream(name))
     except ValidationError as exc:

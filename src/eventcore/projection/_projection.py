@@ -137,6 +137,19 @@ class Projection(abc.ABC):
         """Empty the read model, before a rebuild replays the log from the start."""
 
 
+def check_reader_name(reader: object, keys: str) -> str:
+    """The ``name`` of a projection or process manager, validated: it keys ``keys``."""
+    kind = type(reader).__qualname__
+    name = getattr(reader, "name", None)
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_PROJECTION_NAME:
+        raise ValidationError(
+            f"{kind}.name must be a non-empty str of at most {MAX_PROJECTION_NAME} "
+            f"characters (it keys {keys}), got {name!r}"
+        )
+    check_storable_text(name, f"{kind}.name")
+    return name
+
+
 def check_projection(projection: object) -> LogFilter:
     """Validate a projection; return the log filter it asks for."""
     if not isinstance(projection, Projection):
@@ -145,13 +158,7 @@ def check_projection(projection: object) -> LogFilter:
             f"Projection), got {projection!r}"
         )
     kind = type(projection).__qualname__
-    name = getattr(projection, "name", None)
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_PROJECTION_NAME:
-        raise ValidationError(
-            f"{kind}.name must be a non-empty str of at most {MAX_PROJECTION_NAME} "
-            f"characters (it keys the checkpoint and the lease), got {name!r}"
-        )
-    check_storable_text(name, f"{kind}.name")
+    name = check_reader_name(projection, "the checkpoint and the lease")
     if not isinstance(projection.failure_policy, FailurePolicy):
         raise ValidationError(
             f"{kind}.failure_policy must be a FailurePolicy, got {projection.failure_policy!r}"
