@@ -301,9 +301,10 @@ async def execute(
     )
     if command_ids is not None:
         plan = recognising_replays(plan, command_ids)
-    if observer is None:
+    group = as_observer(observer)
+    if group is None:
         return await _drive(plan, store, None, None)
-    return await _run_observed(plan, store, as_observer(observer), type(command).__qualname__)
+    return await _run_observed(plan, store, group, type(command).__qualname__)
 
 
 # -- observation: kept apart from the executor's logic above -----------------------
@@ -352,9 +353,8 @@ def _outcome_of(error: Exception) -> Outcome:
 
 
 async def _run_observed(
-    plan: Plan, store: EventStore, observer: Observer | None, command_type: str
+    plan: Plan, store: EventStore, observer: Observer, command_type: str
 ) -> ExecutionResult:
-    assert observer is not None  # execute() only comes here with one
     tally = _Tally()
     start = time.perf_counter()
     try:
