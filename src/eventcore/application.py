@@ -38,7 +38,7 @@ from eventcore.command import Command
 from eventcore.errors import StoreUnavailable, ValidationError
 from eventcore.execute import ExecuteOptions, ExecutionResult, execute
 from eventcore.observe import Observer, ObserverGroup
-from eventcore.observed_store import observe_store
+from eventcore.observed_store import store_for_observers
 from eventcore.parallel import execute_all
 from eventcore.projection import (
     Projection,
@@ -300,8 +300,6 @@ def _attach_observers(app: Application, observers: object) -> ObserverGroup | No
     group = ObserverGroup(observers)
     if not group.observers:
         return None
-    # Timing every store call costs a little: only when an observer wants it.
-    if group.listens_to("store_operation") or group.listens_to("batch_committed"):
-        app._store = observe_store(app._store, group)
+    app._store = store_for_observers(app._store, group)
     app._defaults["observer"] = group
     return group

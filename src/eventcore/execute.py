@@ -302,7 +302,7 @@ async def execute(
     if command_ids is not None:
         plan = recognising_replays(plan, command_ids)
     group = as_observer(observer)
-    if group is None:
+    if group is None or not group.listening:
         return await _drive(plan, store, None, None)
     return await _run_observed(plan, store, group, type(command).__qualname__)
 
@@ -340,7 +340,11 @@ def _report_retry(
 
 
 def _report_append(step: AppendEvents, result: AppendResult, observer: Observer) -> None:
-    streams = tuple(dict.fromkeys(event.stream_id for event in step.request.events))
+    events = step.request.events
+    if len(events) == 1:  # most commands: nothing to de-duplicate, no generator
+        streams: tuple[str, ...] = (events[0].stream_id,)
+    else:
+        streams = tuple(dict.fromkeys(event.stream_id for event in events))
     observer.events_appended(streams, len(result.positions))
 
 

@@ -24,7 +24,7 @@ from typing import Any, Self, TypeVar
 
 from eventcore.backends._group_commit import GroupCommitter
 from eventcore.errors import StoreError, ValidationError
-from eventcore.observe import Observer, as_observer
+from eventcore.observe import Observer, ObserverGroup, as_observer
 from eventcore.store import (
     DEFAULT_PAGE_SIZE,
     AppendOutcome,
@@ -46,6 +46,7 @@ from eventcore.types import AppendRequest, AppendResult, RecordedEvent, Snapshot
 
 _log = logging.getLogger("eventcore.store")
 T = TypeVar("T")
+_LISTS = (tuple, list, str)  # stream ids that can be read twice
 
 
 class ObservedStore:
@@ -70,19 +71,31 @@ class ObservedStore:
         try:
             result = await call
         except Exception as exc:
-            self._observer.store_operation(operation, time.perf_counter() - start, exc)
-            if isinstance(exc, StoreError):
-                where = context() if callable(context) else context
-                _log.warning("store %s failed (%s): %s", operation, where or "-", exc)
+            self._failed(operation, start, exc, context)
             raise
         self._observer.store_operation(operation, time.perf_counter() - start, None)
         return result
 
+    def _failed(self, operation: str, start: float, exc: Exception, context: object) -> None:
+        self._observer.store_operation(operation, time.perf_counter() - start, exc)
+        if isinstance(exc, StoreError):
+            where = context() if callable(context) else context
+            _log.warning("store %s failed (%s): %s", operation, where or "-", exc)
+
+    # append and read_streams run once or more per command: they time their call
+    # inline, which saves the coroutine _timed would add and the closure naming the
+    # streams, which is only built if the call fails.
+
     async def append(self, request: AppendRequest) -> AppendResult:
-        streams = getattr(request, "expected", ())
-        return await self._timed(
-            "append", self._inner.append(request), lambda: [s for s, _ in streams]
-        )
+        start = time.perf_counter()
+        try:
+            result: AppendResult = await self._inner.append(request)
+        except Exception as exc:
+            streams = getattr(request, "expected", ())
+            self._failed("append", start, exc, lambda: [s for s, _ in streams])
+            raise
+        self._observer.store_operation("append", time.perf_counter() - start, None)
+        return result
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
@@ -102,9 +115,17 @@ class ObservedStore:
         limit: int | None = None,
     ) -> dict[str, list[RecordedEvent]]:
         # A one-shot iterator is read once, here, so the message below can name it.
-        streams = stream_ids if isinstance(stream_ids, tuple | list | str) else list(stream_ids)
-        call = self._inner.read_streams(streams, from_versions=from_versions, limit=limit)
-        return await self._timed("read_streams", call, lambda: f"streams {list(streams)!r}")
+        streams = stream_ids if isinstance(stream_ids, _LISTS) else list(stream_ids)
+        start = time.perf_counter()
+        try:
+            result: dict[str, list[RecordedEvent]] = await self._inner.read_streams(
+                streams, from_versions=from_versions, limit=limit
+            )
+        except Exception as exc:
+            self._failed("read_streams", start, exc, lambda: f"streams {list(streams)!r}")
+            raise
+        self._observer.store_operation("read_streams", time.perf_counter() - start, None)
+        return result
 
     async def stream_version(self, stream_id: str) -> int:
         call = self._inner.stream_version(stream_id)
@@ -289,6 +310,16 @@ _CAPABILITIES: tuple[tuple[type, type[ObservedStore]], ...] = (
     (AppendWaiter, _Waits),
 )
 _CLASSES: dict[tuple[type[ObservedStore], ...], type[ObservedStore]] = {}
+
+
+def store_for_observers(store: EventStore, group: ObserverGroup) -> EventStore:
+    """``store`` wrapped by :func:`observe_store` if a member of ``group`` listens to
+    store calls or group commit batches, else ``store`` itself: timing every store
+    call costs a little, so only when an observer wants it. This is how
+    :class:`~eventcore.Application` (and the bench) attach observers to a store."""
+    if group.listens_to("store_operation") or group.listens_to("batch_committed"):
+        return observe_store(store, group)
+    return store
 
 
 def observe_store(store: EventStore, observer: Observer | Iterable[Observer]) -> ObservedStore:
