@@ -22,6 +22,15 @@ async def test_observer_prometheus_counts_the_commands_the_scenario_runs() -> No
     assert store not in _OBSERVED
 
 
+async def test_observer_noop_leaves_the_store_unwrapped_as_an_application_would() -> None:
+    # A no-op observer listens to no store call: an Application would not wrap its
+    # store, so the bench must not either, or it measures a cost nobody pays.
+    async with open_backend("memory", {"observer": "noop"}) as store:
+        await run_command(store, Deposit("alice", 1))
+        wrapped, _ = _OBSERVED[store]
+        assert wrapped is store
+
+
 async def test_observer_none_runs_commands_unobserved() -> None:
     async with open_backend("memory", {"observer": "none"}) as store:
         await run_command(store, Deposit("alice", 1))

@@ -26,7 +26,7 @@ from eventcore.command import Command
 from eventcore.demo.bank import bank_codec
 from eventcore.execute import ExecutionResult, execute
 from eventcore.observe import Observer, ObserverGroup
-from eventcore.observed_store import observe_store
+from eventcore.observed_store import store_for_observers
 from eventcore.store import EventStore
 
 BACKENDS: Final = ("memory", "sqlite", "postgres")
@@ -44,9 +44,11 @@ _CACHES: weakref.WeakKeyDictionary[EventStore, StateCache] = weakref.WeakKeyDict
 
 
 # The "observer" option (none, noop, prometheus; default none): commands then run
-# through observe_store with that observer, to measure what observing costs. The
-# scenario keeps the plain store, so its preparation and baseline are unchanged.
-_OBSERVED: dict[EventStore, tuple[EventStore, Observer]] = {}
+# with that observer, wired as Application wires it (the store is wrapped only if
+# the observer listens to store calls), to measure what observing costs an
+# application. The scenario keeps the plain store, so its preparation and
+# baseline are unchanged.
+_OBSERVED: dict[EventStore, tuple[EventStore, ObserverGroup]] = {}
 OBSERVER_CHOICES: Final = ("none", "noop", "prometheus")
 
 
@@ -61,7 +63,7 @@ async def run_command(store: EventStore, command: Command[Any, Any]) -> Executio
     )
 
 
-def _split_observer_option(options: dict[str, Any]) -> Observer | None:
+def _split_observer_option(options: dict[str, Any]) -> ObserverGroup | None:
     choice = str(options.pop("observer", "none")).strip().lower()
     if choice == "none":
         return None
@@ -117,7 +119,7 @@ async def open_backend(name: str, options: Mapping[str, Any]) -> AsyncIterator[E
         if use_cache:
             _CACHES[store] = StateCache()
         if observer is not None:
-            _OBSERVED[store] = (observe_store(store, observer), observer)
+            _OBSERVED[store] = (store_for_observers(store, observer), observer)
         try:
             yield store
         finally:
