@@ -1,25 +1,38 @@
-"""What observing costs per command, on the in-memory store.
+"""What observing costs per command.
 
     python benchmarks/observer_overhead.py [--commands 20000] [--runs 5]
         [--url memory:|sqlite:///path|postgresql://...] [--tasks 1]
+        [--variant none --variant prometheus ...] [--instructions]
 
-Runs the same ``Deposit`` commands (one task, 1,000 accounts) through an
-:class:`~eventcore.Application` with no observer, a no-op observer (the store is
-then wrapped and timed, and every hook dispatched to nothing), PerformanceMetrics,
-and Prometheus metrics; prints the median CPU time per command of ``--runs`` runs
-and the difference to no observer. Variants take turns within each run, and CPU
-time (not wall time) is measured, so that a busy, shared machine skews them alike.
-The in-memory store makes a command as cheap as it gets, so this is the worst
-case for the relative overhead. With ``--url`` the commands run against that
-store instead (a fresh SQLite file or PostgreSQL schema per run), ``--tasks`` at a
-time, and commands/s (wall clock) is printed beside the CPU time.
+Runs the same ``Deposit`` commands (1,000 accounts) through an
+:class:`~eventcore.Application` with no observer, a no-op observer (which
+listens to nothing, so the application neither wraps its store nor reports),
+PerformanceMetrics, and Prometheus metrics; prints the median CPU time per command
+of ``--runs`` runs, its difference to no observer, and commands/s (wall clock)
+with its ratio to no observer. Variants take turns within each run, starting
+with a different one each run, and CPU time is measured beside wall time, so
+that a busy, shared machine skews them alike. The in-memory store makes a
+command as cheap as it gets, so it is the worst case for the relative overhead.
+With ``--url`` the commands run against that store instead (a fresh SQLite file
+or PostgreSQL schema per run), ``--tasks`` at a time.
+
+``--instructions`` counts instead of timing: each variant runs in a child
+process under ``valgrind --tool=callgrind``, once with ``--commands`` commands
+and once with twice as many, and the difference in instructions executed,
+divided by ``--commands``, is printed per command. Start-up, store set-up and
+warm-up cancel out, and the count hardly depends on what else the machine is
+doing, which timing on a shared machine does.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -86,21 +99,21 @@ async def one_run(
     return cpu / commands, commands / elapsed
 
 
-async def main(commands: int, runs: int, url: str, tasks: int) -> None:
-    for make in VARIANTS.values():
-        await one_run(make(), min(commands, 2000), url, tasks)  # warm-up
-    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    rate: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(runs):
-        for name, make in VARIANTS.items():
-            per_command, per_second = await one_run(make(), commands, url, tasks)
+async def timed(names: list[str], commands: int, runs: int, url: str, tasks: int) -> None:
+    for name in names:
+        await one_run(VARIANTS[name](), min(commands, 2000), url, tasks)  # warm-up
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    rate: dict[str, list[float]] = {name: [] for name in names}
+    for run in range(runs):
+        turn = run % len(names)  # no variant always runs first (or last)
+        for name in names[turn:] + names[:turn]:
+            per_command, per_second = await one_run(VARIANTS[name](), commands, url, tasks)
             cpu[name].append(per_command)
             rate[name].append(per_second)
     medians = {name: statistics.median(times) for name, times in cpu.items()}
-    base = medians["none"]
-    base_rate = statistics.median(rate["none"])
-    where = "in-memory store" if url == "memory:" else url.split("://")[0]
-    print(f"{commands} commands, {tasks} task(s), median of {runs} runs, {where}")
+    base = medians[names[0]]
+    base_rate = statistics.median(rate[names[0]])
+    print(f"{commands} commands, {tasks} task(s), median of {runs} runs, {_where(url)}")
     print(
         f"{'observer':<12} {'CPU us/command':>15} {'overhead':>16} {'commands/s':>11} {'ratio':>6}"
     )
@@ -113,11 +126,59 @@ async def main(commands: int, runs: int, url: str, tasks: int) -> None:
         )
 
 
+def _where(url: str) -> str:
+    return "in-memory store" if url == "memory:" else url.split("://")[0]
+
+
+def instructions(names: list[str], commands: int, url: str, tasks: int) -> None:
+    """Instructions per command of each variant, counted by callgrind."""
+    counts = {}
+    for name in names:
+        small = _count(name, commands, url, tasks)
+        large = _count(name, 2 * commands, url, tasks)
+        counts[name] = (large - small) / commands
+    base = counts[names[0]]
+    print(f"instructions per command (callgrind), {commands} vs {2 * commands} commands,")
+    print(f"{tasks} task(s), {_where(url)}")
+    print(f"{'observer':<12} {'instructions':>13} {'overhead':>9}")
+    for name, count in counts.items():
+        print(f"{name:<12} {count:>13,.0f} {count / base - 1:>+9.1%}")
+
+
+def _count(name: str, commands: int, url: str, tasks: int) -> int:
+    child = [sys.executable, __file__, "--child", name, "--commands", str(commands)]
+    child += ["--url", url, "--tasks", str(tasks)]
+    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    # A fixed hash seed: set and dict iteration, and so the work done, repeat exactly.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(valgrind + child, env=env, capture_output=True, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise SystemExit(f"no instruction count in callgrind's output:\n{done.stderr}")
+    return int(found.group(1))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commands", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--url", default="memory:", help="memory:, sqlite: or a postgresql:// URL")
     parser.add_argument("--tasks", type=int, default=1, help="commands in flight at once")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=list(VARIANTS),
+        help="observers to compare (repeat; default all); the first is the baseline",
+    )
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind"
+    )
+    parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    asyncio.run(main(args.commands, args.runs, args.url, args.tasks))
+    names = args.variant or list(VARIANTS)
+    if args.child:  # one run under callgrind, for --instructions
+        asyncio.run(one_run(VARIANTS[args.child](), args.commands, args.url, args.tasks))
+    elif args.instructions:
+        instructions(names, args.commands, args.url, args.tasks)
+    else:
+        asyncio.run(timed(names, args.commands, args.runs, args.url, args.tasks))

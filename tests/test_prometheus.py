@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("prometheus_client")
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from eventcore import (
     Application,
@@ -128,3 +129,68 @@ async def test_a_running_projection_reports_its_position_lag_and_failures() -> N
     assert registry.get_sample_value("eventcore_projection_position", labels) == 5
     assert registry.get_sample_value("eventcore_projection_lag_events", labels) == 0
     assert registry.get_sample_value("eventcore_projection_failures_total", labels) == 1
+
+
+def test_a_store_call_on_a_bucket_bound_counts_in_that_bucket_and_every_later_one() -> None:
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    observer.store_operation("append", 0.001, None)
+    observer.store_operation("append", 0.003, None)
+    name = "eventcore_store_operation_duration_seconds_bucket"
+    assert value(registry, name, operation="append", le="0.0005") == 0
+    assert value(registry, name, operation="append", le="0.001") == 1
+    assert value(registry, name, operation="append", le="0.0025") == 1
+    assert value(registry, name, operation="append", le="0.005") == 2
+    assert value(registry, name, operation="append", le="+Inf") == 2
+    assert value(
+        registry, "eventcore_store_operation_duration_seconds_sum", operation="append"
+    ) == (pytest.approx(0.004))
+
+
+def test_store_errors_are_counted_by_operation_beside_their_latency() -> None:
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    observer.store_operation("read_streams", 0.01, OSError("gone"))
+    observer.store_operation("read_streams", 0.01, None)
+    assert value(registry, "eventcore_store_operation_errors_total", operation="read_streams") == 1
+    count = "eventcore_store_operation_duration_seconds_count"
+    assert value(registry, count, operation="read_streams") == 2
+
+
+async def test_the_exposition_parses_with_every_metric_typed_and_described() -> None:
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    app = Application(InMemoryEventStore(), codec=bank_codec, observers=[observer])
+    await app.execute(Deposit("alice", 1))
+    observer.projection_failed("balances", 1, ValueError("bad event"))
+    observer.projection_advanced("balances", 1, 1)
+    text = generate_latest(registry).decode()
+    # The text format shows each counter's and histogram's _created series as a gauge.
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(text)
+        if not family.name.endswith("_created")
+    }
+    assert {name: family.type for name, family in families.items()} == {
+        "eventcore_commands": "counter",
+        "eventcore_command_duration_seconds": "histogram",
+        "eventcore_events_written": "counter",
+        "eventcore_version_conflicts_retried": "counter",
+        "eventcore_store_operation_duration_seconds": "histogram",
+        "eventcore_store_operation_errors": "counter",
+        "eventcore_group_commit_batch_size": "histogram",
+        "eventcore_projection_position": "gauge",
+        "eventcore_projection_lag_events": "gauge",
+        "eventcore_projection_failures": "counter",
+        "eventcore_active_streams": "gauge",
+        "eventcore_process_memory_bytes": "gauge",
+    }
+    assert all(family.documentation for family in families.values())
+
+
+def test_a_second_observer_with_the_same_names_on_one_registry_is_refused() -> None:
+    registry = CollectorRegistry()
+    PrometheusObserver(registry)
+    with pytest.raises(ValueError, match="eventcore_commands_total"):
+        PrometheusObserver(registry)
+    PrometheusObserver(registry, namespace="other")  # other names: welcome
