@@ -20,7 +20,13 @@ from eventcore import (
     execute_all,
 )
 from eventcore.demo.bank import Deposit, Transfer, bank_codec
-from eventcore.observe import CommandReport, Observer, ObserverGroup, RecentStreams
+from eventcore.observe import (
+    CommandReport,
+    Observer,
+    ObserverGroup,
+    RecentStreams,
+    report_command,
+)
 from eventcore.observed_store import observe_store
 from eventcore.store import (
     BatchAppender,
@@ -295,3 +301,11 @@ async def test_the_store_is_wrapped_only_when_an_observer_listens_to_store_calls
     store = InMemoryEventStore()
     assert Application(store, observers=[CommandsOnly()]).store is store
     assert Application(store, observers=[Recorder()]).store is not store
+
+
+def test_the_executors_quick_report_equals_the_one_its_constructor_builds() -> None:
+    args = ("Deposit", "success", 2, 0.25, 1, 3)
+    quick = report_command(*args)  # type: ignore[arg-type]
+    assert quick == CommandReport(*args)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        quick.outcome = "error"  # type: ignore[misc]  # still frozen

@@ -43,7 +43,7 @@ from eventcore.errors import (
     ValidationError,
     VersionConflict,
 )
-from eventcore.observe import CommandReport, Observer, Outcome, as_observer
+from eventcore.observe import Observer, Outcome, as_observer, report_command
 from eventcore.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from eventcore.store import EventLookup, EventStore, SnapshotStore
 from eventcore.types import (
@@ -369,11 +369,11 @@ async def _run_observed(
         outcome = _outcome_of(exc)
         if outcome == "conflict":
             _log.info("%s gave up after %d attempts: %s", command_type, attempts, exc)
-        observer.command_executed(CommandReport(command_type, outcome, attempts, seconds, 0))
+        observer.command_executed(report_command(command_type, outcome, attempts, seconds, 0, 0))
         raise
     seconds = time.perf_counter() - start
     observer.command_executed(
-        CommandReport(
+        report_command(
             command_type,
             "success",
             result.attempts,

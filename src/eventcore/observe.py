@@ -59,6 +59,32 @@ class CommandReport:
     streams: int = 0
 
 
+# The executor builds one report per command. A frozen dataclass's __init__ sets
+# each field through object.__setattr__, about 1 µs for these six; setting them
+# through the slots' own descriptors costs half that. Same fields, same values.
+_new_report = object.__new__
+_REPORT_FIELDS = tuple(
+    getattr(CommandReport, name).__set__
+    for name in ("command_type", "outcome", "attempts", "seconds", "events", "streams")
+)
+
+
+def report_command(
+    command_type: str, outcome: Outcome, attempts: int, seconds: float, events: int, streams: int
+) -> CommandReport:
+    """``CommandReport(command_type, outcome, attempts, seconds, events, streams)``,
+    built faster (for the executor; the arguments are trusted)."""
+    report: CommandReport = _new_report(CommandReport)
+    fields = _REPORT_FIELDS
+    fields[0](report, command_type)
+    fields[1](report, outcome)
+    fields[2](report, attempts)
+    fields[3](report, seconds)
+    fields[4](report, events)
+    fields[5](report, streams)
+    return report
+
+
 class Observer:
     """The hooks eventcore reports to; every one does nothing here."""
 

@@ -16,9 +16,14 @@ That costs a fraction of updating ``prometheus_client`` metric objects, whose
 every update takes a lock and walks the buckets in Python.
 
 Thread safety: hooks may be called from several threads (an application's event
-loop, a projection running on a loop of its own, a store's group committer), so
-every hook updates its numbers under one lock, which a scrape takes too while it
-copies them. Each hook takes it once; uncontended, that is about 0.1 µs.
+loop, a projection running on a loop of its own in another thread, a store's
+group committer), and ``+=`` on a number is a read, an add and a write, which
+the GIL does not promise to keep together (and a free-threaded build does not
+have one). So every hook updates its numbers under one lock, and a scrape takes
+it too while it copies them, which also gives it a consistent view (a
+histogram's count always equals its +Inf bucket). Each hook takes the lock once;
+uncontended, that costs about as much as looking up a per-thread copy of the
+numbers would, without having to add the copies up at scrape time.
 """
 
 from __future__ import annotations
@@ -132,12 +137,23 @@ class PrometheusObserver(Observer):
             _Exposition(self, namespace, f"{active_window:g}", max_tracked_streams)
         )
 
+    # The three hooks every command reaches take the lock with acquire() and
+    # release(): a with statement costs twice as much (its __exit__ call), and
+    # they observe into the histogram inline (no method call): about 0.2 µs less
+    # per hook than _Histogram.observe under a with.
+
     def command_executed(self, report: CommandReport) -> None:
         key = (report.command_type, report.outcome)
-        with self._lock:
-            series = self._commands.get(key) or self._command_series(key)
-            series[0].value += 1
-            series[1].observe(report.seconds)
+        seconds = report.seconds
+        lock = self._lock
+        lock.acquire()
+        try:
+            counter, histogram = self._commands.get(key) or self._command_series(key)
+            counter.value += 1
+            histogram.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            histogram.sum += seconds
+        finally:
+            lock.release()
 
     def _command_series(self, key: tuple[str, str]) -> tuple[_Counter, _Histogram]:
         # The latency histogram is by command type only: outcomes share it.
@@ -147,23 +163,34 @@ class PrometheusObserver(Observer):
         series = self._commands[key] = (_Counter(), histogram)
         return series
 
+    def events_appended(self, stream_ids: tuple[str, ...], count: int) -> None:
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._events.value += count
+            self._recent.touch(stream_ids)
+        finally:
+            lock.release()
+
+    def store_operation(self, operation: str, seconds: float, error: Exception | None) -> None:
+        lock = self._lock
+        lock.acquire()
+        try:
+            histogram = self._store_seconds.get(operation) or self._store_series(operation)
+            histogram.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            histogram.sum += seconds
+            if error is not None:
+                _counter(self._store_errors, operation).value += 1
+        finally:
+            lock.release()
+
+    def _store_series(self, operation: str) -> _Histogram:
+        histogram = self._store_seconds[operation] = _Histogram(LATENCY_BUCKETS)
+        return histogram
+
     def conflict_retried(self, stream_id: str, attempt: int, delay: float) -> None:
         with self._lock:
             self._conflicts.value += 1
-
-    def events_appended(self, stream_ids: tuple[str, ...], count: int) -> None:
-        with self._lock:
-            self._events.value += count
-            self._recent.touch(stream_ids)
-
-    def store_operation(self, operation: str, seconds: float, error: Exception | None) -> None:
-        with self._lock:
-            histogram = self._store_seconds.get(operation)
-            if histogram is None:
-                histogram = self._store_seconds[operation] = _Histogram(LATENCY_BUCKETS)
-            histogram.observe(seconds)
-            if error is not None:
-                _counter(self._store_errors, operation).value += 1
 
     def batch_committed(self, size: int) -> None:
         with self._lock:
