@@ -21,9 +21,9 @@ import logging
 import random
 import uuid
 import weakref
-from collections.abc import Collection, Generator, Hashable, Iterable, Mapping
+from collections.abc import Collection, Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, cast
 
 import msgspec
 
@@ -382,25 +382,6 @@ def _declared(command: Command[Any, Any], cache: StateCache | None) -> tuple[Str
     return declared
 
 
-def _remember(
-    command: Command[Any, Any],
-    codec: Codec,
-    cache: StateCache,
-    key: Hashable,
-    state: object,
-    versions: Versions,
-    written: list[NewEvent],
-    result: AppendResult,
-) -> None:
-    """Cache the state as of this command's own append (keyed and ordered as read)."""
-    after = {s: result.stream_versions[s] for s in versions}
-    folded = _fold_own_events(command, codec, state, written, after)
-    if _closed_under_resolver(command, folded, after):
-        cache.put(key, folded, after)
-    else:  # its own events point at a stream it has not read: refold next time
-        cache.discard(key)
-
-
 def plan_execution(
     command: Command[Any, Any],
     *,
@@ -413,13 +394,13 @@ def plan_execution(
 ) -> Plan:
     """The pure decision logic of :func:`eventcore.execute`, as a generator of steps."""
     declared = _declared(command, cache)
-    key: Hashable = StateCache.key_for(command, declared) if cache is not None else None
+    entries = _entries_for(command, cache, declared)
     trust_cache = cache is not None and cache.optimistic
     attempts = _Attempts(retry, rng)
     while True:
         attempts.made += 1
-        cached = cache.get(key) if cache is not None else None
-        if cached is not None and cache is not None and cache.should_verify():
+        cached = entries.lookup()
+        if cached is not None and entries.should_verify():
             yield from _verify_reuse(command, codec, cached, page_size)
         if (
             cached is not None
@@ -428,15 +409,15 @@ def plan_execution(
         ):
             state, verified = cached.state, False
         else:
-            state, versions = yield from _read_state(command, codec, declared, cached, page_size)
+            state, versions = yield from entries.read(codec, page_size)
             verified = True
         decided = _decide_on(command, state, versions, verified)
         if decided is None:
+            entries.count("rechecks")
             trust_cache = False
             continue
         if not decided:
-            if cache is not None:
-                cache.put(key, state, versions)
+            entries.keep(codec, state, versions, cast(Mapping[str, int], versions), [])
             return ExecutionResult(attempts.made, 0, cast(Mapping[str, int], versions), ())
         new_events = [codec.new_event(s, e, metadata) for s, e in decided]
         request = AppendRequest._trusted(tuple(versions.items()), tuple(new_events))
@@ -446,9 +427,163 @@ def plan_execution(
             trust_cache = False
             if verified:  # a stale cache is not contention: re-read at once
                 yield Sleep(attempts.backoff_after(conflict))
+            else:
+                entries.count("stale")
             continue
-        if cache is not None:
-            _remember(command, codec, cache, key, state, versions, new_events, result)
+        entries.keep(codec, state, versions, result.stream_versions, new_events)
         return ExecutionResult(
             attempts.made, len(new_events), result.stream_versions, result.positions
         )
+
+
+def _entries_for(
+    command: Command[Any, Any], cache: StateCache | None, declared: tuple[StreamId, ...]
+) -> _StreamSet | _Parts:
+    if cache is not None and type(command).state_per_stream and len(declared) > 1:
+        return _Parts(command, cache, declared)
+    # One stream (or none cached): a per-stream entry is its stream set's entry.
+    return _StreamSet(command, cache, declared)
+
+
+class _StreamSet:
+    """The cache entry of a command's whole stream set (or no cache at all)."""
+
+    __slots__ = ("cache", "cached", "command", "declared", "key")
+
+    def __init__(
+        self, command: Command[Any, Any], cache: StateCache | None, declared: tuple[StreamId, ...]
+    ) -> None:
+        self.command = command
+        self.cache = cache
+        self.declared = declared
+        self.key = StateCache.key_for(command, declared) if cache is not None else None
+        self.cached: CachedState | None = None
+
+    def lookup(self) -> CachedState | None:
+        if self.cache is None:
+            return None
+        self.cached = self.cache.get(self.key)
+        return self.cached
+
+    def should_verify(self) -> bool:
+        return self.cache is not None and self.cache.should_verify()
+
+    def count(self, counter: Literal["rechecks", "stale"]) -> None:
+        if self.cache is not None:
+            setattr(self.cache, counter, getattr(self.cache, counter) + 1)
+
+    def read(
+        self, codec: Codec, page_size: int | None
+    ) -> Generator[Step, Any, tuple[Any, Versions]]:
+        return _read_state(self.command, codec, self.declared, self.cached, page_size)
+
+    def keep(
+        self,
+        codec: Codec,
+        state: object,
+        versions: Versions,
+        after: Mapping[str, int],
+        written: list[NewEvent],
+    ) -> None:
+        """Cache the state as of this command's own append (keyed and ordered as read)."""
+        cache = self.cache
+        if cache is None:
+            return
+        if not written:
+            cache.put(self.key, state, versions)
+            return
+        now = {s: after[s] for s in versions}
+        folded = _fold_own_events(self.command, codec, state, written, now)
+        if _closed_under_resolver(self.command, folded, now):
+            cache.put(self.key, folded, now)
+        else:  # its own events point at a stream it has not read: refold next time
+            cache.discard(self.key)
+
+
+class _Parts:
+    """The cache entries of a per-stream command over several streams: one per
+    stream, folded alone, merged into the command's state with ``merge_states``."""
+
+    __slots__ = ("cache", "command", "declared", "found", "keys")
+
+    def __init__(
+        self, command: Command[Any, Any], cache: StateCache, declared: tuple[StreamId, ...]
+    ) -> None:
+        self.command = command
+        self.cache = cache
+        self.declared = declared
+        self.keys = [StateCache.key_for(command, (stream,)) for stream in declared]
+        self.found: dict[StreamId, CachedState] = {}
+
+    def lookup(self) -> CachedState | None:
+        """The merged state if every stream has an entry (one hit), else None (one
+        miss); the entries found are kept for :meth:`read` to start from."""
+        found: dict[StreamId, CachedState] = {}
+        for stream, key in zip(self.declared, self.keys, strict=True):
+            entry = self.cache.peek(key)
+            if entry is not None:
+                found[stream] = entry
+        self.found = found
+        if len(found) < len(self.declared):
+            self.cache.misses += 1
+            return None
+        self.cache.hits += 1
+        merged = self.command.merge_states({s: e.state for s, e in found.items()})
+        return CachedState(merged, tuple((s, e.versions[0][1]) for s, e in found.items()))
+
+    def read(
+        self, codec: Codec, page_size: int | None
+    ) -> Generator[Step, Any, tuple[Any, Versions]]:
+        """Read every stream after its entry (from its start if it has none) in one
+        read, fold each onto its own state, and merge; remember the parts."""
+        command = self.command
+        states = {s: e.state for s, e in self.found.items()}
+        versions: Versions = {s: e.versions[0][1] for s, e in self.found.items()}
+        for stream in self.declared:
+            if stream not in states:
+                states[stream] = command.initial_state()
+                versions[stream] = 0
+        versions = {s: versions[s] for s in self.declared}  # fold order
+        pages: Mapping[str, list[RecordedEvent]] = yield ReadStreams(
+            self.declared, tuple(versions[s] + 1 for s in self.declared), page_size
+        )
+        for stream in self.declared:
+            events = pages[stream]
+            while True:
+                part = states[stream]
+                for record in events:
+                    part = command.apply(part, stream, codec.decode(record))
+                states[stream] = part
+                if events:
+                    versions[stream] = events[-1].stream_version
+                if page_size is None or len(events) < page_size:
+                    break
+                more = yield ReadStreams((stream,), (versions[stream] + 1,), page_size)
+                events = more[stream]
+        self.found = {s: CachedState(states[s], ((s, versions[s]),)) for s in self.declared}
+        return command.merge_states({s: states[s] for s in self.declared}), versions
+
+    def should_verify(self) -> bool:
+        return self.cache.should_verify()
+
+    def count(self, counter: Literal["rechecks", "stale"]) -> None:
+        setattr(self.cache, counter, getattr(self.cache, counter) + 1)
+
+    def keep(
+        self,
+        codec: Codec,
+        state: object,
+        versions: Versions,
+        after: Mapping[str, int],
+        written: list[NewEvent],
+    ) -> None:
+        """Cache each stream's state as of ``after``, with this command's own
+        events folded onto the stream they went to."""
+        command = self.command
+        states = {s: e.state for s, e in self.found.items()}
+        for event in written:
+            stream = event.stream_id
+            domain = codec.decode_payload(event.event_type, event.payload, stream, after[stream])
+            states[stream] = command.apply(states[stream], stream, domain)
+        for stream, key in zip(self.declared, self.keys, strict=True):
+            self.cache.put(key, states[stream], {stream: after[stream]})

@@ -32,7 +32,7 @@ check on every stream it read::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 from eventcore.errors import StateReuseRefused, ValidationError
@@ -74,6 +74,17 @@ class Command(ABC, Generic[S, E]):
     ignored; one that cannot be encoded or stored is skipped with a warning
     logged, never failing the command.
 
+    Per-stream state (opt-in, needs ``reuses_state``): set ``state_per_stream =
+    True`` and define :meth:`merge_states` when the state of several streams is
+    each stream's state, folded alone, put together — balances of the accounts a
+    transfer reads, say. The cache then keeps one entry per stream (shared by
+    every command class with the same fold) instead of one per stream set. The
+    rule: folding the streams one after another from ``initial_state`` equals
+    ``merge_states`` of each stream folded alone from ``initial_state``, whatever
+    the streams; ``StateCache(verify=True)`` checks it on every hit. Such a class
+    cannot discover streams (``resolve_streams``), since what one stream names
+    would depend on the others.
+
     ``max_streams`` bounds the streams one execution reads, declared and
     discovered (see :meth:`resolve_streams`).
 
@@ -81,6 +92,7 @@ class Command(ABC, Generic[S, E]):
     """
 
     reuses_state: ClassVar[bool] = False
+    state_per_stream: ClassVar[bool] = False
     snapshot_every: ClassVar[int] = 0
     snapshot_name: ClassVar[str | None] = None
     state_type: ClassVar[type[Any] | None] = None
@@ -108,6 +120,14 @@ class Command(ABC, Generic[S, E]):
         :class:`~eventcore.errors.BusinessRuleViolation`. Every stream named must
         have been read."""
 
+    def merge_states(self, parts: Mapping[StreamId, S]) -> S:
+        """With ``state_per_stream``: the state folding ``parts``' streams one after
+        another (in this order) gives, from each one's state folded alone. Must not
+        change the parts. Classes without ``state_per_stream`` never call it."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} sets state_per_stream but defines no merge_states"
+        )
+
     def resolve_streams(self, state: S) -> Iterable[str]:
         """Streams discovered at run time, asked after each stream is folded.
 
@@ -132,6 +152,7 @@ def _check_class_settings(cls: type[Command[Any, Any]]) -> None:
         raise ValidationError(
             f"{name}.reuses_state must be True or False, got {cls.reuses_state!r}"
         )
+    _check_per_stream(cls)
     every = cls.snapshot_every
     if type(every) is not int or every < 0:
         raise ValidationError(f"{name}.snapshot_every must be an int >= 0, got {every!r}")
@@ -148,6 +169,29 @@ def _check_class_settings(cls: type[Command[Any, Any]]) -> None:
         )
     if not cls.reuses_state:
         raise state_reuse_refused(cls, "snapshots (snapshot_every)")
+
+
+def _check_per_stream(cls: type[Command[Any, Any]]) -> None:
+    name = cls.__qualname__
+    if not isinstance(cls.state_per_stream, bool):
+        raise ValidationError(
+            f"{name}.state_per_stream must be True or False, got {cls.state_per_stream!r}"
+        )
+    if not cls.state_per_stream:
+        return
+    if not cls.reuses_state:
+        raise state_reuse_refused(cls, "per-stream state (state_per_stream)")
+    if cls.merge_states is Command.merge_states:
+        raise ValidationError(
+            f"{name} sets state_per_stream but defines no merge_states: define how the "
+            "states of single streams, each folded alone, make the state of several"
+        )
+    if cls.resolve_streams is not Command.resolve_streams:
+        raise ValidationError(
+            f"{name} sets state_per_stream and overrides resolve_streams: a per-stream "
+            "state cannot discover streams (what one stream names would depend on the "
+            "others); drop state_per_stream or the resolver"
+        )
 
 
 def state_reuse_refused(cls: type[Command[Any, Any]], used_with: str) -> StateReuseRefused:

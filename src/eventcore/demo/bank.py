@@ -66,14 +66,23 @@ def _check_amount(amount: object) -> None:
 
 class _AccountCommand(Command[Balances, AccountEvent]):
     # The balances fold from events alone (never from a command's fields), one
-    # account at a time: a state folded by one transfer is right for the next.
+    # account at a time: a state folded by one transfer is right for the next, and
+    # the balances of two accounts are those of each, put together. So deposits
+    # and transfers share one cached state per account.
     reuses_state: ClassVar[bool] = True
+    state_per_stream: ClassVar[bool] = True
 
     def initial_state(self) -> Balances:
         return Balances()
 
     def apply(self, state: Balances, stream_id: StreamId, event: AccountEvent) -> Balances:
         return state.after(stream_id, event)
+
+    def merge_states(self, parts: Mapping[StreamId, Balances]) -> Balances:
+        merged: dict[StreamId, int] = {}
+        for part in parts.values():
+            merged.update(part.amounts)
+        return Balances(MappingProxyType(merged))
 
 
 @dataclass(frozen=True, slots=True)
