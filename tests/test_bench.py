@@ -66,10 +66,11 @@ async def _run(name: str, backend: str = "memory", **options: object) -> Scenari
 
 def _events_per_operation(result: ScenarioResult) -> int | None:
     """How many events one operation of the scenario accounts for, where fixed."""
-    if result.scenario in ("commands", "memory", "open_loop"):
+    if result.scenario in ("commands", "steady", "memory", "open_loop"):
         return 1
     return {
         "transfers": 2,
+        "hot_set": 2,
         "append": result.params.batch_size,
         "fold": TINY.fold_events,
         "replay": TINY.log_events,
@@ -110,6 +111,25 @@ async def test_every_scenario_reports_complete_plausible_figures_on_memory(name:
     assert result.scenario == name
     traced = result.summary.heap_growth_bytes is not None
     assert traced == (name == "memory")
+
+
+async def test_the_steady_scenario_runs_on_a_warm_cache_and_reports_its_hit_rate() -> None:
+    result = await _run("steady")
+
+    assert result.summary.cache_hit_rate == 1.0
+    assert all(run.cache_misses == 0 and run.cache_hits for run in result.runs)
+    assert result.summary.mean_batch is None  # the memory store has no group commit
+    assert result.summary.cpu_us_per_op is not None
+    assert result.cpu_ratio is not None
+    assert result.cpu_ratio > 0
+    assert "warm cache" in result.label
+
+
+async def test_without_the_cache_the_hit_rate_is_not_reported() -> None:
+    result = await _run("hot_set", cache=False)
+
+    assert result.summary.cache_hit_rate is None
+    assert all(run.cache_hits is None for run in result.runs)
 
 
 async def test_counted_runs_do_exactly_the_operations_asked_for() -> None:
@@ -159,6 +179,8 @@ def test_plan_covers_the_seed_scenarios_at_every_size() -> None:
         "commands c=50",
         "commands c=64",
         "commands c=100",
+        "steady c=64 warm cache",
+        "hot_set c=64 90% on 100",
         "append batch=1",
         "append batch=1000",
         "transfers c=64",
@@ -305,4 +327,8 @@ async def test_sqlite_scenario_runs_with_its_insert_baseline() -> None:
     _assert_plausible(result)
     assert result.baseline is not None
     assert "synchronous=NORMAL" in result.baseline.description
+    runs = result.runs
+    assert sum(r.committed_appends or 0 for r in runs) >= sum(r.operations for r in runs)
+    assert result.summary.mean_batch is not None
+    assert result.summary.mean_batch >= 1
     assert result.params.store_options == {"synchronous": "NORMAL"}

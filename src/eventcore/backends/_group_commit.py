@@ -134,6 +134,7 @@ class GroupCommitter:
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
         self.batches = 0  # how many append_many calls were made (for tests and metrics)
+        self.batched_appends = 0  # the appends they carried (mean batch: this / batches)
         # Called with each batch's size (observers: see eventcore.observe_store);
         # they must not raise.
         self.batch_listeners: list[Callable[[int], None]] = []
@@ -299,6 +300,7 @@ class GroupCommitter:
         """One ``append_many`` call; answers every caller and returns None, or
         returns what it raised."""
         self.batches += 1
+        self.batched_appends += len(batch)
         for listener in self.batch_listeners:
             listener(len(batch))
         try:

@@ -90,9 +90,14 @@ class _Tally:
         self.events += done.events
         self.retries += done.retries
 
-    def run(self, elapsed: float) -> Run:
+    def run(self, elapsed: float, cpu_seconds: float) -> Run:
         return Run.measured(
-            elapsed, self.latencies, events=self.events, errors=self.errors, retries=self.retries
+            elapsed,
+            self.latencies,
+            events=self.events,
+            errors=self.errors,
+            retries=self.retries,
+            cpu_seconds=cpu_seconds,
         )
 
 
@@ -126,11 +131,11 @@ async def _closed_loop(operation: Operation, load: ClosedLoop) -> Run:
                 continue
             tally.record(clock() - started, done)
 
-    started = clock()
+    started, cpu = clock(), time.process_time()
     async with asyncio.TaskGroup() as group:
         for _ in range(load.concurrency):
             group.create_task(worker())
-    return tally.run(clock() - started)
+    return tally.run(clock() - started, time.process_time() - cpu)
 
 
 async def _open_loop(operation: Operation, load: OpenLoop) -> Run:
@@ -146,7 +151,7 @@ async def _open_loop(operation: Operation, load: OpenLoop) -> Run:
             return
         tally.record(clock() - scheduled, done)
 
-    started = clock()
+    started, cpu = clock(), time.process_time()
     async with asyncio.TaskGroup() as group:
         for n in range(load.operations):
             scheduled = started + n * interval
@@ -155,7 +160,7 @@ async def _open_loop(operation: Operation, load: OpenLoop) -> Run:
                 await asyncio.sleep(delay)
             # Started late if the loop was busy: the lateness is counted, not hidden.
             group.create_task(timed(scheduled))
-    return tally.run(clock() - started)
+    return tally.run(clock() - started, time.process_time() - cpu)
 
 
 async def _traced(operation: Operation, load: Load) -> Run:

@@ -15,19 +15,23 @@ _HEADERS: Final = (
     "scenario",
     "ops/s",
     "events/s",
+    "baseline ops/s",
+    "vs baseline",
+    "hit %",
+    "batch",
+    "retries",
+    "CPU us/op",
+    "CPU x base",
     "p50 ms",
     "p95 ms",
     "p99 ms",
     "max ms",
-    "retries",
     "errors",
     "RSS MB",
     "heap +MB",
-    "baseline ops/s",
-    "vs baseline",
     "target",
 )
-_TEXT_COLUMNS: Final = frozenset({0, 1, 14})  # left-aligned; numbers align right
+_TEXT_COLUMNS: Final = frozenset({0, 1, len(_HEADERS) - 1})  # left; numbers align right
 
 
 def render(suite: SuiteResult) -> str:
@@ -58,18 +62,27 @@ def _row(result: ScenarioResult) -> list[str]:
         result.label,
         _rate(summary.ops_per_s),
         _rate(summary.events_per_s),
+        "-" if baseline is None else _rate(baseline.summary.ops_per_s),
+        _ratio(result),
+        _optional(summary.cache_hit_rate, "{:.0%}"),
+        _optional(summary.mean_batch, "{:.1f}"),
+        str(summary.retries),
+        _optional(summary.cpu_us_per_op, "{:.0f}"),
+        _optional(result.cpu_ratio, "{:.2f}x"),
         _ms(latency.p50),
         _ms(latency.p95),
         _ms(latency.p99),
         _ms(latency.max),
-        str(summary.retries),
         str(summary.errors),
         f"{result.peak_rss_bytes / _MB:.0f}",
         "" if summary.heap_growth_bytes is None else f"{summary.heap_growth_bytes / _MB:.1f}",
-        "-" if baseline is None else _rate(baseline.summary.ops_per_s),
-        _ratio(result),
         " ".join(outcome.verdict for outcome in result.targets),
     ]
+
+
+def _optional(value: float | None, form: str) -> str:
+    """``value`` formatted, or "-" where the figure does not apply."""
+    return "-" if value is None else form.format(value)
 
 
 def _ratio(result: ScenarioResult) -> str:
@@ -116,6 +129,13 @@ def _notes(results: Sequence[ScenarioResult]) -> list[str]:
         "replay: an op is a rebuild of an in-memory projection from the whole log, "
         "against a bare iter_all walk of it.",
         "memory: run under tracemalloc (slower); heap +MB is the net growth after gc.",
+        "steady: the commands of commands c=64 with the state cache warmed first "
+        "(StateCache.warm over every account) and the accounts opened; hot_set: "
+        "transfers, most of them between a few hot accounts.",
+        "hit %: command attempts whose every stream's state was in the state cache; "
+        "batch: appends per group commit (- without group commit); CPU us/op: this "
+        "process's CPU time per operation (the client's; SQLite's engine runs in it), "
+        "CPU x base: the same over the baseline's.",
         "open_loop: latency from the scheduled start; asyncio's 1 ms timer granularity "
         "alone adds about 0.5 ms (the baseline's p50 shows it).",
     ]

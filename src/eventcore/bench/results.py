@@ -65,6 +65,12 @@ class Run:
     ``errors`` the ones that raised an eventcore error; ``retries`` the extra
     attempts commands needed after version conflicts. The heap figures are set
     only for runs traced with tracemalloc (the memory scenario).
+
+    ``cpu_seconds`` is the process's CPU time over the run (the client's: for
+    SQLite that includes its engine, which runs in-process). The store's counters
+    over the run are set where the store has them: ``cache_hits`` and
+    ``cache_misses`` of its state cache, ``commit_batches`` and
+    ``committed_appends`` of its group committer.
     """
 
     seconds: float
@@ -77,6 +83,15 @@ class Run:
     latency_ms: Latency
     heap_growth_bytes: int | None = None
     heap_peak_bytes: int | None = None
+    cpu_seconds: float = 0.0
+    cache_hits: int | None = None
+    cache_misses: int | None = None
+    commit_batches: int | None = None
+    committed_appends: int | None = None
+
+    @property
+    def cpu_us_per_op(self) -> float | None:
+        return self.cpu_seconds / self.operations * 1e6 if self.operations else None
 
     @classmethod
     def measured(
@@ -87,9 +102,11 @@ class Run:
         events: int,
         errors: int = 0,
         retries: int = 0,
+        cpu_seconds: float = 0.0,
     ) -> Run:
         elapsed = max(seconds, 1e-9)
         return cls(
+            cpu_seconds=cpu_seconds,
             seconds=seconds,
             operations=len(latencies),
             events=events,
@@ -103,7 +120,9 @@ class Run:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """Medians over repetitions (rates, latencies, heap) and totals (counts)."""
+    """Medians over repetitions (rates, latencies, heap, CPU per operation) and
+    totals (counts); ``cache_hit_rate`` and ``mean_batch`` are over all runs
+    (``None`` where the store has no cache or no group commit)."""
 
     ops_per_s: float
     events_per_s: float
@@ -114,6 +133,9 @@ class Summary:
     retries: int
     heap_growth_bytes: int | None = None
     heap_peak_bytes: int | None = None
+    cpu_us_per_op: float | None = None
+    cache_hit_rate: float | None = None
+    mean_batch: float | None = None
 
     @classmethod
     def of(cls, runs: Sequence[Run]) -> Summary:
@@ -129,7 +151,28 @@ class Summary:
             retries=sum(r.retries for r in runs),
             heap_growth_bytes=_median_or_none([r.heap_growth_bytes for r in runs]),
             heap_peak_bytes=_median_or_none([r.heap_peak_bytes for r in runs]),
+            cpu_us_per_op=_median_float([r.cpu_us_per_op for r in runs]),
+            cache_hit_rate=_share(runs, "cache_hits", "cache_misses"),
+            mean_batch=_per(runs, "committed_appends", "commit_batches"),
         )
+
+
+def _median_float(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _share(runs: Sequence[Run], part: str, rest: str) -> float | None:
+    """``part`` as a share of ``part`` + ``rest``, summed over the runs."""
+    parts = sum(getattr(r, part) or 0 for r in runs)
+    whole = parts + sum(getattr(r, rest) or 0 for r in runs)
+    return parts / whole if whole else None
+
+
+def _per(runs: Sequence[Run], numerator: str, denominator: str) -> float | None:
+    """Sum of ``numerator`` over sum of ``denominator``, over the runs."""
+    below = sum(getattr(r, denominator) or 0 for r in runs)
+    return sum(getattr(r, numerator) or 0 for r in runs) / below if below else None
 
 
 def _median_or_none(values: Sequence[int | None]) -> int | None:
@@ -182,7 +225,9 @@ class ScenarioResult:
     ``ratio`` is the median, over repetitions, of the scenario's figure divided by
     the baseline's figure from the run next to it; ``ratio_basis`` says which
     figure. It reads "times as fast as the baseline": for throughput it is
-    scenario/baseline, for latency (``p50``) baseline/scenario.
+    scenario/baseline, for latency (``p50``) baseline/scenario. ``cpu_ratio`` is
+    likewise the median of the scenario's CPU per operation over the baseline's
+    (how many times the baseline's client CPU an operation costs).
     """
 
     backend: str
@@ -199,6 +244,7 @@ class ScenarioResult:
     peak_rss_bytes: int
     peak_rss_scope: RssScope
     targets: tuple[TargetOutcome, ...] = ()
+    cpu_ratio: float | None = None
 
     @property
     def commands_per_s(self) -> float | None:

@@ -37,8 +37,10 @@ from eventcore.bench.stores import (
     open_backend,
     postgres_server_version,
     resolve_dsn,
+    store_counters,
 )
 from eventcore.bench.targets import Target, check_all, check_result, targets_for
+from eventcore.store import EventStore
 
 Progress = Callable[[str], None]
 
@@ -134,7 +136,9 @@ async def run_scenario(
         operation = await prepare_workload(spec, store, settings.sizes, settings.repeat)
         await run_load(operation, spec.warmup)
         await run_load(baseline.run, spec.warmup)
-        runs, baseline_runs = await _interleaved(spec, operation, baseline, settings.repeat, say)
+        runs, baseline_runs = await _interleaved(
+            spec, store, operation, baseline, settings.repeat, say
+        )
     result = ScenarioResult(
         backend=backend,
         scenario=spec.name,
@@ -149,6 +153,7 @@ async def run_scenario(
         ),
         ratio=paired_ratio(runs, baseline_runs, spec.ratio_basis),
         ratio_basis=spec.ratio_basis,
+        cpu_ratio=paired_cpu_ratio(runs, baseline_runs),
         peak_rss_bytes=peak_rss_bytes(),
         peak_rss_scope="scenario" if rss_is_scoped else "process",
     )
@@ -169,13 +174,23 @@ def _prefixed(progress: Progress, backend: str, spec: ScenarioSpec) -> Progress:
 
 async def _interleaved(
     spec: ScenarioSpec,
+    store: EventStore,
     operation: Operation,
     baseline: BaselineOperation,
     repeat: int,
     progress: Progress,
 ) -> tuple[tuple[Run, ...], tuple[Run, ...]]:
     async def measure_scenario() -> Run:
-        return await run_load(operation, spec.load, trace_heap=spec.trace_heap)
+        before = store_counters(store)
+        run = await run_load(operation, spec.load, trace_heap=spec.trace_heap)
+        grown = store_counters(store).since(before)
+        return replace(
+            run,
+            cache_hits=grown.cache_hits,
+            cache_misses=grown.cache_misses,
+            commit_batches=grown.commit_batches,
+            committed_appends=grown.committed_appends,
+        )
 
     async def measure_baseline() -> Run:
         return await run_load(baseline.run, spec.baseline_load, trace_heap=spec.trace_heap)
@@ -197,11 +212,24 @@ async def _interleaved(
 
 
 def _describe_pair(run: Run, baseline: Run) -> str:
+    cpu = run.cpu_us_per_op
     return (
         f"{run.ops_per_s:,.0f} ops/s, {run.events_per_s:,.0f} events/s, "
-        f"p50 {run.latency_ms.p50:.2f} ms, p99 {run.latency_ms.p99:.2f} ms "
+        f"p50 {run.latency_ms.p50:.2f} ms, p99 {run.latency_ms.p99:.2f} ms, "
+        f"CPU {'-' if cpu is None else f'{cpu:.0f}'} us/op "
         f"(baseline {baseline.ops_per_s:,.0f} ops/s, p50 {baseline.latency_ms.p50:.2f} ms)"
     )
+
+
+def paired_cpu_ratio(runs: Sequence[Run], baseline_runs: Sequence[Run]) -> float | None:
+    """Median over repetitions of the run's CPU per operation over the baseline's
+    beside it."""
+    ratios = []
+    for run, base in zip(runs, baseline_runs, strict=True):
+        ours, theirs = run.cpu_us_per_op, base.cpu_us_per_op
+        if ours is not None and theirs:
+            ratios.append(ours / theirs)
+    return statistics.median(ratios) if ratios else None
 
 
 def paired_ratio(

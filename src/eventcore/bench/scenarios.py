@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 
 from eventcore.bench.measure import ClosedLoop, Done, Load, OpenLoop, Operation
 from eventcore.bench.results import Params, RatioBasis
-from eventcore.bench.stores import run_command
+from eventcore.bench.stores import run_command, warm_cache
 from eventcore.demo.bank import Deposit, MoneyDeposited, Transfer, bank_codec
 from eventcore.projection import Projection, rebuild_projection
 from eventcore.store import EventStore, ProjectionStore
@@ -24,6 +24,8 @@ from eventcore.types import AppendRequest, NewEvent, RecordedEvent, StreamId
 
 SCENARIOS: Final = (
     "commands",
+    "steady",
+    "hot_set",
     "append",
     "transfers",
     "fold",
@@ -57,6 +59,8 @@ class Sizes:
     log_events: int = 100_000
     page_size: int = 1000
     memory_commands: int = 10_000
+    hot_accounts: int = 100  # hot_set: the accounts most transfers are between
+    hot_share: float = 0.9  # hot_set: the share of transfers within the hot accounts
 
 
 # The memory test is cut to 5,000 commands, so its 10,000-command target shows
@@ -147,6 +151,20 @@ def _transfers_spec(sizes: Sizes) -> ScenarioSpec:
     return _closed(sizes, "transfers", "command", TARGET_TASKS, "operations")
 
 
+def _steady_spec(sizes: Sizes) -> ScenarioSpec:
+    # The commands of "commands c=64" once the cache is warm: every account is
+    # opened and its state cached before the first run, as in a service that has
+    # been up for a while (or warmed its cache at start).
+    label = f"steady c={TARGET_TASKS} warm cache"
+    return _closed(sizes, "steady", "command", TARGET_TASKS, "operations", label)
+
+
+def _hot_set_spec(sizes: Sizes) -> ScenarioSpec:
+    share = round(sizes.hot_share * 100)
+    label = f"hot_set c={TARGET_TASKS} {share}% on {sizes.hot_accounts}"
+    return _closed(sizes, "hot_set", "command", TARGET_TASKS, "operations", label)
+
+
 def _read_all_spec(sizes: Sizes) -> ScenarioSpec:
     label = f"read_all {sizes.log_events} events"
     return _closed(sizes, "read_all", "page", 1, "events", label)
@@ -212,6 +230,8 @@ def _open_loop_spec(sizes: Sizes) -> ScenarioSpec:
 
 
 _SINGLE_SPECS: Final[dict[str, Callable[[Sizes], ScenarioSpec]]] = {
+    "steady": _steady_spec,
+    "hot_set": _hot_set_spec,
     "transfers": _transfers_spec,
     "fold": _fold_spec,
     "read_all": _read_all_spec,
@@ -230,8 +250,15 @@ async def prepare_workload(
     accounts = [f"account-{n}" for n in range(sizes.accounts)]
     if spec.name in ("commands", "memory", "open_loop"):
         return _deposits(store, accounts, rng)
-    if spec.name == "transfers":
+    if spec.name == "steady":
         await _fill_streams(store, accounts, events_each=1, amount=_OPENING_BALANCE)
+        await warm_cache(store, Deposit, accounts)
+        return _deposits(store, accounts, rng)
+    if spec.name in ("transfers", "hot_set"):
+        await _fill_streams(store, accounts, events_each=1, amount=_OPENING_BALANCE)
+        if spec.name == "hot_set":
+            hot = accounts[: max(2, min(sizes.hot_accounts, len(accounts)))]
+            return _hot_transfers(store, hot, accounts, sizes.hot_share, rng)
         return _transfers(store, accounts, rng)
     if spec.name == "append":
         return _appends(store, spec.batch_size or 1)
@@ -260,6 +287,24 @@ def _deposits(store: EventStore, accounts: Sequence[str], rng: random.Random) ->
 def _transfers(store: EventStore, accounts: Sequence[str], rng: random.Random) -> Operation:
     async def transfer() -> Done:
         source, target = rng.sample(accounts, 2)
+        result = await run_command(store, Transfer(source, target, 1))
+        return Done(result.events_written, result.attempts - 1)
+
+    return transfer
+
+
+def _hot_transfers(
+    store: EventStore,
+    hot: Sequence[str],
+    accounts: Sequence[str],
+    hot_share: float,
+    rng: random.Random,
+) -> Operation:
+    """Transfers between two hot accounts ``hot_share`` of the time, else between
+    any two: hot entities, the workload a state cache is for."""
+
+    async def transfer() -> Done:
+        source, target = rng.sample(hot if rng.random() < hot_share else accounts, 2)
         result = await run_command(store, Transfer(source, target, 1))
         return Done(result.events_written, result.attempts - 1)
 

@@ -16,11 +16,13 @@ import typing
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
+from eventcore.backends._group_commit import GroupCommitter
 from eventcore.cache import StateCache
 from eventcore.command import Command
 from eventcore.demo.bank import bank_codec
@@ -61,6 +63,60 @@ async def run_command(store: EventStore, command: Command[Any, Any]) -> Executio
     return await execute(
         wrapped, command, codec=bank_codec, cache=_CACHES.get(store), observer=observer
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounters:
+    """The counters a run's figures are taken from: the store's state cache (hits,
+    misses) and group committer (batches, appends), ``None`` where it has none."""
+
+    cache_hits: int | None
+    cache_misses: int | None
+    commit_batches: int | None
+    committed_appends: int | None
+
+    def since(self, before: StoreCounters) -> StoreCounters:
+        """What each counter grew by since ``before``."""
+        return StoreCounters(
+            _grown(self.cache_hits, before.cache_hits),
+            _grown(self.cache_misses, before.cache_misses),
+            _grown(self.commit_batches, before.commit_batches),
+            _grown(self.committed_appends, before.committed_appends),
+        )
+
+
+def _grown(now: int | None, then: int | None) -> int | None:
+    return None if now is None or then is None else now - then
+
+
+def store_counters(store: EventStore) -> StoreCounters:
+    """The store's cache and group-commit counters as they stand."""
+    cache = _CACHES.get(store)
+    stats = cache.stats() if cache is not None else None
+    # The committer is the store's own (as observe_store reaches it): the bench
+    # reads its counters rather than asking every backend to expose them.
+    committer = getattr(store, "_committer", None)
+    batches = appends = None
+    if isinstance(committer, GroupCommitter):
+        batches, appends = committer.batches, committer.batched_appends
+    return StoreCounters(
+        stats.hits if stats is not None else None,
+        stats.misses if stats is not None else None,
+        batches,
+        appends,
+    )
+
+
+async def warm_cache(
+    store: EventStore, command: type[Command[Any, Any]], streams: list[str]
+) -> bool:
+    """Warm the store's state cache for ``command`` on ``streams``; False when the
+    cache is off (``--option cache=false``)."""
+    cache = _CACHES.get(store)
+    if cache is None:
+        return False
+    await cache.warm(store, command, streams, codec=bank_codec)
+    return True
 
 
 def _split_observer_option(options: dict[str, Any]) -> ObserverGroup | None:
