@@ -247,3 +247,54 @@ def test_a_per_stream_class_cannot_discover_streams() -> None:
         class Discovering(Deposit):
             def resolve_streams(self, state: Balances) -> list[str]:
                 return ["elsewhere"]
+
+
+@dataclass(frozen=True)
+class Totals:
+    amounts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class MoveTotals(Command[Totals, Moved]):
+    """Per-stream totals that are also snapshotted: each stream has its own."""
+
+    reuses_state: ClassVar[bool] = True
+    state_per_stream: ClassVar[bool] = True
+    snapshot_every: ClassVar[int] = 3
+    snapshot_name: ClassVar[str] = "test.totals"
+    state_type: ClassVar[type] = Totals
+    streams_read: tuple[str, ...]
+
+    def streams(self) -> list[str]:
+        return list(self.streams_read)
+
+    def initial_state(self) -> Totals:
+        return Totals({})
+
+    def apply(self, state: Totals, stream_id: StreamId, event: Moved) -> Totals:
+        return Totals({**state.amounts, stream_id: state.amounts.get(stream_id, 0) + event.amount})
+
+    def merge_states(self, parts: Mapping[StreamId, Totals]) -> Totals:
+        return Totals({s: n for part in parts.values() for s, n in part.amounts.items()})
+
+    def handle(self, state: Totals) -> list[tuple[str, Moved]]:
+        return [(self.streams_read[-1], Moved(1))]
+
+
+async def test_a_per_stream_fold_starts_each_uncached_stream_from_its_own_snapshot(
+    any_store: EventStore,
+) -> None:
+    for _ in range(5):  # the fourth folds 3 events: a snapshot of "a" at version 3
+        await execute(any_store, MoveTotals(("a",)), codec=peak_codec)
+    store = RecordingStore(any_store)
+    cache = StateCache(verify=True)
+    await execute(store, MoveTotals(("a", "b")), codec=peak_codec, cache=cache)
+    assert store.reads[0] == {
+        "streams": ["a", "b"],
+        "from_versions": {"a": 4, "b": 1},
+        "limit": 2000,
+    }
+    store.reads.clear()
+    result = await execute(store, MoveTotals(("a", "b")), codec=peak_codec, cache=cache)
+    assert dict(result.stream_versions) == {"a": 5, "b": 2}
+    assert cache.stats().verifications == 1  # the merged entries equal a fresh fold

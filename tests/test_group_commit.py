@@ -23,6 +23,7 @@ from eventcore import (
 )
 from eventcore.backends._group_commit import GroupCommitSettings, GroupCommitter
 from eventcore.backends.postgres import _store as postgres_store
+from eventcore.backends.sqlite import SQLiteEventStore
 from eventcore.backends.sqlite import _store as sqlite_store
 from eventcore.store import AppendOutcome, BatchAppender, EventStore
 from eventcore.types import AppendRequest, AppendResult, NewEvent
@@ -93,6 +94,19 @@ async def test_appends_queued_together_see_each_others_effects(any_store: EventS
     if committer is not None:
         assert committer.batches == 1
     assert [e.stream_version for e in await any_store.read_stream("s")] == [1, 2, 3]
+
+
+async def test_the_committer_counts_the_appends_its_batches_carried(tmp_path: Path) -> None:
+    store = await SQLiteEventStore.open(tmp_path / "events.sqlite")
+    try:
+        committer = _committer(store)
+        assert committer is not None
+        await store.append(_request({"alone": 0}, "alone"))
+        await asyncio.gather(*(store.append(_request({f"s{n}": 0}, f"s{n}")) for n in range(5)))
+        assert committer.batched_appends == 6
+        assert 2 <= committer.batches <= 6
+    finally:
+        await store.close()
 
 
 async def test_a_request_that_spoils_its_batch_fails_alone(any_store: EventStore) -> None:

@@ -500,6 +500,40 @@ class _StreamSet:
             cache.discard(self.key)
 
 
+def _part_start(command: Command[Any, Any], stream: StreamId) -> Generator[Step, Any, CachedState]:
+    """Where one stream of a per-stream state starts folding: its snapshot (the
+    one a command declaring only that stream keeps), else its beginning."""
+    key = _snapshot_key(command, (stream,))
+    if key is not None:
+        start = _from_snapshot(command, (stream,), (yield LoadSnapshot(key)))
+        if start is not None and len(start.versions) == 1:
+            return start
+    return CachedState(command.initial_state(), ((stream, 0),))
+
+
+def fold_stream(
+    command: Command[Any, Any],
+    codec: Codec,
+    start: CachedState,
+    events: list[RecordedEvent],
+    page_size: int | None,
+) -> Generator[Step, Any, tuple[Any, int, int]]:
+    """Fold one stream onto ``start`` (its state and version) from its first page
+    on; return the state, its version and how many events were replayed."""
+    state = start.state
+    stream, version = start.versions[0]
+    replayed = 0
+    while True:
+        for record in events:
+            state = command.apply(state, stream, codec.decode(record))
+        replayed += len(events)
+        if events:
+            version = events[-1].stream_version
+        if page_size is None or len(events) < page_size:
+            return state, version, replayed
+        events = (yield ReadStreams((stream,), (version + 1,), page_size))[stream]
+
+
 class _Parts:
     """The cache entries of a per-stream command over several streams: one per
     stream, folded alone, merged into the command's state with ``merge_states``."""
@@ -534,34 +568,32 @@ class _Parts:
     def read(
         self, codec: Codec, page_size: int | None
     ) -> Generator[Step, Any, tuple[Any, Versions]]:
-        """Read every stream after its entry (from its start if it has none) in one
-        read, fold each onto its own state, and merge; remember the parts."""
-        command = self.command
-        states = {s: e.state for s, e in self.found.items()}
-        versions: Versions = {s: e.versions[0][1] for s, e in self.found.items()}
-        for stream in self.declared:
-            if stream not in states:
-                states[stream] = command.initial_state()
-                versions[stream] = 0
-        versions = {s: versions[s] for s in self.declared}  # fold order
+        """Read every stream after its entry (from its snapshot or start if it has
+        none) in one read, fold each onto its own state, and merge; remember the
+        parts, and snapshot those that replayed enough events."""
+        command, declared = self.command, self.declared
+        starts: dict[StreamId, CachedState] = {}
+        for stream in declared:
+            found = self.found.get(stream)
+            starts[stream] = found or (yield from _part_start(command, stream))
         pages: Mapping[str, list[RecordedEvent]] = yield ReadStreams(
-            self.declared, tuple(versions[s] + 1 for s in self.declared), page_size
+            declared, tuple(starts[s].versions[0][1] + 1 for s in declared), page_size
         )
-        for stream in self.declared:
-            events = pages[stream]
-            while True:
-                part = states[stream]
-                for record in events:
-                    part = command.apply(part, stream, codec.decode(record))
-                states[stream] = part
-                if events:
-                    versions[stream] = events[-1].stream_version
-                if page_size is None or len(events) < page_size:
-                    break
-                more = yield ReadStreams((stream,), (versions[stream] + 1,), page_size)
-                events = more[stream]
-        self.found = {s: CachedState(states[s], ((s, versions[s]),)) for s in self.declared}
-        return command.merge_states({s: states[s] for s in self.declared}), versions
+        states: dict[StreamId, Any] = {}
+        versions: Versions = {}
+        for stream in declared:
+            start = starts[stream]
+            states[stream], versions[stream], replayed = yield from fold_stream(
+                command, codec, start, pages[stream], page_size
+            )
+            if command.snapshot_every and replayed >= command.snapshot_every:
+                encoded = _encode_snapshot(command, states[stream])
+                if encoded is not None:
+                    key = _snapshot_key(command, (stream,))
+                    assert key is not None  # snapshot_every is set
+                    yield SaveSnapshot(Snapshot(key, ((stream, versions[stream]),), encoded))
+        self.found = {s: CachedState(states[s], ((s, versions[s]),)) for s in declared}
+        return command.merge_states(states), versions
 
     def should_verify(self) -> bool:
         return self.cache.should_verify()

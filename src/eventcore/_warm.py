@@ -21,8 +21,9 @@ from eventcore._plan import (
     _check_stream_count,
     _read_state,
     _unique_streams,
+    fold_stream,
 )
-from eventcore.cache import StateCache
+from eventcore.cache import CachedState, StateCache
 from eventcore.codec import Codec, default_codec
 from eventcore.command import Command, state_reuse_refused
 from eventcore.errors import ValidationError
@@ -117,8 +118,8 @@ def warm_plan(
 ) -> Generator[Step, Any, int]:
     """Fold every stream set and put its entry in ``cache``; return how many."""
     plain = type(command).resolve_streams is Command.resolve_streams and not command.snapshot_every
-    for start in range(0, len(stream_sets), WARM_BATCH):
-        chunk = stream_sets[start : start + WARM_BATCH]
+    for first_set in range(0, len(stream_sets), WARM_BATCH):
+        chunk = stream_sets[first_set : first_set + WARM_BATCH]
         if not plain:  # discovered streams or snapshots: the executor's own fold
             for declared in chunk:
                 folded, read = yield from _read_state(command, codec, declared, None, page_size)
@@ -132,28 +133,8 @@ def warm_plan(
             state = command.initial_state()
             versions: Versions = {}
             for stream in declared:
-                state, versions[stream] = yield from _fold_stream(
-                    command, codec, state, stream, first[stream], page_size
+                state, versions[stream], _ = yield from fold_stream(
+                    command, codec, CachedState(state, ((stream, 0),)), first[stream], page_size
                 )
             cache.put(StateCache.key_for(command, declared), state, versions)
     return len(stream_sets)
-
-
-def _fold_stream(
-    command: Command[Any, Any],
-    codec: Codec,
-    state: Any,
-    stream: StreamId,
-    events: list[RecordedEvent],
-    page_size: int | None,
-) -> Generator[Step, Any, tuple[Any, int]]:
-    """Fold one stream from its first page on; return the state and its version."""
-    version = 0
-    while True:
-        for record in events:
-            state = command.apply(state, stream, codec.decode(record))
-        if events:
-            version = events[-1].stream_version
-        if page_size is None or len(events) < page_size:
-            return state, version
-        events = (yield ReadStreams((stream,), (version + 1,), page_size))[stream]
