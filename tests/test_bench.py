@@ -180,7 +180,7 @@ def test_plan_covers_the_seed_scenarios_at_every_size() -> None:
         "commands c=64",
         "commands c=100",
         "steady c=64 warm cache",
-        "hot_set c=64 90% on 100",
+        "hot_set c=64 90% on 1000",
         "append batch=1",
         "append batch=1000",
         "transfers c=64",

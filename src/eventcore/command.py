@@ -53,10 +53,12 @@ class Command(ABC, Generic[S, E]):
 
     Reused state (opt-in, ``reuses_state = True``): the state cache
     (:class:`~eventcore.cache.StateCache`) and snapshots hand a command the state
-    folded by an *earlier instance* of its class with the same declared streams.
-    That is only right if the command follows the rules of reused state:
-    ``initial_state``, ``apply`` and ``resolve_streams`` depend only on the events
-    and the class, never on the instance's fields; ``apply`` returns a new state;
+    folded by an *earlier command* — an instance of its class, or of a class with
+    the same fold (the same ``initial_state``, ``apply`` and ``resolve_streams``)
+    — over the same declared streams. That is only right if the command follows
+    the rules of reused state: ``initial_state``, ``apply`` and ``resolve_streams``
+    depend only on the events, never on the instance's fields (nor on what
+    differs between classes sharing them); ``apply`` returns a new state;
     and the state does not depend on how events of different streams interleave.
     Nothing else can check this (the stream versions match either way, so a state
     folded with another instance's fields would let a wrong event be written), so
@@ -199,7 +201,8 @@ def state_reuse_refused(cls: type[Command[Any, Any]], used_with: str) -> StateRe
     name = cls.__qualname__
     return StateReuseRefused(
         f"{name} has not opted in to reused state, so it cannot be used with {used_with}. "
-        f"A reused state was folded by another instance of {name} with the same streams, "
+        f"A reused state was folded by another command of {name} (or of a class sharing "
+        "its initial_state, apply and resolve_streams) with the same streams, "
         "so initial_state, apply and resolve_streams must not read the command's fields, "
         "apply must return a new state rather than change the one it is given, and the "
         "state must not depend on how events of different streams interleave. If "

@@ -59,7 +59,7 @@ class Sizes:
     log_events: int = 100_000
     page_size: int = 1000
     memory_commands: int = 10_000
-    hot_accounts: int = 100  # hot_set: the accounts most transfers are between
+    hot_accounts: int = 1000  # hot_set: the accounts most transfers are between
     hot_share: float = 0.9  # hot_set: the share of transfers within the hot accounts
 
 
