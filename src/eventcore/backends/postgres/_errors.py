@@ -20,6 +20,7 @@ The rules behind the rows:
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -145,6 +146,17 @@ def may_retry_read(exc: StoreError) -> bool:
     """Whether a read that failed with ``exc`` may run once more."""
     rule = rule_for(exc.__cause__)
     return rule is not None and rule.retry_read
+
+
+def has_free_connection(pool: asyncpg.Pool) -> bool:
+    """Whether ``pool`` would hand out a connection at once, without waiting.
+
+    asyncpg keeps its free connections in a queue it does not expose (its
+    ``get_idle_size()`` walks every connection, which costs as much as what a
+    caller saves by asking). Without that queue, this says no: the caller then
+    waits with its timeout, as it always may. A test checks both answers."""
+    queue = getattr(pool, "_queue", None)
+    return isinstance(queue, asyncio.Queue) and not queue.empty()
 
 
 def describe_target(dsn: str) -> str:

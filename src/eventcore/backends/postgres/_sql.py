@@ -1,4 +1,4 @@
-"""The SQL of the PostgreSQL store, and decoding of its rows.
+"""The SQL of the PostgreSQL store (its rows become records in ``_reads``).
 
 Every statement is built once per store with the schema name (a validated
 identifier, see PostgresConfig) and takes its values as bound parameters only.
@@ -6,14 +6,11 @@ identifier, see PostgresConfig) and takes its values as bound parameters only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from eventcore._glob import literal_prefix, postgres_regex
-from eventcore.codec import EMPTY_METADATA_JSON, decode_metadata
 from eventcore.store import LogFilter
-from eventcore.types import EMPTY_METADATA, RecordedEvent, trusted_stream_id
 
 _COLUMNS: Final = (
     "position, event_id, stream_id, stream_version, event_type, payload, metadata, recorded_at"
@@ -30,6 +27,7 @@ class Statements:
     read_streams: str
     read_stream_tail: str
     stream_version: str
+    list_streams: str
     head_position: str
     save_checkpoint: str
     load_checkpoint: str
@@ -77,6 +75,14 @@ class Statements:
                 "ORDER BY w.n, e.stream_version"
             ),
             stream_version=f"SELECT version FROM {s}.streams WHERE stream_id = $1",
+            # The streams table's primary key, walked in order from the prefix: in any
+            # collation a string sorts at or after its prefixes. Streams created by an
+            # append that wrote nothing to them (read-only participants) have version 0.
+            list_streams=(
+                f"SELECT stream_id, version FROM {s}.streams"
+                " WHERE stream_id >= $1 AND stream_id > $2 AND starts_with(stream_id, $1)"
+                " AND version > 0 ORDER BY stream_id LIMIT $3"
+            ),
             head_position=f"SELECT position FROM {s}.log_head WHERE id = 1",
             save_checkpoint=(
                 f"INSERT INTO {s}.checkpoints (name, position) VALUES ($1, $2) "
@@ -181,43 +187,3 @@ class Statements:
         if limit is not None:
             sql += f" LIMIT {bind(limit)}"
         return sql, params
-
-
-def decode_slots(rows: Iterable[Any]) -> dict[int, list[RecordedEvent]]:
-    """Rows of the read_streams query (``_COLUMNS`` plus the slot number) into
-    records per slot."""
-    slots: dict[int, list[RecordedEvent]] = {}
-    for row in rows:
-        position, event_id, stream_id, version, event_type, payload, meta, recorded, n = row
-        metadata = EMPTY_METADATA if meta == EMPTY_METADATA_JSON else decode_metadata(meta)
-        record = RecordedEvent(
-            event_id,
-            trusted_stream_id(stream_id),
-            version,
-            position,
-            event_type,
-            payload,
-            metadata,
-            recorded,
-        )
-        slots.setdefault(n, []).append(record)
-    return slots
-
-
-def decode_rows(rows: Iterable[Any]) -> list[RecordedEvent]:
-    """Rows of ``_COLUMNS`` into records. Hot path: no per-row lookups beyond need."""
-    events: list[RecordedEvent] = []
-    append = events.append
-    last_stream = ""
-    stream = trusted_stream_id("-")
-    for position, event_id, stream_id, version, event_type, payload, meta, recorded in rows:
-        if stream_id != last_stream:
-            stream = trusted_stream_id(stream_id)
-            last_stream = stream_id
-        metadata = EMPTY_METADATA if meta == EMPTY_METADATA_JSON else decode_metadata(meta)
-        append(
-            RecordedEvent(
-                event_id, stream, version, position, event_type, payload, metadata, recorded
-            )
-        )
-    return events
