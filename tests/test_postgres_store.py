@@ -30,6 +30,7 @@ from eventcore.backends.postgres import (
     PostgresConfig,
     PostgresEventStore,
 )
+from eventcore.backends.postgres._errors import has_free_connection
 from eventcore.demo.bank import Deposit, bank_codec
 from eventcore.errors import StoreUnavailable, ValidationError
 from eventcore.execute import execute
@@ -366,6 +367,22 @@ async def test_store_connections_have_statement_timeout_equal_to_command_timeout
             assert await conn.fetchval("SHOW statement_timeout") == shown
         finally:
             await store._pool.release(conn)
+
+
+async def test_a_pool_with_a_connection_free_is_seen_to_have_one_and_a_drained_pool_not(
+    pg_schema: str,
+) -> None:
+    # The store skips asyncpg's acquire timer only when this says a connection is
+    # free: if asyncpg stops keeping its queue where we look, this fails.
+    async with await pg.fresh_store(pg_schema, max_connections=2, min_connections=2) as store:
+        assert has_free_connection(store._pool)
+        held = [await store._pool.acquire() for _ in range(2)]
+        try:
+            assert not has_free_connection(store._pool)
+        finally:
+            for conn in held:
+                await store._pool.release(conn)
+        assert has_free_connection(store._pool)
 
 
 async def test_an_append_outlasting_command_timeout_is_cancelled_and_writes_nothing(

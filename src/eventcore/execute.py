@@ -112,9 +112,16 @@ async def _read(
         # loop: a store that answers without a real await (the memory store) would
         # never let another task run. One read, the usual case, pays nothing.
         await asyncio.sleep(0)
+    starts = step.from_versions
+    # A first read starts every stream at version 1, the default: no mapping to
+    # build, and none for the store to check.
     return await store.read_streams(
         step.stream_ids,
-        from_versions=dict(zip(step.stream_ids, step.from_versions, strict=True)),
+        from_versions=(
+            None
+            if starts.count(1) == len(starts)
+            else dict(zip(step.stream_ids, starts, strict=True))
+        ),
         limit=step.limit,
     )
 
@@ -224,6 +231,15 @@ def _describe(kind: type | tuple[type, ...]) -> str:
     return " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
 
 
+def _check_ids(correlation_id: object, causation_id: object) -> None:
+    for name, value in (("correlation_id", correlation_id), ("causation_id", causation_id)):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ValidationError(f"{name} must be a str or None, got {value!r}")
+        check_storable_text(value, name)
+
+
 async def execute(
     store: EventStore,
     command: Command[Any, Any],
@@ -273,15 +289,11 @@ async def execute(
       events twice; retrying with the same ``command_id`` writes them at most once.
     """
     _check_execute_args(command, codec, retry, cache, metadata, observer)
-    command_ids = CommandEventIds.of(command_id)
+    command_ids = None if command_id is None else CommandEventIds.of(command_id)
     if command_ids is not None and not _looks_events_up(store):
         raise _cannot_look_up(store)
-    for name, value in (("correlation_id", correlation_id), ("causation_id", causation_id)):
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise ValidationError(f"{name} must be a str or None, got {value!r}")
-        check_storable_text(value, name)
+    if correlation_id is not None or causation_id is not None:
+        _check_ids(correlation_id, causation_id)
     event_metadata = EventMetadata(
         correlation_id if correlation_id is not None else str(new_event_id()),
         causation_id,

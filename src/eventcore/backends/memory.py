@@ -90,7 +90,9 @@ class InMemoryEventStore(PagedReads):
     def __init__(self) -> None:
         self._streams: dict[StreamId, list[RecordedEvent]] = {}
         self._log: list[RecordedEvent] = []
-        self._event_ids: dict[uuid.UUID, RecordedEvent] = {}  # the unique index
+        # The unique index, keyed by the UUID's int: a UUID hashes in Python code,
+        # its int in C (two hashes per event written).
+        self._event_ids: dict[int, RecordedEvent] = {}
         self._checkpoints: dict[str, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._leases: dict[str, tuple[str, float, int]] = {}  # holder, expiry, token
@@ -114,7 +116,8 @@ class InMemoryEventStore(PagedReads):
 
     async def append(self, request: AppendRequest) -> AppendResult:
         self._check_open()
-        check_requests(request)
+        if type(request) is not AppendRequest:
+            check_requests(request)
         streams = self._streams
         for stream, expected in request.expected:
             actual = len(streams.get(stream, ()))
@@ -151,7 +154,7 @@ class InMemoryEventStore(PagedReads):
             if stream_events is None:
                 stream_events = streams[record.stream_id] = []
             stream_events.append(record)
-            event_ids[record.event_id] = record
+            event_ids[record.event_id.int] = record
         self._log.extend(records)
         if records and self._waiting:
             # Only a waiting follower needs a fresh Event (about 0.3 us per append
@@ -174,13 +177,13 @@ class InMemoryEventStore(PagedReads):
     def _check_new_ids(self, events: tuple[NewEvent, ...]) -> None:
         known = self._event_ids
         if len(events) == 1:  # the usual append: no set to build
-            if events[0].event_id in known:
+            if events[0].event_id.int in known:
                 raise DuplicateEventId({events[0].event_id: None})
             return
         seen: set[uuid.UUID] = set()
         duplicates: dict[uuid.UUID, None] = {}  # ordered, for the message
         for new in events:
-            if new.event_id in known or new.event_id in seen:
+            if new.event_id.int in known or new.event_id in seen:
                 duplicates[new.event_id] = None
             seen.add(new.event_id)
         if duplicates:
@@ -270,7 +273,7 @@ class InMemoryEventStore(PagedReads):
 
     async def events_by_id(self, event_ids: Iterable[uuid.UUID]) -> list[RecordedEvent]:
         self._check_open()
-        found = (self._event_ids.get(i) for i in check_event_ids(event_ids))
+        found = (self._event_ids.get(i.int) for i in check_event_ids(event_ids))
         return sorted(filter(None, found), key=lambda record: record.global_position)
 
     # -- snapshots -----------------------------------------------------------------
