@@ -35,3 +35,24 @@ class TestPostgresEventStore(StoreContract):
                 return await peers.enter_async_context(await pg.fresh_store(pg_schema))
 
             yield open_peer
+
+
+class TestPostgresEventStoreByCopy(TestPostgresEventStore):
+    """The same contract with every append of at least one event sent by COPY."""
+
+    @pytest_asyncio.fixture
+    async def store(self, pg_schema: str) -> AsyncIterator[PostgresEventStore]:
+        async with await pg.fresh_store(pg_schema, copy_threshold=1) as store:
+            yield store
+
+    @pytest_asyncio.fixture
+    async def open_peer(
+        self, pg_schema: str, store: PostgresEventStore
+    ) -> AsyncIterator[PeerFactory]:
+        async with AsyncExitStack() as peers:
+
+            async def open_peer() -> PostgresEventStore:
+                peer = await pg.fresh_store(pg_schema, copy_threshold=1)
+                return await peers.enter_async_context(peer)
+
+            yield open_peer

@@ -176,6 +176,7 @@ def test_the_production_preset_has_exactly_the_seeds_pool_settings() -> None:
             "max_in_flight": 1,
         },
         "group_reads": False,
+        "copy_threshold": None,
     }
 
 
@@ -201,6 +202,7 @@ def test_the_development_preset_is_a_small_pool_with_short_timeouts() -> None:
             "max_in_flight": 1,
         },
         "group_reads": False,
+        "copy_threshold": None,
     }
 
 
@@ -238,6 +240,11 @@ def test_preset_overrides_replace_only_the_named_settings(
         ("command_timeout", True),
         ("command_timeout", "30"),
         ("application_name", "x" * 64),
+        ("copy_threshold", 0),
+        ("copy_threshold", True),
+        ("copy_threshold", 1.5),
+        ("copy_threshold", -1),
+        ("copy_threshold", "100"),
     ],
 )
 def test_an_invalid_setting_is_refused_naming_the_value(setting: str, value: object) -> None:

@@ -36,7 +36,10 @@ class PostgresConfig:
     (on by default; see :class:`~eventcore.backends.GroupCommitSettings`);
     ``group_reads``: concurrent ``read_streams`` calls share queries (off by
     default: in our benchmark it helped single-stream commands and hurt transfers;
-    see docs/benchmarks.md).
+    see docs/benchmarks.md). ``copy_threshold``: a batch (one ``append_many`` call,
+    or one group commit) of at least this many events is streamed to the server by
+    binary COPY instead of as array parameters, with the same checks and results;
+    ``None`` (the default) never uses COPY (see docs/adr/0008-copy-appends.md).
     """
 
     dsn: str | None = None
@@ -52,6 +55,8 @@ class PostgresConfig:
     max_payload_bytes: int = 16 * 1024 * 1024
     group_commit: GroupCommitSettings = DEFAULT_GROUP_COMMIT
     group_reads: bool = False
+    # Off: measured at par with the array path (benchmarks/copy_appends.py, ADR 8).
+    copy_threshold: int | None = None
 
     def __post_init__(self) -> None:
         if self.dsn is not None and (not isinstance(self.dsn, str) or not self.dsn.strip()):
@@ -84,6 +89,7 @@ class PostgresConfig:
                 or not (math.isfinite(value) and value > 0)
             ):
                 raise ValidationError(f"{name} must be a positive number of seconds, got {value!r}")
+        _check_copy_threshold(self.copy_threshold)
         if not isinstance(self.application_name, str) or len(self.application_name) > 63:
             raise ValidationError(
                 f"application_name must be a str of at most 63 characters, "
@@ -139,3 +145,11 @@ class PostgresConfig:
             for f in fields(self)
         )
         return f"PostgresConfig({shown})"
+
+
+def _check_copy_threshold(value: object) -> None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValidationError(
+            "copy_threshold must be None (never use COPY) or an int of at least 1 "
+            f"(the events in a batch from which on it goes by COPY), got {value!r}"
+        )

@@ -23,6 +23,7 @@ class Statements:
 
     schema: str
     append_batch: str
+    append_staged: str
     read_stream: str
     read_streams: str
     read_stream_tail: str
@@ -54,6 +55,8 @@ class Statements:
             append_batch=(
                 f"SELECT * FROM {s}.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ),
+            # append_batch with the events staged by COPY (see _copy)
+            append_staged=f"SELECT * FROM {s}.append_staged($1, $2, $3, $4, $5)",
             read_stream=(
                 f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1 "
                 "AND stream_version >= $2 ORDER BY stream_version LIMIT $3"

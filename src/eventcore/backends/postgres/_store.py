@@ -27,6 +27,7 @@ from eventcore.backends._group_commit import (
     lost_connection,
 )
 from eventcore.backends.postgres._config import PostgresConfig
+from eventcore.backends.postgres._copy import append_rows
 from eventcore.backends.postgres._errors import (
     CONNECTION_ERRORS,
     DRIVER_ERRORS,
@@ -89,7 +90,8 @@ _LOCK_CONFLICTS = (
 
 async def _no_reset(_conn: asyncpg.Connection) -> None:
     """asyncpg's default reset costs a round trip per release; we leave no session
-    state behind (no LISTEN on pool connections, only transaction-scoped locks)."""
+    state behind (no LISTEN on pool connections, only transaction-scoped locks; the
+    COPY path's staging table is emptied at every commit, see _copy)."""
 
 
 class PostgresEventStore(PostgresReads):
@@ -275,7 +277,8 @@ class PostgresEventStore(PostgresReads):
         return outcome
 
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
-        """Several independent appends in one transaction and one round trip.
+        """Several independent appends in one transaction and one round trip (a
+        batch of ``copy_threshold`` events or more goes by COPY, in a few).
 
         Each is checked against the versions the ones before it left, exactly as if
         they were made one after another; a conflict is returned in its place and
@@ -290,7 +293,7 @@ class PostgresEventStore(PostgresReads):
         arrays = BatchArrays.build(requests, self._config.max_payload_bytes)
         async with self._connection("append") as conn:
             try:
-                rows = await conn.fetch(self._sql.append_batch, *arrays.parameters())
+                rows = await append_rows(conn, self._sql, arrays, self._config.copy_threshold)
             except asyncpg.UniqueViolationError as exc:
                 ids = [event.event_id for request in requests for event in request.events]
                 stored = await conn.fetch(self._sql.stored_event_ids, ids)
