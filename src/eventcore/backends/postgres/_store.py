@@ -90,8 +90,7 @@ _LOCK_CONFLICTS = (
 
 async def _no_reset(_conn: asyncpg.Connection) -> None:
     """asyncpg's default reset costs a round trip per release; we leave no session
-    state behind (no LISTEN on pool connections, only transaction-scoped locks; the
-    COPY path's staging table is emptied at every commit, see _copy)."""
+    state behind (no LISTEN, transaction-scoped locks, a COPY table emptied at commit)."""
 
 
 class PostgresEventStore(PostgresReads):
@@ -277,8 +276,7 @@ class PostgresEventStore(PostgresReads):
         return outcome
 
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
-        """Several independent appends in one transaction and one round trip (a
-        batch of ``copy_threshold`` events or more goes by COPY, in a few).
+        """Several independent appends in one transaction: one round trip, or a few by COPY.
 
         Each is checked against the versions the ones before it left, exactly as if
         they were made one after another; a conflict is returned in its place and
