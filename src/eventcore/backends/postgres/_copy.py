@@ -4,9 +4,10 @@ events travel by binary COPY instead of as array parameters.
 Within one transaction the rows are streamed into the session's staging table,
 then ``append_staged`` (``migrations/0006_copy_appends.sql``) checks, numbers and
 inserts them with one set-based ``INSERT ... SELECT``, exactly as ``append_batch``
-does with arrays. The server still numbers only the rows it inserts itself, and
-the COPY runs before any lock is taken, so the log's commit lock is held no
-longer than on the array path. See docs/adr/0008-copy-appends.md.
+does with arrays. The server still numbers only the rows it inserts itself. The
+COPY runs before any lock is taken; the position counter's row stays locked one
+round trip longer than on the array path, until the client's COMMIT arrives.
+See docs/adr/0008-copy-appends.md.
 
 The staging table is a temporary table of the session, created on first use and
 kept (``ON COMMIT DELETE ROWS`` empties it at every commit, in place, without the
