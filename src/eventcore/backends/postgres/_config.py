@@ -55,7 +55,8 @@ class PostgresConfig:
     max_payload_bytes: int = 16 * 1024 * 1024
     group_commit: GroupCommitSettings = DEFAULT_GROUP_COMMIT
     group_reads: bool = False
-    # Off: measured at par with the array path (benchmarks/copy_appends.py, ADR 8).
+    # Off: slower than the array path below a few thousand events, at most ~10%
+    # faster beyond (benchmarks/copy_appends.py, docs/adr/0008-copy-appends.md).
     copy_threshold: int | None = None
 
     def __post_init__(self) -> None:
