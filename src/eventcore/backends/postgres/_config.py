@@ -15,6 +15,7 @@ DATABASE_URL_VARIABLE: Final = "EVENTCORE_DATABASE_URL"
 # Lower-case identifiers only: they need no quoting rules beyond double quotes,
 # and the notification channel built from them stays under 63 bytes.
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+_SECRET_FIELDS: Final = frozenset({"dsn", "listen_dsn"})
 _DURATIONS: Final = (
     "acquire_timeout",
     "idle_timeout",
@@ -40,6 +41,16 @@ class PostgresConfig:
     or one group commit) of at least this many events is streamed to the server by
     binary COPY instead of as array parameters, with the same checks and results;
     ``None`` (the default) never uses COPY (see docs/adr/0008-copy-appends.md).
+
+    ``statement_cache_size``: how many prepared statements asyncpg keeps per
+    connection; 0 sends every query as an unnamed statement, which a pooler in
+    transaction mode (PgBouncer before 1.21) needs. ``listen_dsn``: where the
+    one connection that LISTENs for appends connects (default: ``dsn``); LISTEN
+    holds a session, so behind a transaction pooler it must reach the server
+    directly. ``statement_timeout_at_connect``: send ``statement_timeout`` (the
+    ``command_timeout``) when connecting, so the server cancels a statement its
+    client abandoned; PgBouncer refuses that startup parameter. See
+    :meth:`behind_pgbouncer` and docs/pgbouncer.md.
     """
 
     dsn: str | None = None
@@ -58,43 +69,28 @@ class PostgresConfig:
     # Off: slower than the array path below a few thousand events, at most ~10%
     # faster beyond (benchmarks/copy_appends.py, docs/adr/0008-copy-appends.md).
     copy_threshold: int | None = None
+    statement_cache_size: int = 100
+    listen_dsn: str | None = None
+    statement_timeout_at_connect: bool = True
 
     def __post_init__(self) -> None:
-        if self.dsn is not None and (not isinstance(self.dsn, str) or not self.dsn.strip()):
-            raise ValidationError(f"dsn must be a non-empty str or None, got {self.dsn!r}")
-        if not isinstance(self.schema, str) or not _SCHEMA_NAME.fullmatch(self.schema):
-            raise ValidationError(
-                f"schema must be a lower-case SQL identifier of at most 48 characters "
-                f"([a-z_][a-z0-9_]*), got {self.schema!r}"
-            )
-        if self.schema.startswith("pg_"):
-            raise ValidationError(
-                f"schema {self.schema!r} starts with 'pg_', which PostgreSQL reserves "
-                "for system schemas; choose another name"
-            )
-        for name in ("max_connections", "min_connections", "max_payload_bytes"):
+        for name in ("dsn", "listen_dsn"):
             value = getattr(self, name)
-            least = 0 if name == "min_connections" else 1
-            if type(value) is not int or value < least:
-                raise ValidationError(f"{name} must be an int of at least {least}, got {value!r}")
-        if self.min_connections > self.max_connections:
-            raise ValidationError(
-                f"min_connections ({self.min_connections}) exceeds "
-                f"max_connections ({self.max_connections})"
-            )
-        for name in _DURATIONS:
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (math.isfinite(value) and value > 0)
-            ):
-                raise ValidationError(f"{name} must be a positive number of seconds, got {value!r}")
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValidationError(f"{name} must be a non-empty str or None, got {value!r}")
+        _check_schema(self.schema)
+        _check_sizes(self)
+        _check_durations(self)
         _check_copy_threshold(self.copy_threshold)
         if not isinstance(self.application_name, str) or len(self.application_name) > 63:
             raise ValidationError(
                 f"application_name must be a str of at most 63 characters, "
                 f"got {self.application_name!r}"
+            )
+        if not isinstance(self.statement_timeout_at_connect, bool):
+            raise ValidationError(
+                f"statement_timeout_at_connect must be a bool, "
+                f"got {self.statement_timeout_at_connect!r}"
             )
 
     @classmethod
@@ -120,6 +116,29 @@ class PostgresConfig:
         )
         return replace(base, **overrides)
 
+    @classmethod
+    def behind_pgbouncer(
+        cls, dsn: str | None = None, *, listen_dsn: str | None, **overrides: Any
+    ) -> PostgresConfig:
+        """The production pool, through PgBouncer in transaction pooling mode.
+
+        No prepared statements are kept (a named statement lives in one server
+        session, and the next transaction may run on another), no
+        ``statement_timeout`` is sent when connecting (PgBouncer refuses startup
+        parameters it does not know; set it on the role or in PgBouncer's
+        ``connect_query``), and LISTEN goes to ``listen_dsn``: the server itself,
+        or a PgBouncer database in session mode. ``listen_dsn=None`` is allowed
+        only to say so explicitly; followers then LISTEN through ``dsn``, which
+        works only if that pool is in session mode. See docs/pgbouncer.md.
+        """
+        base = cls(
+            dsn=dsn,
+            listen_dsn=listen_dsn,
+            statement_cache_size=0,
+            statement_timeout_at_connect=False,
+        )
+        return replace(base, **overrides)
+
     def resolved_dsn(self) -> str:
         """The DSN to connect to: the configured one, else the environment's."""
         dsn = self.dsn if self.dsn is not None else os.environ.get(DATABASE_URL_VARIABLE)
@@ -140,12 +159,55 @@ class PostgresConfig:
         return f"eventcore_{self.schema}"
 
     def __repr__(self) -> str:
-        # Never print a password that may be in the DSN.
-        shown = ", ".join(
-            f"{f.name}={'<dsn>' if f.name == 'dsn' and self.dsn else getattr(self, f.name)!r}"
-            for f in fields(self)
-        )
+        # Never print a password that may be in a DSN.
+        shown = ", ".join(f"{f.name}={self._shown(f.name)}" for f in fields(self))
         return f"PostgresConfig({shown})"
+
+    def _shown(self, name: str) -> str:
+        value = getattr(self, name)
+        return f"<{name}>" if name in _SECRET_FIELDS and value else repr(value)
+
+
+def _check_schema(schema: object) -> None:
+    if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+        raise ValidationError(
+            f"schema must be a lower-case SQL identifier of at most 48 characters "
+            f"([a-z_][a-z0-9_]*), got {schema!r}"
+        )
+    if schema.startswith("pg_"):
+        raise ValidationError(
+            f"schema {schema!r} starts with 'pg_', which PostgreSQL reserves "
+            "for system schemas; choose another name"
+        )
+
+
+def _check_sizes(config: PostgresConfig) -> None:
+    for name in (
+        "max_connections",
+        "min_connections",
+        "max_payload_bytes",
+        "statement_cache_size",
+    ):
+        value = getattr(config, name)
+        least = 0 if name in ("min_connections", "statement_cache_size") else 1
+        if type(value) is not int or value < least:
+            raise ValidationError(f"{name} must be an int of at least {least}, got {value!r}")
+    if config.min_connections > config.max_connections:
+        raise ValidationError(
+            f"min_connections ({config.min_connections}) exceeds "
+            f"max_connections ({config.max_connections})"
+        )
+
+
+def _check_durations(config: PostgresConfig) -> None:
+    for name in _DURATIONS:
+        value = getattr(config, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (math.isfinite(value) and value > 0)
+        ):
+            raise ValidationError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
 def _check_copy_threshold(value: object) -> None:

@@ -195,7 +195,10 @@ class PostgresEventStore(PostgresReads):
             await self._pool.expire_connections()
 
     async def _connect_one(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self._dsn, **_connect_kwargs(self._config))
+        # The listener's own connection: LISTEN holds a session, so it may need a
+        # route of its own past a transaction pooler.
+        dsn = self._config.listen_dsn if self._config.listen_dsn is not None else self._dsn
+        return await asyncpg.connect(dsn, **_connect_kwargs(self._config))
 
     def _connection(self, operation: str) -> _Borrowed:
         """``async with self._connection(operation) as conn``: a pooled connection
@@ -494,14 +497,15 @@ def _terminate(conn: Connection) -> None:
 
 
 def _connect_kwargs(config: PostgresConfig) -> dict[str, Any]:
+    settings = {"application_name": config.application_name}
+    if config.statement_timeout_at_connect:
+        # The server cancels a runaway statement even if the client is gone.
+        settings["statement_timeout"] = str(int(config.command_timeout * 1000))
     return {
         "timeout": config.connect_timeout,
         "command_timeout": config.command_timeout,
-        "server_settings": {
-            "application_name": config.application_name,
-            # The server cancels a runaway statement even if the client is gone.
-            "statement_timeout": str(int(config.command_timeout * 1000)),
-        },
+        "statement_cache_size": config.statement_cache_size,
+        "server_settings": settings,
     }
 
 
@@ -535,8 +539,22 @@ async def _create_pool(config: PostgresConfig, dsn: str) -> asyncpg.Pool:
             f"cannot connect to PostgreSQL at {target} within {config.connect_timeout} s"
         ) from exc
     except CONNECTION_ERRORS as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL at {target}: {exc}") from exc
+        raise StoreUnavailable(
+            f"cannot connect to PostgreSQL at {target}: {exc}{_pooler_hint(exc)}"
+        ) from exc
     except asyncpg.PostgresError as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL at {target}: {exc}") from exc
     assert pool is not None
     return pool
+
+
+def _pooler_hint(exc: BaseException) -> str:
+    # PgBouncer refuses startup parameters it does not track, statement_timeout
+    # among them; the fix is on our side of the connection.
+    if "unsupported startup parameter" not in str(exc):
+        return ""
+    return (
+        "; a connection pooler such as PgBouncer refuses it: use "
+        "PostgresConfig.behind_pgbouncer(...) or statement_timeout_at_connect=False "
+        "(see docs/pgbouncer.md)"
+    )
