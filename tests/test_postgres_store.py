@@ -177,6 +177,9 @@ def test_the_production_preset_has_exactly_the_seeds_pool_settings() -> None:
         },
         "group_reads": False,
         "copy_threshold": None,
+        "statement_cache_size": 100,
+        "listen_dsn": None,
+        "statement_timeout_at_connect": True,
     }
 
 
@@ -203,6 +206,9 @@ def test_the_development_preset_is_a_small_pool_with_short_timeouts() -> None:
         },
         "group_reads": False,
         "copy_threshold": None,
+        "statement_cache_size": 100,
+        "listen_dsn": None,
+        "statement_timeout_at_connect": True,
     }
 
 
