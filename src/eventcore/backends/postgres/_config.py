@@ -15,7 +15,9 @@ DATABASE_URL_VARIABLE: Final = "EVENTCORE_DATABASE_URL"
 # Lower-case identifiers only: they need no quoting rules beyond double quotes,
 # and the notification channel built from them stays under 63 bytes.
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,47}")
-_SECRET_FIELDS: Final = frozenset({"dsn", "listen_dsn"})
+# Connection strings, which may carry a password: never printed.
+_DSNS: Final = ("dsn", "listen_dsn", "read_dsn")
+_SECRET_FIELDS: Final = frozenset(_DSNS)
 _DURATIONS: Final = (
     "acquire_timeout",
     "idle_timeout",
@@ -51,6 +53,12 @@ class PostgresConfig:
     ``command_timeout``) when connecting, so the server cancels a statement its
     client abandoned; PgBouncer refuses that startup parameter. See
     :meth:`behind_pgbouncer` and docs/pgbouncer.md.
+
+    ``read_dsn``: a hot standby (streaming replica) of the same database. When set,
+    reads of the global log (``read_all``, ``iter_all``, ``head_position``,
+    following, projections) go there; appends, checkpoints, leases and everything
+    else stay on ``dsn``. ``command_reads_on_replica``: a command's stream reads go
+    to the standby too (a stale read costs a retried command; see docs/replicas.md).
     """
 
     dsn: str | None = None
@@ -72,12 +80,11 @@ class PostgresConfig:
     statement_cache_size: int = 100
     listen_dsn: str | None = None
     statement_timeout_at_connect: bool = True
+    read_dsn: str | None = None
+    command_reads_on_replica: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("dsn", "listen_dsn"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValidationError(f"{name} must be a non-empty str or None, got {value!r}")
+        _check_dsns_and_replica(self)
         _check_schema(self.schema)
         _check_sizes(self)
         _check_durations(self)
@@ -215,4 +222,19 @@ def _check_copy_threshold(value: object) -> None:
         raise ValidationError(
             "copy_threshold must be None (never use COPY) or an int of at least 1 "
             f"(the events in a batch from which on it goes by COPY), got {value!r}"
+        )
+
+
+def _check_dsns_and_replica(config: PostgresConfig) -> None:
+    for name in _DSNS:
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValidationError(f"{name} must be a non-empty str or None, got {value!r}")
+    if not isinstance(config.command_reads_on_replica, bool):
+        raise ValidationError(
+            f"command_reads_on_replica must be a bool, got {config.command_reads_on_replica!r}"
+        )
+    if config.command_reads_on_replica and config.read_dsn is None:
+        raise ValidationError(
+            "command_reads_on_replica=True needs a replica to read from: set read_dsn"
         )

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+import asyncpg
+
 from eventcore._stream_list import check_list_streams
 from eventcore.backends._common import (
     check_log_read,
@@ -26,6 +28,7 @@ from eventcore.backends._common import (
     check_streams_read,
 )
 from eventcore.backends.postgres._group_read import GroupReader
+from eventcore.backends.postgres._replica import ReadPools
 from eventcore.backends.postgres._sql import Statements
 from eventcore.codec import EMPTY_METADATA_JSON, decode_metadata
 from eventcore.store import LogFilter, PagedReads, StreamSummary, check_event_ids
@@ -33,31 +36,40 @@ from eventcore.types import EMPTY_METADATA, RecordedEvent, StreamId, trusted_str
 
 
 class PostgresReads(PagedReads):
-    """The store's reads. The store provides ``_sql``, ``_group_reader``,
-    ``_check_open`` and ``_rows`` (a mixin, so that a read costs no extra call)."""
+    """The store's reads. The store provides ``_sql``, ``_group_reader``, ``_reads``
+    (which pool each kind of read uses), ``_check_open`` and ``_rows`` (a mixin,
+    so that a read costs no extra call)."""
 
     __slots__ = ()
 
     _sql: Statements
     _group_reader: GroupReader | None
+    _reads: ReadPools
 
     def _check_open(self) -> None:
         raise NotImplementedError  # pragma: no cover - the store's
 
-    async def _rows(self, operation: str, sql: str, *args: object) -> list[Any]:
-        """The rows of ``sql`` run with ``args``, driver errors translated."""
+    async def _rows(
+        self, operation: str, sql: str, *args: object, pool: asyncpg.Pool | None = None
+    ) -> list[Any]:
+        """The rows of ``sql`` run with ``args`` (on the primary unless ``pool``
+        says), driver errors translated."""
         raise NotImplementedError  # pragma: no cover - the store's
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
     ) -> list[RecordedEvent]:
         stream, start, limit = check_stream_read(stream_id, from_version, limit)
-        rows = await self._rows("read_stream", self._sql.read_stream, stream, start, limit)
+        rows = await self._rows(
+            "read_stream", self._sql.read_stream, stream, start, limit, pool=self._reads.command
+        )
         return decode_rows(rows, stream)
 
     async def read_stream_tail(self, stream_id: str, *, count: int = 1) -> list[RecordedEvent]:
         stream, count = check_stream_tail(stream_id, count)
-        rows = await self._rows("read_stream_tail", self._sql.read_stream_tail, stream, count)
+        rows = await self._rows(
+            "read_stream_tail", self._sql.read_stream_tail, stream, count, pool=self._reads.command
+        )
         events = decode_rows(rows, stream)
         events.reverse()
         return events
@@ -72,7 +84,14 @@ class PostgresReads(PagedReads):
         starts, limit = check_streams_read(stream_ids, from_versions, limit)
         if self._group_reader is None and len(starts) == 1:
             ((stream, start),) = starts
-            rows = await self._rows("read_streams", self._sql.read_stream, stream, start, limit)
+            rows = await self._rows(
+                "read_streams",
+                self._sql.read_stream,
+                stream,
+                start,
+                limit,
+                pool=self._reads.command,
+            )
             return {stream: decode_rows(rows, stream)}
         streams: list[str] = [s for s, _ in starts]
         firsts = [v for _, v in starts]
@@ -84,16 +103,20 @@ class PostgresReads(PagedReads):
     async def _fetch_slots(
         self, streams: list[str], firsts: list[int], limit: int | None
     ) -> dict[int, list[RecordedEvent]]:
-        rows = await self._rows("read_streams", self._sql.read_streams, streams, firsts, limit)
+        rows = await self._rows(
+            "read_streams", self._sql.read_streams, streams, firsts, limit, pool=self._reads.command
+        )
         return decode_slots(rows)
 
     async def stream_version(self, stream_id: str) -> int:
         stream = StreamId(stream_id)
-        rows = await self._rows("stream_version", self._sql.stream_version, stream)
+        rows = await self._rows(
+            "stream_version", self._sql.stream_version, stream, pool=self._reads.command
+        )
         return int(rows[0][0] or 0) if rows else 0
 
     async def head_position(self) -> int:
-        rows = await self._rows("head_position", self._sql.head_position)
+        rows = await self._rows("head_position", self._sql.head_position, pool=self._reads.log)
         return int(rows[0][0])
 
     async def list_streams(
@@ -126,7 +149,7 @@ class PostgresReads(PagedReads):
         if query is None or (stop is not None and stop <= after):
             return []
         sql, params = query
-        return decode_rows(await self._rows("read_all", sql, *params))
+        return decode_rows(await self._rows("read_all", sql, *params, pool=self._reads.log))
 
     async def events_by_id(self, event_ids: Iterable[uuid.UUID]) -> list[RecordedEvent]:
         self._check_open()

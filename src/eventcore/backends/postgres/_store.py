@@ -44,6 +44,7 @@ from eventcore.backends.postgres._listener import AppendListener
 from eventcore.backends.postgres._migrate import migrate as run_migrations
 from eventcore.backends.postgres._migrate import schema_version
 from eventcore.backends.postgres._reads import PostgresReads
+from eventcore.backends.postgres._replica import ReadPools, ReplayWatch
 from eventcore.backends.postgres._sql import Statements
 from eventcore.backends.postgres._transaction import PostgresTransaction
 from eventcore.backends.postgres._transaction import check_fence as check_lease_fence
@@ -102,8 +103,20 @@ class PostgresEventStore(PostgresReads):
         store = await PostgresEventStore.open(PostgresConfig.production(dsn, schema="bank"))
     """
 
-    def __init__(self, pool: asyncpg.Pool, config: PostgresConfig, dsn: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        config: PostgresConfig,
+        dsn: str,
+        *,
+        read_pool: asyncpg.Pool | None = None,
+    ) -> None:
         self._pool = pool
+        # Where reads go when a replica is configured (read_dsn); else all to pool.
+        self._reads = ReadPools.route(
+            pool, read_pool, command_reads=config.command_reads_on_replica
+        )
+        self._replay = None if read_pool is None else ReplayWatch(self._replica_head)
         self._config = config
         self._dsn = dsn
         self._sql = Statements.for_schema(config.quoted_schema)
@@ -133,7 +146,14 @@ class PostgresEventStore(PostgresReads):
             config = PostgresConfig(dsn=config)
         dsn = config.resolved_dsn()
         pool = await _create_pool(config, dsn)
-        store = cls(pool, config, dsn)
+        read_pool = None
+        if config.read_dsn is not None:
+            try:
+                read_pool = await _create_pool(config, config.read_dsn)
+            except BaseException:
+                pool.terminate()
+                raise
+        store = cls(pool, config, dsn, read_pool=read_pool)
         if migrate:
             try:
                 await store.migrate()
@@ -177,9 +197,12 @@ class PostgresEventStore(PostgresReads):
             await self._committer.close()
         self._recycler.cancel()
         await self._listener.close()
-        with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
-            await asyncio.wait_for(self._pool.close(), timeout=self._config.command_timeout)
-        self._pool.terminate()
+        for pool in (self._pool, self._reads.replica):
+            if pool is None:
+                continue
+            with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
+                await asyncio.wait_for(pool.close(), timeout=self._config.command_timeout)
+            pool.terminate()
 
     def _check_open(self) -> None:
         # close() lets the group committer finish the appends accepted before it.
@@ -193,6 +216,8 @@ class PostgresEventStore(PostgresReads):
         while True:
             await asyncio.sleep(self._config.max_lifetime)
             await self._pool.expire_connections()
+            if self._reads.replica is not None:
+                await self._reads.replica.expire_connections()
 
     async def _connect_one(self) -> asyncpg.Connection:
         # The listener's own connection: LISTEN holds a session, so it may need a
@@ -200,20 +225,21 @@ class PostgresEventStore(PostgresReads):
         dsn = self._config.listen_dsn if self._config.listen_dsn is not None else self._dsn
         return await asyncpg.connect(dsn, **_connect_kwargs(self._config))
 
-    def _connection(self, operation: str) -> _Borrowed:
+    def _connection(self, operation: str, pool: asyncpg.Pool | None = None) -> _Borrowed:
         """``async with self._connection(operation) as conn``: a pooled connection
-        for one operation; driver errors are translated by the table in ``_errors``,
-        and a connection left in doubt is discarded."""
-        return _Borrowed(self, operation)
+        (from the primary's pool unless ``pool`` says) for one operation; driver
+        errors are translated by the table in ``_errors``, and a connection left in
+        doubt is discarded."""
+        return _Borrowed(self, operation, self._pool if pool is None else pool)
 
-    async def _acquire(self, operation: str) -> Connection:
+    async def _acquire(self, operation: str, pool: asyncpg.Pool) -> Connection:
         # A free connection is taken without asyncpg's timeout: with one, asyncpg
         # arms a timer on the loop for the acquire and another for the release
         # (a timer costs CPU, and cancelled ones stay in the loop's heap). Only a
         # wait for a busy pool needs bounding.
-        timeout = None if has_free_connection(self._pool) else self._config.acquire_timeout
+        timeout = None if has_free_connection(pool) else self._config.acquire_timeout
         try:
-            return await self._pool.acquire(timeout=timeout)
+            return await pool.acquire(timeout=timeout)
         except TimeoutError as exc:
             raise StoreUnavailable(
                 f"{operation}: no database connection free within "
@@ -226,14 +252,14 @@ class PostgresEventStore(PostgresReads):
             with translated(operation):
                 raise
 
-    async def _give_back(self, conn: Connection, keep: bool) -> None:
+    async def _give_back(self, conn: Connection, keep: bool, pool: asyncpg.Pool) -> None:
         """Release a connection for reuse, or discard it: a discarded connection
         frees its pool slot at once, and the pool connects anew on demand."""
         if not keep:
             await self._discard(conn)
             return
         try:
-            await self._pool.release(conn)
+            await pool.release(conn)
         except DRIVER_ERRORS:
             # The operation itself is over (an append may have committed): a
             # connection that cannot be released is dropped, not reported.
@@ -248,21 +274,29 @@ class PostgresEventStore(PostgresReads):
         with contextlib.suppress(*DRIVER_ERRORS):
             await conn.close(timeout=self._config.command_timeout)
 
-    async def _read(self, operation: str, run: Callable[[Connection], Awaitable[T]]) -> T:
-        """Run a read, once more on a fresh connection if the first one was lost
-        (after a server restart the pool may still hold dead connections)."""
+    async def _read(
+        self,
+        operation: str,
+        run: Callable[[Connection], Awaitable[T]],
+        pool: asyncpg.Pool | None = None,
+    ) -> T:
+        """Run a read (on the primary unless ``pool`` says), once more on a fresh
+        connection if the first one was lost (after a server restart the pool may
+        still hold dead connections)."""
         try:
-            async with self._connection(operation) as conn:
+            async with self._connection(operation, pool) as conn:
                 return await run(conn)
         except StoreUnavailable as exc:
             # Only where the table allows: a timeout would just time out again.
             if not may_retry_read(exc):
                 raise
-        async with self._connection(operation) as conn:
+        async with self._connection(operation, pool) as conn:
             return await run(conn)
 
-    async def _rows(self, operation: str, sql: str, *args: object) -> list[Any]:
-        return await self._read(operation, lambda conn: conn.fetch(sql, *args))
+    async def _rows(
+        self, operation: str, sql: str, *args: object, pool: asyncpg.Pool | None = None
+    ) -> list[Any]:
+        return await self._read(operation, lambda conn: conn.fetch(sql, *args), pool)
 
     # -- appends -------------------------------------------------------------------
 
@@ -313,7 +347,22 @@ class PostgresEventStore(PostgresReads):
         """Return soon after the log grows past ``after`` (LISTEN/NOTIFY), or after
         ``max_wait`` seconds; the caller reads the log either way."""
         self._check_open()
+        if self._replay is None:
+            await self._listener.wait_past(after, max_wait)
+            return
+        # A standby delivers no NOTIFY: hear of the commit on the primary, then
+        # wait (briefly) for the replica to have replayed it.
+        deadline = asyncio.get_running_loop().time() + max_wait
         await self._listener.wait_past(after, max_wait)
+        if self._listener.latest_position > after:
+            left = deadline - asyncio.get_running_loop().time()
+            await self._replay.wait_past(after, max(left, 0.0))
+
+    async def _replica_head(self) -> int:
+        rows = await self._rows(
+            "head_position on the replica", self._sql.head_position, pool=self._reads.replica
+        )
+        return int(rows[0][0])
 
     # -- snapshots -----------------------------------------------------------------
 
@@ -339,7 +388,7 @@ class PostgresEventStore(PostgresReads):
             )
             return Snapshot(row[0], pairs, bytes(row[3]))
 
-        return await self._read("load_snapshot", run)
+        return await self._read("load_snapshot", run, self._reads.command)
 
     # -- checkpoints and leases ----------------------------------------------------
 
@@ -456,21 +505,23 @@ class _Borrowed:
     ``@asynccontextmanager`` (with ``translated`` inside): every read goes through
     it, and the generator-based pair cost about 4 us of CPU more per read."""
 
-    __slots__ = ("_conn", "_operation", "_store")
+    __slots__ = ("_conn", "_operation", "_pool", "_store")
 
-    def __init__(self, store: PostgresEventStore, operation: str) -> None:
+    def __init__(self, store: PostgresEventStore, operation: str, pool: asyncpg.Pool) -> None:
         self._store = store
         self._operation = operation
+        self._pool = pool
 
     async def __aenter__(self) -> Connection:
         self._store._check_open()
-        self._conn = await self._store._acquire(self._operation)
+        self._conn = await self._store._acquire(self._operation, self._pool)
         return self._conn
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
-        await self._store._give_back(self._conn, exc is None or keeps_connection(exc))
+        keep = exc is None or keeps_connection(exc)
+        await self._store._give_back(self._conn, keep, self._pool)
         if exc is not None:
             rule = rule_for(exc) if isinstance(exc, DRIVER_ERRORS) else None
             if rule is not None:
