@@ -32,10 +32,20 @@ from tests import pg_cluster
 _TOOLS = ("initdb", "pg_ctl", "pg_basebackup", "postgres")
 
 
-class Standby(pg_cluster.Cluster):
+class Primary(pg_cluster.Cluster):
+    """A cluster whose commits reach its standby as they happen."""
+
+    def _options(self) -> str:
+        # The base options turn synchronous_commit off, which leaves a commit in
+        # the WAL buffers (unsent to the standby) for up to wal_writer_delay: the
+        # standby would lag by up to 200 ms. A later -c wins.
+        return f"{super()._options()} -c synchronous_commit=on"
+
+
+class Standby(Primary):
     """A hot standby of ``primary``, made by base backup rather than initdb."""
 
-    def create_from(self, primary: pg_cluster.Cluster) -> None:
+    def create_from(self, primary: Primary) -> None:
         parent = self.data_dir.parent
         if self._as_postgres:
             entry = pwd.getpwnam("postgres")
@@ -64,16 +74,17 @@ class Standby(pg_cluster.Cluster):
 
 @dataclass(frozen=True, slots=True)
 class ReplicatedPair:
-    primary: pg_cluster.Cluster
+    primary: Primary
     standby: Standby
 
-    async def wait_replayed(self, timeout: float = 30.0) -> None:
+    async def wait_replayed(self, within: float = 30.0) -> None:
         """Until the standby has replayed everything the primary has written so far."""
         primary = await asyncpg.connect(self.primary.url, timeout=5)
         standby = await asyncpg.connect(self.standby.url, timeout=5)
         try:
-            target = await primary.fetchval("SELECT pg_current_wal_lsn()")
-            async with asyncio.timeout(timeout):
+            # Flushed, not inserted: a standby is sent only what the primary flushed.
+            target = await primary.fetchval("SELECT pg_current_wal_flush_lsn()")
+            async with asyncio.timeout(within):
                 while True:
                     replayed = await standby.fetchval(
                         "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target
@@ -113,7 +124,7 @@ def replicated_pair_or_skip() -> Iterator[ReplicatedPair]:
     root.chmod(0o755)  # the servers may run as postgres: they must reach their dirs
     (root / "primary").mkdir()
     (root / "standby").mkdir()
-    primary = pg_cluster.Cluster(bin_dir, root / "primary")
+    primary = Primary(bin_dir, root / "primary")
     standby = Standby(bin_dir, root / "standby")
     try:
         primary.create()
