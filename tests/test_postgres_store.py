@@ -180,6 +180,8 @@ def test_the_production_preset_has_exactly_the_seeds_pool_settings() -> None:
         "statement_cache_size": 100,
         "listen_dsn": None,
         "statement_timeout_at_connect": True,
+        "read_dsn": None,
+        "command_reads_on_replica": False,
     }
 
 
@@ -209,6 +211,8 @@ def test_the_development_preset_is_a_small_pool_with_short_timeouts() -> None:
         "statement_cache_size": 100,
         "listen_dsn": None,
         "statement_timeout_at_connect": True,
+        "read_dsn": None,
+        "command_reads_on_replica": False,
     }
 
 
