@@ -17,7 +17,9 @@ the event, one clock for both. Followers compared in the same run:
 - ``replica``: ``read_dsn`` set: NOTIFY heard on the primary, then the standby's
   log head polled until it has replayed the commit (what the store does);
 - ``replica-poll-50ms`` / ``replica-poll-500ms``: a reader of the standby alone
-  (no NOTIFY there), polling at that interval: the alternative design.
+  (no NOTIFY there), polling at that interval: the alternative design;
+- ``replica-poll-1ms``: the same, polling every millisecond: close to the
+  replication lag itself, the floor for any wake-up on the standby.
 
 ``commands``: ``Deposit`` commands with their reads on the primary and then on
 the standby (``command_reads_on_replica=True``), in three workloads: ``serial``
@@ -49,7 +51,8 @@ from eventcore.demo.bank import Deposit, bank_codec
 from eventcore.errors import StoreError
 from eventcore.types import AppendRequest, NewEvent, RecordedEvent
 
-FOLLOWERS = ("primary", "replica", "replica-poll-50ms", "replica-poll-500ms")
+FOLLOWERS = ("primary", "replica", "replica-poll-1ms", "replica-poll-50ms", "replica-poll-500ms")
+POLL_INTERVALS = {"replica-poll-1ms": 0.001, "replica-poll-50ms": 0.05}
 WORKLOADS = {"serial": (1, 1, 300), "spread": (16, 2000, 1000), "hot": (16, 4, 600)}
 PATIENT = RetryPolicy.exponential(max_retries=20, base_delay=0.002)
 
@@ -133,7 +136,7 @@ async def measure_latency(urls: tuple[str, str], kind: str, events: int, gap: fl
             store = await _open(stack, primary_url, schema, read_dsn=standby_url)
         await _wait_replayed(writer, store)
         reader: Any = store if kind in ("primary", "replica") else StandbyOnly(store)
-        interval = 0.05 if kind.endswith("50ms") else 0.5
+        interval = POLL_INTERVALS.get(kind, 0.5)
         return await _deliveries(writer, reader, interval, events, gap)
 
 
