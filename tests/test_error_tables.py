@@ -56,6 +56,8 @@ RETRIED, NOT_RETRIED = True, False
 # (driver exception, eventcore error, connection discarded, read retried)
 POSTGRES_EXAMPLES: list[tuple[BaseException, type[EventCoreError], bool, bool]] = [
     (server("57014", "canceling statement due to statement timeout"), StoreUnavailable, KEPT, NOT_RETRIED),
+    (server("40001", "canceling statement due to conflict with recovery"), StoreUnavailable, LOST, RETRIED),
+    (server("40001", "could not serialize access due to concurrent update"), StoreError, KEPT, NOT_RETRIED),
     (server("57P01", "terminating connection due to administrator command", "FATAL"), StoreUnavailable, LOST, RETRIED),
     (server("57P02", "terminating connection because of crash of another server process", "FATAL"), StoreUnavailable, LOST, RETRIED),
     (server("57P03", "the database system is starting up", "FATAL"), StoreUnavailable, LOST, RETRIED),

@@ -43,6 +43,13 @@ def _from_client(exc: BaseException) -> bool:
     return not _from_server(exc)
 
 
+def _conflicts_with_recovery(exc: BaseException) -> bool:
+    # A hot standby cancels a query (or ends a session) whose snapshot, locks or
+    # pinned pages replay needs; the same SQLSTATE on a primary is a real
+    # serialization failure, which only the message tells apart.
+    return "conflict with recovery" in str(exc)
+
+
 def _says_connection_closed(exc: BaseException) -> bool:
     # asyncpg has one InterfaceError for misuse and for using a closed connection;
     # only its message tells them apart.
@@ -80,6 +87,16 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
         discard=False,
         retry_read=False,
         what="was cancelled by the server (statement timeout?)",
+    ),
+    # -- a standby cancelled a read that replay had to overtake: ask again ----------
+    ErrorRule(
+        pg.SerializationError,
+        StoreUnavailable,
+        discard=True,
+        retry_read=True,
+        what="was cancelled by the standby (a conflict with recovery; "
+        "hot_standby_feedback=on on the standby avoids most)",
+        when=_conflicts_with_recovery,
     ),
     # -- the server ended the session, or the connection is gone --------------------
     ErrorRule(pg.AdminShutdownError, StoreUnavailable, True, True, _LOST),
