@@ -20,8 +20,9 @@ import pytest
 from eventcore import RetryPolicy, execute
 from eventcore.backends import GroupCommitSettings
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
+from eventcore.backends.postgres._replica import ReplayWatch
 from eventcore.demo.bank import Deposit, bank_codec
-from eventcore.errors import ValidationError
+from eventcore.errors import StoreUnavailable, ValidationError
 from eventcore.projection import Projection, ProjectionRunner, RunnerOptions
 from eventcore.subscription import follow
 from eventcore.types import AppendRequest, NewEvent, RecordedEvent, StreamId
@@ -238,3 +239,63 @@ async def test_concurrent_commands_reading_the_replica_lose_no_update(
         versions = [await store.stream_version(f"acc-{n}") for n in range(3)]
         assert versions == [30, 30, 30]
         assert await store.head_position() == 90
+
+
+# -- the replay watch (no server: it is given the query to run) -------------------------
+
+
+class ReplicaHead:
+    """A replica's log head that the test moves; counts how often it is asked."""
+
+    def __init__(self) -> None:
+        self.head = 0
+        self.asked = 0
+
+    async def read(self) -> int:
+        self.asked += 1
+        await asyncio.sleep(0)  # a query is never instantaneous
+        return self.head
+
+
+async def test_the_replay_watch_sleeps_between_polls_of_a_lagging_replica() -> None:
+    replica = ReplicaHead()
+    watch = ReplayWatch(replica.read)
+    ticks = 0
+
+    async def elsewhere() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    other = asyncio.create_task(elsewhere())
+    assert not await watch.wait_past(0, max_wait=0.3)
+    other.cancel()
+    # 1 ms growing by half to 20 ms covers 0.3 s in about 25 polls, not thousands.
+    assert replica.asked < 40
+    assert ticks >= 10
+
+
+async def test_the_replay_watch_returns_once_the_replica_has_replayed_past_the_position() -> None:
+    replica = ReplicaHead()
+    watch = ReplayWatch(replica.read)
+    waiter = asyncio.create_task(watch.wait_past(4, max_wait=30))
+    await asyncio.sleep(0.05)
+    replica.head = 5
+    assert await asyncio.wait_for(waiter, timeout=5)
+
+
+async def test_followers_waiting_on_one_replay_watch_share_its_polls() -> None:
+    replica = ReplicaHead()
+    watch = ReplayWatch(replica.read)
+    alone = ReplicaHead()
+    await ReplayWatch(alone.read).wait_past(0, max_wait=0.2)
+    await asyncio.gather(*(watch.wait_past(0, max_wait=0.2) for _ in range(20)))
+    assert replica.asked <= alone.asked + 2
+
+
+async def test_the_replay_watch_stops_waiting_when_the_replica_cannot_be_asked() -> None:
+    async def unreachable() -> int:
+        raise StoreUnavailable("head_position on the replica failed: connection refused")
+
+    assert not await asyncio.wait_for(ReplayWatch(unreachable).wait_past(0, max_wait=30), 5)

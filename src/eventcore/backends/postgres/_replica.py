@@ -32,9 +32,11 @@ from eventcore.errors import StoreError
 
 # Replication on a LAN usually replays a commit within a millisecond or two: the
 # first polls come quickly, later ones back off so that a lagging replica is not
-# hammered by every waiting follower.
+# queried every millisecond. Growing by half (not doubling) keeps the overshoot
+# past the moment of replay under half the lag.
 FIRST_POLL_DELAY: Final = 0.001
-MAX_POLL_DELAY: Final = 0.05
+POLL_DELAY_GROWTH: Final = 1.5
+MAX_POLL_DELAY: Final = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,4 +98,4 @@ class ReplayWatch:
             if left <= 0:
                 return False
             await asyncio.sleep(min(delay, left))
-            delay = min(delay * 2, MAX_POLL_DELAY)
+            delay = min(delay * POLL_DELAY_GROWTH, MAX_POLL_DELAY)
