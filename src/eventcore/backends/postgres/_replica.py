@@ -28,6 +28,7 @@ from typing import Final
 
 import asyncpg
 
+from eventcore.backends.postgres._listener import AppendListener
 from eventcore.errors import StoreError
 
 # Replication on a LAN usually replays a commit within a millisecond or two: the
@@ -99,3 +100,16 @@ class ReplayWatch:
                 return False
             await asyncio.sleep(min(delay, left))
             delay = min(delay * POLL_DELAY_GROWTH, MAX_POLL_DELAY)
+
+
+async def wait_on_replica(
+    listener: AppendListener, replay: ReplayWatch, after: int, max_wait: float
+) -> None:
+    """Hear of a commit past ``after`` on the primary (a standby delivers no
+    NOTIFY), then wait for the replica to have replayed past ``after``; at most
+    ``max_wait`` seconds in all. When the primary cannot be heard, the listener
+    sleeps ``max_wait`` and the caller reads the replica anyway: polling."""
+    deadline = time.monotonic() + max_wait
+    await listener.wait_past(after, max_wait)
+    if listener.latest_position > after:
+        await replay.wait_past(after, max(deadline - time.monotonic(), 0.0))

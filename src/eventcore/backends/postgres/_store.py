@@ -44,7 +44,7 @@ from eventcore.backends.postgres._listener import AppendListener
 from eventcore.backends.postgres._migrate import migrate as run_migrations
 from eventcore.backends.postgres._migrate import schema_version
 from eventcore.backends.postgres._reads import PostgresReads
-from eventcore.backends.postgres._replica import ReadPools, ReplayWatch
+from eventcore.backends.postgres._replica import ReadPools, ReplayWatch, wait_on_replica
 from eventcore.backends.postgres._sql import Statements
 from eventcore.backends.postgres._transaction import PostgresTransaction
 from eventcore.backends.postgres._transaction import check_fence as check_lease_fence
@@ -349,14 +349,8 @@ class PostgresEventStore(PostgresReads):
         self._check_open()
         if self._replay is None:
             await self._listener.wait_past(after, max_wait)
-            return
-        # A standby delivers no NOTIFY: hear of the commit on the primary, then
-        # wait (briefly) for the replica to have replayed it.
-        deadline = asyncio.get_running_loop().time() + max_wait
-        await self._listener.wait_past(after, max_wait)
-        if self._listener.latest_position > after:
-            left = deadline - asyncio.get_running_loop().time()
-            await self._replay.wait_past(after, max(left, 0.0))
+        else:
+            await wait_on_replica(self._listener, self._replay, after, max_wait)
 
     async def _replica_head(self) -> int:
         rows = await self._rows(
