@@ -173,6 +173,38 @@ async def test_a_follower_on_the_replica_sees_every_position_in_order_while_writ
         assert await batched.head_position() == total
 
 
+async def test_a_filtered_follower_on_a_lagging_replica_skips_nothing_that_matches(
+    pair: pg_replica.ReplicatedPair, schema: str
+) -> None:
+    # A filtered follower counts the log up to the head as scanned: were the head
+    # read on the primary, the events the standby has not replayed would be lost.
+    async with (
+        await open_store(pair, schema, replica=False) as writer,
+        await open_store(pair, schema) as reader,
+    ):
+        await writer.append(tick("a", 0))
+        await pair.wait_replayed()
+        positions: asyncio.Queue[int] = asyncio.Queue()
+
+        async def tail() -> None:
+            async for event in follow(reader, stream_prefix="a", poll_interval=0.05):
+                positions.put_nowait(event.global_position)
+
+        follower = asyncio.create_task(tail())
+        try:
+            assert await asyncio.wait_for(positions.get(), 10) == 1
+            async with paused_replay(pair):
+                await writer.append(tick("a", 1))
+                await writer.append(tick("b", 0))
+                await asyncio.sleep(0.3)  # several pages read from the lagging standby
+                assert positions.empty()
+            assert await asyncio.wait_for(positions.get(), 10) == 2
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+
 class Positions(Projection):
     def __init__(self) -> None:
         self.name = "positions"
