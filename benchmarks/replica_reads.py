@@ -1,7 +1,7 @@
 """Reads on a hot standby: follower delivery latency, and what stale command reads
 cost in retries.
 
-    python benchmarks/replica_reads.py [--events 300] [--gap 0.01] [--part latency commands]
+    python benchmarks/replica_reads.py [--events 300] [--gap 0.01] [--part latency commands stale]
     python benchmarks/replica_reads.py --primary URL --standby URL   # an existing pair
 
 Without ``--primary``/``--standby`` it starts a primary and a streaming standby of
@@ -26,6 +26,10 @@ the standby (``command_reads_on_replica=True``), in three workloads: ``serial``
 (one task, every command on the same account: a client following its own
 writes), ``spread`` (16 tasks, 2,000 accounts), ``hot`` (16 tasks, 4 accounts).
 Reports commands/s and retries per command (attempts - 1).
+
+``stale``: how often a read of a stream on the standby, made right after the
+append to it returned, misses that append (300 appends to one stream, each
+followed at once by ``stream_version``): a client reading its own writes.
 """
 
 from __future__ import annotations
@@ -197,6 +201,27 @@ async def measure_commands(
         return total / (time.perf_counter() - started), attempts, exhausted
 
 
+async def measure_staleness(urls: tuple[str, str], appends: int = 300) -> tuple[int, float]:
+    """(reads that missed the append just made, median read time in ms)."""
+    primary_url, standby_url = urls
+    schema = f"bench_replica_{uuid.uuid4().hex[:8]}"
+    settings: dict[str, Any] = {"read_dsn": standby_url, "command_reads_on_replica": True}
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(_drop_schema, primary_url, schema)
+        writer = await _open(stack, primary_url, schema)
+        store = await _open(stack, primary_url, schema, **settings)
+        await _wait_replayed(writer, store)
+        stream = StreamId("own-writes")
+        stale, reads = 0, []
+        for version in range(appends):
+            request = AppendRequest.create({stream: version}, [NewEvent(stream, "Pinged", b"{}")])
+            await store.append(request)
+            started = time.perf_counter()
+            stale += await store.stream_version(stream) != version + 1
+            reads.append((time.perf_counter() - started) * 1000)
+        return stale, statistics.median(reads)
+
+
 def _p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
 
@@ -222,13 +247,19 @@ async def main(args: argparse.Namespace) -> None:
                         f" {retries:.2f} retries/command, max attempts {max(attempts)},"
                         f" gave up {exhausted}"
                     )
+        if "stale" in args.part:
+            stale, read_ms = await measure_staleness(urls)
+            print(
+                f"stale: {stale} of 300 reads on the replica right after the append missed it"
+                f" (median read {read_ms:.2f} ms)"
+            )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--events", type=int, default=300)
     parser.add_argument("--gap", type=float, default=0.01, help="seconds between appends")
-    parser.add_argument("--part", nargs="+", default=["latency", "commands"])
+    parser.add_argument("--part", nargs="+", default=["latency", "commands", "stale"])
     parser.add_argument("--primary", help="primary URL (with --standby: an existing pair)")
     parser.add_argument("--standby", help="the standby's URL")
     asyncio.run(main(parser.parse_args()))
