@@ -82,6 +82,7 @@ POSTGRES_EXAMPLES: list[tuple[BaseException, type[EventCoreError], bool, bool]] 
     (asyncpg.InterfaceError("cannot perform operation: connection is closed"), StoreUnavailable, LOST, RETRIED),
     (asyncpg.InterfaceError("cannot perform operation: another operation is in progress"), StoreError, LOST, NOT_RETRIED),
     (asyncpg.InterfaceError("the server expects 1 argument for this query, 2 were passed"), StoreError, LOST, NOT_RETRIED),
+    (asyncpg.exceptions.TargetServerAttributeNotMatched("None of the hosts match the target attribute requirement <SessionAttribute.read_write: 'read-write'>"), StoreUnavailable, LOST, NOT_RETRIED),
     (asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation (2) is in progress"), StoreUnavailable, LOST, RETRIED),
     (TimeoutError(), StoreUnavailable, LOST, NOT_RETRIED),
     (ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"), StoreUnavailable, LOST, RETRIED),

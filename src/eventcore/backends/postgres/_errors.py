@@ -121,6 +121,17 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
         asyncpg.InterfaceError, StoreUnavailable, True, True, _LOST, when=_says_connection_closed
     ),
     ErrorRule(asyncpg.InterfaceError, StoreError, True, False, _MISUSE),
+    # A multi-host DSN (target_session_attrs=read-write) reached hosts, none of
+    # them writable: a failover is under way, or every node is a standby. Retrying
+    # at once would meet the same hosts; the caller's retry, a moment later, may not.
+    ErrorRule(
+        pg.TargetServerAttributeNotMatched,
+        StoreUnavailable,
+        True,
+        False,
+        "failed: no host of the DSN accepts writes now (a failover under way?); retry "
+        "shortly, or check target_session_attrs",
+    ),
     # The protocol is in a state it did not expect ("cannot switch to state ..."):
     # this connection is broken, a fresh one is not.
     ErrorRule(pg.InternalClientError, StoreUnavailable, True, True, _LOST),
@@ -177,19 +188,24 @@ def has_free_connection(pool: asyncpg.Pool) -> bool:
 
 
 def describe_target(dsn: str) -> str:
-    """host:port/database of a ``postgresql://`` DSN, for messages. Nothing of any
-    other string is echoed: it may be a key=value DSN or a URL without its scheme,
-    where the password sits outside the parts a URL parser keeps apart."""
+    """host:port/database of a ``postgresql://`` DSN, for messages; every host of
+    a multi-host DSN (``host1:port1,host2:port2``). Nothing of any other string is
+    echoed: it may be a key=value DSN or a URL without its scheme, where the
+    password sits outside the parts a URL parser keeps apart."""
     unparsable = "<unparsable DSN>"
     try:
         parts = urlsplit(dsn)
         if parts.scheme not in ("postgresql", "postgres") or "@" in parts.path:
             return unparsable
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
+        hosts = []
+        # The user and password end at the last "@"; the hosts follow, comma-separated.
+        for host in parts.netloc.rpartition("@")[2].split(","):
+            one = urlsplit(f"//{host}")
+            port = f":{one.port}" if one.port else ""
+            hosts.append(f"{one.hostname or 'localhost'}{port}")
     except ValueError:
         return unparsable
-    return f"{host}{port}{parts.path}"
+    return f"{','.join(hosts)}{parts.path}"
 
 
 def mapped(operation: str, exc: BaseException, rule: ErrorRule) -> EventCoreError:
