@@ -1,0 +1,185 @@
+"""What follows the log survives a Patroni failover: LISTEN/NOTIFY wake-ups, a
+tailing reader, and an exactly-once projection runner with its lease.
+
+One cluster of its own (tests/patroni_cluster.py), one run: deposits go on while
+the primary's postmaster is killed with SIGKILL; the tests check what the run
+saw. Opt-in: EVENTCORE_TEST_SERVER_RESTARTS=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from eventcore import StoreUnavailable, execute, follow
+from eventcore.backends.postgres import PostgresEventStore
+from eventcore.demo.bank import Deposit, bank_codec
+from eventcore.projection import (
+    ExactlyOnceRunner,
+    ProjectionState,
+    RunnerOptions,
+    TransactionalProjection,
+)
+from eventcore.store import ProjectionTransaction
+from eventcore.types import RecordedEvent
+from tests import patroni_cluster
+from tests.failover_load import DEADLINE, SCHEMA, store_config
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+HOLDER = "runner-1"
+APPLICATION = "eventcore-failover-followers"
+BEFORE_KILL = 30
+AFTER_KILL = 30
+TABLE = f'"{SCHEMA}".handled'
+
+
+class Handled(TransactionalProjection):
+    """One row per event handled, with no key: an event applied twice shows twice."""
+
+    name = "handled"
+
+    async def handle(self, event: RecordedEvent, tx: ProjectionTransaction) -> None:
+        await tx.execute(f"INSERT INTO {TABLE} (position) VALUES ($1)", event.global_position)
+
+    async def reset(self, tx: ProjectionTransaction) -> None:
+        await tx.execute(f"DELETE FROM {TABLE}")
+
+
+@dataclass(frozen=True)
+class Seen:
+    head: int
+    followed: list[int]
+    handled: list[int]  # the projection's rows on the new primary, in insertion order
+    lease_holder: str | None
+    runner_state: ProjectionState
+    runner_error: BaseException | None
+    listening: int  # LISTEN sessions of the store on the new primary
+
+
+async def _deposit(store: PostgresEventStore, n: int) -> None:
+    """One deposit, retried on StoreUnavailable under its command id."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            await execute(store, Deposit(f"acc-{n % 5}", 1), codec=bank_codec, command_id=f"d{n}")
+            return
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def _until(check: object, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {DEADLINE} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _listening(url: str) -> int:
+    """The store's LISTEN sessions on the server at ``url``, once there is one
+    (waiters set LISTEN up again when they next wait), or 0 at the deadline."""
+    conn = await asyncpg.connect(url, timeout=10)
+    deadline = time.monotonic() + DEADLINE
+    try:
+        while True:
+            count: int = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+                " AND state = 'idle' AND (query LIKE 'LISTEN %' OR query LIKE '%log_head%')",
+                APPLICATION,
+            )
+            if count or time.monotonic() > deadline:
+                return count
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def _run(cluster: patroni_cluster.PatroniCluster) -> Seen:
+    config = store_config(cluster.dsn, application_name=APPLICATION)
+    async with await PostgresEventStore.open(config) as store:
+        conn = await asyncpg.connect(cluster.dsn, timeout=10)
+        try:
+            await conn.execute(f"CREATE TABLE {TABLE} (position bigint NOT NULL)")
+        finally:
+            await conn.close()
+        followed: list[int] = []
+
+        async def follower() -> None:
+            async for event in follow(store, poll_interval=0.5, max_retry_time=DEADLINE):
+                followed.append(event.global_position)
+
+        options = RunnerOptions(max_retry_time=DEADLINE)
+        runner = ExactlyOnceRunner(store, Handled(), options=options, holder=HOLDER)
+        runner.start()
+        reader = asyncio.create_task(follower())
+        deposits = 0
+        try:
+            for _ in range(BEFORE_KILL):
+                await _deposit(store, deposits)
+                deposits += 1
+            await asyncio.wait_for(runner.caught_up(), DEADLINE)
+            await _until(lambda: len(followed) >= BEFORE_KILL, "the follower")
+            killed = cluster.kill_primary_postmaster()
+            # Deposits go on through the failover, each retried until it commits.
+            for _ in range(AFTER_KILL):
+                await _deposit(store, deposits)
+                deposits += 1
+            promoted = await cluster.wait_for_new_leader(killed)
+            head = await store.head_position()
+            await asyncio.wait_for(runner.caught_up(head), DEADLINE)
+            await _until(lambda: reader.done() or len(followed) >= head, "the follower")
+            listening = await _listening(promoted.url)
+            async with await PostgresEventStore.open(
+                store_config(promoted.url), migrate=False
+            ) as survivor:
+                holder = await survivor.lease_holder(Handled.name)
+            conn = await asyncpg.connect(promoted.url, timeout=10)
+            try:
+                rows = await conn.fetch(f"SELECT position FROM {TABLE}")
+            finally:
+                await conn.close()
+            return Seen(
+                head,
+                list(followed),
+                [int(row[0]) for row in rows],
+                holder,
+                runner.state,
+                runner.error,
+                listening,
+            )
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await runner.stop()
+
+
+@pytest.fixture(scope="module")
+def seen() -> Iterator[Seen]:
+    """One run on a cluster of its own, on a loop of its own (a run outlasts a test)."""
+    for cluster in patroni_cluster.cluster_or_skip():
+        yield asyncio.run(_run(cluster))
+
+
+def test_the_listener_listens_again_on_the_promoted_primary(seen: Seen) -> None:
+    assert seen.listening >= 1
+
+
+def test_a_follower_keeps_receiving_every_event_once_across_a_failover(seen: Seen) -> None:
+    assert seen.followed == list(range(1, seen.head + 1))
+
+
+def test_a_projection_runner_keeps_its_lease_and_handles_every_event_once(seen: Seen) -> None:
+    assert seen.runner_error is None
+    assert seen.runner_state is ProjectionState.LIVE
+    assert seen.lease_holder == HOLDER
+    assert sorted(seen.handled) == list(range(1, seen.head + 1))
