@@ -66,6 +66,7 @@ class FailoverRun:
     killed: Node
     promoted: Node
     killed_at: float
+    promoted_at: float  # when the new leader was seen (polled every 0.2 s)
     other_errors: list[BaseException] = field(default_factory=list)
 
     @property
@@ -178,6 +179,7 @@ async def run_under_failover(cluster: PatroniCluster, seed: int = 1) -> Failover
             killed = cluster.kill_primary_postmaster()
             killed_at = time.monotonic()
             promoted = await cluster.wait_for_new_leader(killed)
+            promoted_at = time.monotonic()
             await _wait_until(
                 lambda: load.committed_since(killed_at) >= COMMITTED_AFTER_KILL,
                 "transfers after the failover",
@@ -200,5 +202,12 @@ async def run_under_failover(cluster: PatroniCluster, seed: int = 1) -> Failover
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*writers, reader, return_exceptions=True)
     return FailoverRun(
-        accounts, load.settled, followed, killed, promoted, killed_at, load.other_errors
+        accounts,
+        load.settled,
+        followed,
+        killed,
+        promoted,
+        killed_at,
+        promoted_at,
+        load.other_errors,
     )

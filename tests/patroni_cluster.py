@@ -61,7 +61,6 @@ _DCS = {
     "primary_start_timeout": 0,
     "maximum_lag_on_failover": 1048576,
     "synchronous_mode": True,
-    "synchronous_mode_strict": False,
     "postgresql": {
         "use_pg_rewind": True,
         "parameters": {
@@ -144,7 +143,7 @@ class Node:
         except (OSError, ValueError, IndexError):
             return None
 
-    def config(self, etcd_port: int, pg_bin: Path) -> dict[str, Any]:
+    def config(self, etcd_port: int, pg_bin: Path, strict: bool) -> dict[str, Any]:
         return {
             "scope": SCOPE,
             "name": self.name,
@@ -154,7 +153,10 @@ class Node:
                 "connect_address": f"127.0.0.1:{self.api_port}",
             },
             "etcd3": {"hosts": f"127.0.0.1:{etcd_port}"},
-            "bootstrap": {"dcs": _DCS, "initdb": [{"encoding": "UTF8"}]},
+            "bootstrap": {
+                "dcs": {**_DCS, "synchronous_mode_strict": strict},
+                "initdb": [{"encoding": "UTF8"}],
+            },
             "postgresql": {
                 "listen": f"127.0.0.1:{self.pg_port}",
                 "connect_address": f"127.0.0.1:{self.pg_port}",
@@ -173,10 +175,12 @@ class Node:
 
 
 class PatroniCluster:
-    """etcd and two Patroni nodes; ``dsn`` reaches whichever node is primary."""
+    """etcd and two Patroni nodes; ``dsn`` reaches whichever node is primary.
+    ``strict``: ``synchronous_mode_strict`` (benchmarks/failover.py compares)."""
 
-    def __init__(self, tools: Tools, root: Path) -> None:
+    def __init__(self, tools: Tools, root: Path, *, strict: bool = False) -> None:
         self._tools = tools
+        self.strict = strict
         self.root = root
         etcd_client, etcd_peer, *ports = free_ports(6)
         self._etcd_ports = (etcd_client, etcd_peer)
@@ -253,7 +257,9 @@ class PatroniCluster:
     def _start_node(self, node: Node) -> None:
         node.home.mkdir()
         config = node.home / "patroni.json"  # JSON is YAML
-        config.write_text(json.dumps(node.config(self._etcd_ports[0], self._tools.pg_bin)))
+        config.write_text(
+            json.dumps(node.config(self._etcd_ports[0], self._tools.pg_bin, self.strict))
+        )
         if self._as_postgres:
             entry = pwd.getpwnam("postgres")
             for path in (self.root, node.home, config):
@@ -401,8 +407,15 @@ def cluster_or_skip() -> Iterator[PatroniCluster]:
             f"{OPT_IN_VARIABLE}=1, but {', '.join(missing)} missing: install the Debian "
             "packages patroni, etcd-server and postgresql (.ci/run does)"
         )
+    with running_cluster(tools) as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def running_cluster(tools: Tools, *, strict: bool = False) -> Iterator[PatroniCluster]:
+    """A started cluster in a fresh directory; everything killed and deleted after."""
     root = Path(tempfile.mkdtemp(prefix="eventcore-patroni-"))
-    cluster = PatroniCluster(tools, root)
+    cluster = PatroniCluster(tools, root, strict=strict)
     try:
         cluster.start()
         yield cluster
