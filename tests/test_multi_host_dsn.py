@@ -4,12 +4,16 @@ tests/test_failover.py."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
 
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 from eventcore.backends.postgres._errors import describe_target
+from eventcore.backends.postgres._hosts import split_hosts
 from eventcore.demo.bank import Deposit, bank_codec
 from eventcore.errors import StoreUnavailable
 from eventcore.execute import execute
@@ -21,15 +25,35 @@ pytestmark = pytest.mark.postgres
 PASSWORD = "s3cret-pw"
 
 
-def multi_host(attrs: str, password: str = "") -> str:
-    """A port where nothing listens, then the shared server: both on 127.0.0.1."""
+def multi_host(attrs: str, password: str = "", first_port: int | None = None) -> str:
+    """A first host (by default a port where nothing listens), then the shared server."""
     shared = urlsplit(pg.PG_URL)
-    (nothing,) = free_ports(1)
+    (first,) = free_ports(1) if first_port is None else (first_port,)
     login = f"{shared.username}:{password}" if password else shared.username
     return (
-        f"postgresql://{login}@127.0.0.1:{nothing},{shared.hostname}:{shared.port}"
+        f"postgresql://{login}@127.0.0.1:{first},{shared.hostname}:{shared.port}"
         f"{shared.path}?target_session_attrs={attrs}"
     )
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[tuple[int, list[asyncio.StreamWriter]]]:
+    """A host that accepts connections and never answers (a hung machine, as far as a
+    client can tell); yields its port and the connections it accepted."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], accepted
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
 
 
 async def test_a_multi_host_dsn_reaches_the_host_that_accepts_writes(pg_schema: str) -> None:
@@ -53,3 +77,47 @@ async def test_a_multi_host_dsn_with_no_writable_host_raises_store_unavailable(
 def test_messages_name_every_host_of_a_multi_host_dsn_but_never_the_password() -> None:
     dsn = f"postgresql://app:{PASSWORD}@db1:5432,db2:5433/app?target_session_attrs=read-write"
     assert describe_target(dsn) == "db1:5432,db2:5433/app"
+
+
+async def test_a_multi_host_dsn_whose_first_host_never_answers_reaches_the_next(
+    pg_schema: str,
+) -> None:
+    async with silent_server() as (port, _):
+        dsn = multi_host("read-write", first_port=port)
+        config = PostgresConfig.development(dsn, schema=pg_schema, connect_timeout=1.0)
+        async with await PostgresEventStore.open(config) as store:
+            await execute(store, Deposit("acc", 5), codec=bank_codec)
+
+
+async def test_new_connections_start_from_the_host_that_answered_last(pg_schema: str) -> None:
+    async with silent_server() as (port, accepted):
+        dsn = multi_host("read-write", first_port=port)
+        config = PostgresConfig.development(
+            dsn, schema=pg_schema, connect_timeout=1.0, min_connections=1, max_connections=4
+        )
+        async with await PostgresEventStore.open(config) as store:
+            # Four reads at once need four connections.
+            await asyncio.gather(*(store.read_all() for _ in range(4)))
+            await store.wait_for_append(after=0, max_wait=0.01)  # the listener connects
+    assert len(accepted) == 1, "the silent host was tried again"
+
+
+def test_a_multi_host_dsn_splits_into_one_dsn_per_host_keeping_login_and_options() -> None:
+    dsn = "postgresql://app:p@ss@db1:5432,db2/app?target_session_attrs=read-write"
+    assert split_hosts(dsn) == [
+        "postgresql://app:p@ss@db1:5432/app?target_session_attrs=read-write",
+        "postgresql://app:p@ss@db2/app?target_session_attrs=read-write",
+    ]
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://app@db1:5432/app",
+        "host=db1,db2 user=app",
+        "postgresql://app@/app?host=db1,db2&port=5432,5433",
+    ],
+    ids=["one-host", "key-value-form", "hosts-in-the-query"],
+)
+def test_a_dsn_that_is_not_a_multi_host_url_is_left_to_the_driver(dsn: str) -> None:
+    assert split_hosts(dsn) is None

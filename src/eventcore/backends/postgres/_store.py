@@ -40,6 +40,7 @@ from eventcore.backends.postgres._errors import (
     translated,
 )
 from eventcore.backends.postgres._group_read import GroupReader
+from eventcore.backends.postgres._hosts import HostOrder
 from eventcore.backends.postgres._listener import AppendListener
 from eventcore.backends.postgres._migrate import migrate as run_migrations
 from eventcore.backends.postgres._migrate import schema_version
@@ -108,6 +109,7 @@ class PostgresEventStore(PostgresReads):
         pool: asyncpg.Pool,
         config: PostgresConfig,
         dsn: str,
+        hosts: HostOrder | None = None,
         *,
         read_pool: asyncpg.Pool | None = None,
     ) -> None:
@@ -119,6 +121,8 @@ class PostgresEventStore(PostgresReads):
         self._replay = None if read_pool is None else ReplayWatch(self._replica_head)
         self._config = config
         self._dsn = dsn
+        # A multi-host DSN's hosts, tried in turn by the pool and the listener.
+        self._hosts = hosts
         self._sql = Statements.for_schema(config.quoted_schema)
         self._listener = AppendListener(self._connect_one, config.channel, self._sql.head_position)
         self._recycler = asyncio.get_running_loop().create_task(self._recycle_connections())
@@ -145,15 +149,18 @@ class PostgresEventStore(PostgresReads):
         if config is None or isinstance(config, str):
             config = PostgresConfig(dsn=config)
         dsn = config.resolved_dsn()
-        pool = await _create_pool(config, dsn)
+        hosts = HostOrder.of(dsn)
+        pool = await _create_pool(config, dsn, hosts)
         read_pool = None
         if config.read_dsn is not None:
             try:
-                read_pool = await _create_pool(config, config.read_dsn)
+                read_pool = await _create_pool(
+                    config, config.read_dsn, HostOrder.of(config.read_dsn)
+                )
             except BaseException:
                 pool.terminate()
                 raise
-        store = cls(pool, config, dsn, read_pool=read_pool)
+        store = cls(pool, config, dsn, hosts, read_pool=read_pool)
         if migrate:
             try:
                 await store.migrate()
@@ -222,8 +229,13 @@ class PostgresEventStore(PostgresReads):
     async def _connect_one(self) -> asyncpg.Connection:
         # The listener's own connection: LISTEN holds a session, so it may need a
         # route of its own past a transaction pooler.
-        dsn = self._config.listen_dsn if self._config.listen_dsn is not None else self._dsn
-        return await asyncpg.connect(dsn, **_connect_kwargs(self._config))
+        # A multi-host DSN: the listener connects the way the pool does.
+        if self._config.listen_dsn is None:
+            dsn, hosts = self._dsn, self._hosts
+        else:
+            dsn, hosts = self._config.listen_dsn, HostOrder.of(self._config.listen_dsn)
+        connect = asyncpg.connect if hosts is None else hosts.connect
+        return await connect(dsn, **_connect_kwargs(self._config))
 
     def _connection(self, operation: str, pool: asyncpg.Pool | None = None) -> _Borrowed:
         """``async with self._connection(operation) as conn``: a pooled connection
@@ -554,12 +566,15 @@ def _connect_kwargs(config: PostgresConfig) -> dict[str, Any]:
     }
 
 
-async def _create_pool(config: PostgresConfig, dsn: str) -> asyncpg.Pool:
+async def _create_pool(config: PostgresConfig, dsn: str, hosts: HostOrder | None) -> asyncpg.Pool:
     target = describe_target(dsn)
+    # Each host of a multi-host DSN gets connect_timeout of its own (see _hosts).
+    hosts_count = 1 if hosts is None else hosts.count
     try:
         pool = await asyncio.wait_for(
             asyncpg.create_pool(
                 dsn,
+                connect=None if hosts is None else hosts.connect,
                 min_size=config.min_connections,
                 max_size=config.max_connections,
                 max_inactive_connection_lifetime=config.idle_timeout,
@@ -567,7 +582,7 @@ async def _create_pool(config: PostgresConfig, dsn: str) -> asyncpg.Pool:
                 **_connect_kwargs(config),
             ),
             # each connection has connect_timeout; this bounds the whole start-up
-            timeout=config.connect_timeout * 2,
+            timeout=config.connect_timeout * 2 * hosts_count,
         )
     except (asyncpg.exceptions.ClientConfigurationError, ValueError) as exc:
         # The driver's message may quote the DSN, password included: not repeated.

@@ -1,0 +1,91 @@
+"""Connecting through a multi-host DSN, one host at a time, each within its own timeout.
+
+A failover cluster is reached with ``postgresql://user@host1:port1,host2:port2/db
+?target_session_attrs=read-write``. asyncpg tries the hosts in turn, but under one
+``timeout`` for them all, and moves on only when a host refuses: a host that does
+not answer (its machine down, a network partition) spends the whole timeout, so the
+next host, the new primary, is never tried. libpq gives each host its own
+``connect_timeout``; so does :class:`HostOrder`, which splits the DSN into one DSN
+per host and connects to them in turn.
+
+It also starts from the host that answered last: after a failover, new
+connections go straight to the new primary instead of first waiting on the old one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import asyncpg
+from asyncpg import exceptions as pg
+
+# A host that is down, starting, shutting down or not writable: the next may do.
+# Anything else (a wrong password, a missing database) is the same on every host.
+_NEXT_HOST: Final = (
+    OSError,
+    TimeoutError,
+    pg.TargetServerAttributeNotMatched,
+    pg.CannotConnectNowError,
+    pg.PostgresConnectionError,
+)
+
+
+def split_hosts(dsn: str) -> list[str] | None:
+    """One DSN per host of a multi-host ``postgresql://`` URL, in order; ``None``
+    for a single host or any other form (asyncpg reads those as they are)."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return None
+    if parts.scheme not in ("postgresql", "postgres"):
+        return None
+    login, at, hosts = parts.netloc.rpartition("@")
+    query_keys = {key for key, _ in parse_qsl(parts.query)}
+    if "," not in hosts or query_keys & {"host", "port"}:
+        return None
+    return [
+        urlunsplit((parts.scheme, f"{login}{at}{host}", parts.path, parts.query, parts.fragment))
+        for host in hosts.split(",")
+    ]
+
+
+class HostOrder:
+    """Connects to the hosts of a multi-host DSN in turn, starting with the one that
+    answered last; each attempt has the full ``timeout`` it is given."""
+
+    def __init__(self, dsns: Sequence[str]) -> None:
+        self._dsns = list(dsns)
+        self._first = 0
+
+    @classmethod
+    def of(cls, dsn: str) -> HostOrder | None:
+        """For a multi-host DSN; ``None`` for a single host (asyncpg connects)."""
+        dsns = split_hosts(dsn)
+        return None if dsns is None else cls(dsns)
+
+    @property
+    def count(self) -> int:
+        return len(self._dsns)
+
+    async def connect(self, dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:
+        """asyncpg's ``connect`` (the pool calls it with the full DSN first, which
+        is ignored: each host's own DSN is used)."""
+        count = len(self._dsns)
+        not_writable: BaseException | None = None
+        last: BaseException | None = None
+        for step in range(count):
+            index = (self._first + step) % count
+            try:
+                conn: asyncpg.Connection = await asyncpg.connect(self._dsns[index], **kwargs)
+            except _NEXT_HOST as exc:
+                if isinstance(exc, pg.TargetServerAttributeNotMatched):
+                    not_writable = exc
+                last = exc
+                continue
+            self._first = index
+            return conn
+        # "None writable" says more than the last host's refusal: a failover is on.
+        assert last is not None
+        raise not_writable or last
