@@ -103,14 +103,29 @@ async def _listening(url: str) -> int:
         await conn.close()
 
 
+async def _fetch(url: str, sql: str) -> list[asyncpg.Record]:
+    """One statement on a connection of its own (a multi-host DSN reaches the primary)."""
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        return await conn.fetch(sql)
+    finally:
+        await conn.close()
+
+
+async def _lease_holder(url: str) -> str | None:
+    async with await PostgresEventStore.open(store_config(url), migrate=False) as store:
+        return await store.lease_holder(Handled.name)
+
+
+async def _deposits(store: PostgresEventStore, first: int, count: int) -> None:
+    for n in range(first, first + count):
+        await _deposit(store, n)
+
+
 async def _run(cluster: patroni_cluster.PatroniCluster) -> Seen:
     config = store_config(cluster.dsn, application_name=APPLICATION)
     async with await PostgresEventStore.open(config) as store:
-        conn = await asyncpg.connect(cluster.dsn, timeout=10)
-        try:
-            await conn.execute(f"CREATE TABLE {TABLE} (position bigint NOT NULL)")
-        finally:
-            await conn.close()
+        await _fetch(cluster.dsn, f"CREATE TABLE {TABLE} (position bigint NOT NULL)")
         followed: list[int] = []
 
         async def follower() -> None:
@@ -121,40 +136,26 @@ async def _run(cluster: patroni_cluster.PatroniCluster) -> Seen:
         runner = ExactlyOnceRunner(store, Handled(), options=options, holder=HOLDER)
         runner.start()
         reader = asyncio.create_task(follower())
-        deposits = 0
         try:
-            for _ in range(BEFORE_KILL):
-                await _deposit(store, deposits)
-                deposits += 1
+            await _deposits(store, 0, BEFORE_KILL)
             await asyncio.wait_for(runner.caught_up(), DEADLINE)
             await _until(lambda: len(followed) >= BEFORE_KILL, "the follower")
             killed = cluster.kill_primary_postmaster()
             # Deposits go on through the failover, each retried until it commits.
-            for _ in range(AFTER_KILL):
-                await _deposit(store, deposits)
-                deposits += 1
+            await _deposits(store, BEFORE_KILL, AFTER_KILL)
             promoted = await cluster.wait_for_new_leader(killed)
             head = await store.head_position()
             await asyncio.wait_for(runner.caught_up(head), DEADLINE)
             await _until(lambda: reader.done() or len(followed) >= head, "the follower")
-            listening = await _listening(promoted.url)
-            async with await PostgresEventStore.open(
-                store_config(promoted.url), migrate=False
-            ) as survivor:
-                holder = await survivor.lease_holder(Handled.name)
-            conn = await asyncpg.connect(promoted.url, timeout=10)
-            try:
-                rows = await conn.fetch(f"SELECT position FROM {TABLE}")
-            finally:
-                await conn.close()
+            rows = await _fetch(promoted.url, f"SELECT position FROM {TABLE}")
             return Seen(
                 head,
                 list(followed),
                 [int(row[0]) for row in rows],
-                holder,
+                await _lease_holder(promoted.url),
                 runner.state,
                 runner.error,
-                listening,
+                await _listening(promoted.url),
             )
         finally:
             reader.cancel()
