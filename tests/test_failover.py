@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from eventcore.backends.postgres import PostgresEventStore
 from eventcore.demo.bank import MoneyDeposited, bank_codec
-from tests import patroni_cluster
+from tests import patroni_cluster, pg_cluster
 from tests.bank_checks import OPENING_BALANCE
 from tests.failover_load import FailoverRun, run_under_failover, store_config
 
@@ -92,3 +93,18 @@ async def test_a_tailing_reader_sees_every_event_once_across_a_failover(
         log = await store.read_all()
     assert [e.global_position for e in failover_run.followed] == [e.global_position for e in log]
     assert [e.event_id for e in failover_run.followed] == [e.event_id for e in log]
+
+
+def test_without_opting_in_the_harness_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(pg_cluster.OPT_IN_VARIABLE, raising=False)
+    with pytest.raises(pytest.skip.Exception, match=pg_cluster.OPT_IN_VARIABLE):
+        next(patroni_cluster.cluster_or_skip())
+
+
+def test_opted_in_without_patroni_the_harness_fails_rather_than_skips(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(pg_cluster.OPT_IN_VARIABLE, "1")
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing to be found
+    with pytest.raises(pytest.fail.Exception, match="patroni, etcd missing"):
+        next(patroni_cluster.cluster_or_skip())
