@@ -188,6 +188,7 @@ class PatroniCluster:
             Node(f"node{n}", root / f"node{n}", ports[2 * n], ports[2 * n + 1]) for n in range(2)
         ]
         self._processes: list[subprocess.Popen[bytes]] = []
+        self._patroni: dict[str, subprocess.Popen[bytes]] = {}
         self._as_postgres = os.geteuid() == 0
 
     @property
@@ -214,7 +215,9 @@ class PatroniCluster:
             "node1 to stream as the synchronous standby",
         )
 
-    def _spawn(self, command: list[str], log: Path, *, as_postgres: bool) -> None:
+    def _spawn(
+        self, command: list[str], log: Path, *, as_postgres: bool
+    ) -> subprocess.Popen[bytes]:
         kwargs: dict[str, Any] = {}
         if as_postgres and self._as_postgres:
             entry = pwd.getpwnam("postgres")
@@ -230,6 +233,7 @@ class PatroniCluster:
                 **kwargs,
             )
         self._processes.append(process)
+        return process
 
     def _start_etcd(self) -> None:
         client, peer = self._etcd_ports
@@ -264,7 +268,7 @@ class PatroniCluster:
             entry = pwd.getpwnam("postgres")
             for path in (self.root, node.home, config):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        self._spawn(
+        self._patroni[node.name] = self._spawn(
             [str(self._tools.patroni), str(config)], node.home / "out.log", as_postgres=True
         )
 
@@ -332,6 +336,23 @@ class PatroniCluster:
         os.kill(pid, signal.SIGKILL)
         return leader
 
+    def freeze_primary(self) -> Node:
+        """SIGSTOP the primary's Patroni and PostgreSQL, as if its machine hung: its
+        connections stay open and answer nothing; Patroni's leader lock lapses after
+        ``ttl`` and the standby takes over. Return the frozen node."""
+        leader = self.leader()
+        pid = None if leader is None else leader.postmaster_pid()
+        if leader is None or pid is None:
+            raise RuntimeError(f"no running leader to freeze; members: {self.members()}")
+        os.killpg(self._patroni[leader.name].pid, signal.SIGSTOP)
+        # The postmaster first, so that it starts no more children; each child of
+        # a postmaster leads a process group of its own, so each is stopped alone.
+        os.kill(pid, signal.SIGSTOP)
+        for child in _children(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGSTOP)
+        return leader
+
     def logs(self, tail: int = 40) -> str:
         """The last lines of every log, for a failure's message."""
         paths = [self.root / "etcd.log"]
@@ -349,7 +370,7 @@ class PatroniCluster:
 
     def destroy(self) -> None:
         """Kill everything started here: Patroni first (so it restarts nothing),
-        then the postmasters and their children, then etcd."""
+        etcd with it, then each postmaster and its children."""
         for process in self._processes:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -360,14 +381,11 @@ class PatroniCluster:
             pid = node.postmaster_pid()
             if pid is None or not _is_postmaster_of(pid, node.data_dir):
                 continue
-            # Patroni starts the postmaster in a session of its own, so its
-            # children share a process group that is none of ours.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                group = os.getpgid(pid)
-                if group != os.getpgrp():
-                    os.killpg(group, signal.SIGKILL)
-                else:
-                    os.kill(pid, signal.SIGKILL)
+            # Children would exit once the postmaster is gone, unless stopped
+            # (freeze_primary): each is killed, in its own process group.
+            for doomed in (pid, *_children(pid)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(doomed, signal.SIGKILL)
 
 
 def _role(members: list[dict[str, Any]], name: str) -> str | None:
@@ -384,6 +402,19 @@ def _http_ok(url: str) -> bool:
             return bool(reply.status == 200)
     except OSError:
         return False
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The command name, in parentheses, may hold spaces: the fields after it
+            # are state, then the parent's pid.
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def _is_postmaster_of(pid: int, data_dir: Path) -> bool:

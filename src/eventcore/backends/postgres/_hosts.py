@@ -10,11 +10,15 @@ per host and connects to them in turn.
 
 It also starts from the host that answered last: after a failover, new
 connections go straight to the new primary instead of first waiting on the old one.
+And it remembers which host each connection it made is on, so that a long-lived
+connection (the listener's) can tell when the pool has moved to another host: a
+primary that hangs, rather than dies, never closes its connections.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -58,6 +62,10 @@ class HostOrder:
     def __init__(self, dsns: Sequence[str]) -> None:
         self._dsns = list(dsns)
         self._first = 0
+        self._host_of: weakref.WeakKeyDictionary[asyncpg.Connection, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._on_move: list[Callable[[], None]] = []
 
     @classmethod
     def of(cls, dsn: str) -> HostOrder | None:
@@ -68,6 +76,15 @@ class HostOrder:
     @property
     def count(self) -> int:
         return len(self._dsns)
+
+    def when_moved(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` whenever new connections start going to another host."""
+        self._on_move.append(hook)
+
+    def on_current_host(self, conn: asyncpg.Connection) -> bool:
+        """Whether ``conn`` is on the host new connections go to now (the one
+        that answered last); a connection made elsewhere counts as current."""
+        return self._host_of.get(conn, self._first) == self._first
 
     async def connect(self, dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:
         """asyncpg's ``connect`` (the pool calls it with the full DSN first, which
@@ -84,7 +101,11 @@ class HostOrder:
                     not_writable = exc
                 last = exc
                 continue
-            self._first = index
+            self._host_of[conn] = index
+            if index != self._first:
+                self._first = index
+                for hook in self._on_move:
+                    hook()
             return conn
         # "None writable" says more than the last host's refusal: a failover is on.
         assert last is not None

@@ -5,6 +5,11 @@ delivered when (and only if) it commits. One dedicated connection per store
 listens; waiting readers are woken as soon as a notification says the log has
 grown past what they have. If that connection is lost, waiters fall back to
 their poll interval until it is re-established.
+
+Through a multi-host DSN, the listener also lets go of a connection on a host the
+pool has left: a primary that hangs (its machine lost, a network partition)
+leaves the connection open and silent, and waiters would poll forever instead of
+listening on the new primary.
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ class AppendListener:
         connect: Callable[[], Awaitable[asyncpg.Connection]],
         channel: str,
         head_query: str | None = None,
+        current: Callable[[asyncpg.Connection], bool] | None = None,
     ):
         self._connect = connect
         self._channel = channel
+        # Whether a connection is still on the host the pool uses (multi-host DSNs).
+        self._current = current
         # Reads the log's head position. Run right after LISTEN, it covers every
         # append committed while nobody listened (their notifications are lost);
         # later appends notify. Without it, a waiter whose log is already past
@@ -45,8 +53,19 @@ class AppendListener:
     def listening(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
 
+    def drop_if_left_behind(self) -> None:
+        """Let go of the connection if the pool has moved to another host."""
+        conn = self._conn
+        if conn is None or self._current is None or self._current(conn):
+            return
+        self._conn = None
+        conn.terminate()  # its host may be hung: a polite close could wait forever
+        self._changed.set()  # waiters on it would hear nothing more: re-check now
+        self._changed = asyncio.Event()
+
     async def ensure_listening(self) -> bool:
         """Start listening if not already; False (and polling) if it cannot."""
+        self.drop_if_left_behind()
         if self.listening():
             return True
         async with self._connecting:
@@ -77,7 +96,9 @@ class AppendListener:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _on_terminated(self, _conn: object) -> None:
+    def _on_terminated(self, conn: object) -> None:
+        if conn is not self._conn:
+            return  # one let go of already, and maybe replaced
         self._conn = None
         self._changed.set()  # let waiters re-check (and poll) at once
         self._changed = asyncio.Event()

@@ -124,7 +124,15 @@ class PostgresEventStore(PostgresReads):
         # A multi-host DSN's hosts, tried in turn by the pool and the listener.
         self._hosts = hosts
         self._sql = Statements.for_schema(config.quoted_schema)
-        self._listener = AppendListener(self._connect_one, config.channel, self._sql.head_position)
+        self._listener = AppendListener(
+            self._connect_one,
+            config.channel,
+            self._sql.head_position,
+            current=None if hosts is None else hosts.on_current_host,
+        )
+        if hosts is not None:
+            # Waiters on a connection to the old host would wait in vain: at once.
+            hosts.when_moved(self._listener.drop_if_left_behind)
         self._recycler = asyncio.get_running_loop().create_task(self._recycle_connections())
         settings = config.group_commit
         self._committer = (
