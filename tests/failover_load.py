@@ -164,9 +164,15 @@ async def _follow_into(store: PostgresEventStore, seen: list[RecordedEvent]) -> 
         seen.append(event)
 
 
-async def run_under_failover(cluster: PatroniCluster, seed: int = 1) -> FailoverRun:
-    """Run the scenario on ``cluster`` (fresh, node0 leading); see the module's doc."""
-    async with await PostgresEventStore.open(store_config(cluster.dsn)) as store:
+async def run_under_failover(
+    cluster: PatroniCluster, seed: int = 1, *, freeze: bool = False
+) -> FailoverRun:
+    """Run the scenario on ``cluster`` (fresh, node0 leading); see the module's doc.
+    ``freeze``: stop the primary with SIGSTOP instead (a hung machine), with short
+    command and connect timeouts, since calls to it wait them out."""
+    timeouts = {"command_timeout": 5.0, "connect_timeout": 2.0} if freeze else {}
+    fail = cluster.freeze_primary if freeze else cluster.kill_primary_postmaster
+    async with await PostgresEventStore.open(store_config(cluster.dsn, **timeouts)) as store:
         accounts = await open_accounts(store, ACCOUNTS)
         load = _Load(store, accounts, seed)
         followed: list[RecordedEvent] = []
@@ -176,7 +182,7 @@ async def run_under_failover(cluster: PatroniCluster, seed: int = 1) -> Failover
             await _wait_until(
                 lambda: load.committed_since(0) >= COMMITTED_BEFORE_KILL, "load", load
             )
-            killed = cluster.kill_primary_postmaster()
+            killed = fail()
             killed_at = time.monotonic()
             promoted = await cluster.wait_for_new_leader(killed)
             promoted_at = time.monotonic()

@@ -189,6 +189,7 @@ class PatroniCluster:
         ]
         self._processes: list[subprocess.Popen[bytes]] = []
         self._patroni: dict[str, subprocess.Popen[bytes]] = {}
+        self._answered = 0  # the node whose REST API answered last
         self._as_postgres = os.geteuid() == 0
 
     @property
@@ -275,16 +276,20 @@ class PatroniCluster:
     # -- watching --------------------------------------------------------------------
 
     def members(self) -> list[dict[str, Any]]:
-        """The cluster as any reachable node's REST API reports it (``/cluster``)."""
-        for node in self.nodes:
+        """The cluster as any reachable node's REST API reports it (``/cluster``),
+        asking first the node that answered last (a frozen one answers nothing)."""
+        count = len(self.nodes)
+        for step in range(count):
+            node = self.nodes[(self._answered + step) % count]
             try:
                 with urllib.request.urlopen(
                     f"http://127.0.0.1:{node.api_port}/cluster", timeout=2
                 ) as reply:
                     members: list[dict[str, Any]] = json.loads(reply.read())["members"]
-                    return members
             except (OSError, ValueError, KeyError):
                 continue
+            self._answered = self.nodes.index(node)
+            return members
         return []
 
     def leader(self) -> Node | None:
@@ -345,6 +350,7 @@ class PatroniCluster:
         if leader is None or pid is None:
             raise RuntimeError(f"no running leader to freeze; members: {self.members()}")
         os.killpg(self._patroni[leader.name].pid, signal.SIGSTOP)
+        self._answered = (self.nodes.index(leader) + 1) % len(self.nodes)
         # The postmaster first, so that it starts no more children; each child of
         # a postmaster leads a process group of its own, so each is stopped alone.
         os.kill(pid, signal.SIGSTOP)
