@@ -151,8 +151,9 @@ async def test_a_long_stream_is_folded_page_by_page(any_store: EventStore) -> No
         await execute(any_store, Deposit("acc", 1), codec=bank_codec)
     store = RecordingStore(any_store)
     await execute(store, Deposit("acc", 1), codec=bank_codec, fold_page_size=3)
+    # The first page starts at the beginning, which needs no from_versions.
     assert [r["from_versions"] for r in store.reads] == [
-        {"acc": 1},
+        None,
         {"acc": 4},
         {"acc": 7},
         {"acc": 10},

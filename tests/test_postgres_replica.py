@@ -38,7 +38,7 @@ def test_read_dsn_is_hidden_in_the_repr() -> None:
     config = PostgresConfig(dsn="postgresql://a:pw1@p/db", read_dsn="postgresql://a:pw2@r/db")
     shown = repr(config)
     assert "pw2" not in shown
-    assert "read_dsn=<dsn>" in shown
+    assert "read_dsn=<read_dsn>" in shown
 
 
 @pytest.mark.parametrize("read_dsn", ["", "  ", 5432])

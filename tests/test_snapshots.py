@@ -63,10 +63,11 @@ class Count(Command[Tally, Tick]):
 class RecordingStore(FaultInjectingStore):
     def __init__(self, inner: EventStore) -> None:
         super().__init__(inner)
-        self.reads: list[dict[str, int]] = []
+        self.reads: list[dict[str, int] | None] = []
 
     async def read_streams(self, stream_ids: Any, **kwargs: Any) -> Any:
-        self.reads.append(dict(kwargs["from_versions"]))
+        starts = kwargs.get("from_versions")  # None: every stream from its start
+        self.reads.append(None if starts is None else dict(starts))
         return await super().read_streams(stream_ids, **kwargs)
 
 

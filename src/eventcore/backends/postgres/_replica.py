@@ -11,7 +11,7 @@ follower reading from it cannot be woken by it. :class:`ReplayWatch` keeps the
 wake-up on the primary: the store's listener hears "position N committed" there,
 then the watch polls the replica's log head, briefly and with a growing interval,
 until the replica has replayed past the follower's position (see
-docs/adr/0008-replica-reads-wake-up.md for why).
+docs/adr/0009-replica-reads-wake-up.md for why).
 
 Replay keeps the log's guarantee: positions are handed out under a lock held to
 commit, so commit records reach the WAL in position order, and a standby applies
