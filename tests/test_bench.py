@@ -70,6 +70,7 @@ def _events_per_operation(result: ScenarioResult) -> int | None:
         return 1
     return {
         "transfers": 2,
+        "steady_transfers": 2,
         "hot_set": 2,
         "append": result.params.batch_size,
         "fold": TINY.fold_events,
@@ -122,6 +123,13 @@ async def test_the_steady_scenario_runs_on_a_warm_cache_and_reports_its_hit_rate
     assert result.summary.cpu_us_per_op is not None
     assert result.cpu_ratio is not None
     assert result.cpu_ratio > 0
+    assert "warm cache" in result.label
+
+
+async def test_warm_transfers_find_every_account_in_the_cache() -> None:
+    result = await _run("steady_transfers")
+
+    assert result.summary.cache_hit_rate == 1.0
     assert "warm cache" in result.label
 
 
@@ -179,11 +187,13 @@ def test_plan_covers_the_seed_scenarios_at_every_size() -> None:
         "commands c=50",
         "commands c=64",
         "commands c=100",
+        "steady c=1 warm cache",
         "steady c=64 warm cache",
         "hot_set c=64 90% on 1000",
         "append batch=1",
         "append batch=1000",
         "transfers c=64",
+        "transfers c=64 warm cache",
         "fold 10000 events",
         "read_all 100000 events",
         "replay 100000 events",

@@ -129,10 +129,11 @@ def _notes(results: Sequence[ScenarioResult]) -> list[str]:
         "replay: an op is a rebuild of an in-memory projection from the whole log, "
         "against a bare iter_all walk of it.",
         "memory: run under tracemalloc (slower); heap +MB is the net growth after gc.",
-        "steady: the commands of commands c=64 with the accounts opened and the state "
+        "steady: the commands of commands c=N with the accounts opened and the state "
         "cache warmed first (StateCache.warm over every account; with --option "
-        "cache=false there is no cache to warm, and hit % shows -); hot_set: transfers, "
-        "most of them between a few hot accounts, the cache filling as it goes.",
+        "cache=false there is no cache to warm, and hit % shows -); transfers ... warm "
+        "cache: the same for transfers; hot_set: transfers, most of them between a few "
+        "hot accounts, the cache filling as it goes.",
         "hit %: command attempts whose every stream's state was in the state cache; "
         "batch: appends per group commit (- without group commit); CPU us/op: this "
         "process's CPU time per operation (the client's; SQLite's engine runs in it), "
