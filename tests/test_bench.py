@@ -23,7 +23,7 @@ from eventcore.bench.results import Latency, ScenarioResult, from_json, to_json
 from eventcore.bench.runner import BenchSettings, run_scenario, run_suite
 from eventcore.bench.scenarios import SCENARIOS, ScenarioSpec, Sizes, plan_scenarios
 from eventcore.bench.stores import BenchSetupError, open_backend
-from eventcore.bench.targets import TARGETS, check_result, targets_for
+from eventcore.bench.targets import TARGETS, Target, check_result, targets_for
 from eventcore.cli import main
 from eventcore.errors import BusinessRuleViolation
 from tests import pg
@@ -259,6 +259,19 @@ async def test_targets_pass_or_miss_on_the_measured_figure() -> None:
     assert missed.check(result).verdict == "MISS"
     assert target.check(None).verdict == "not run"
     assert check_result(result, [target]) == ()  # measured at c=4, the target is at 64
+
+
+@pytest.mark.parametrize(("option", "cached"), [(None, True), ("false", False), (False, False)])
+async def test_a_target_for_runs_with_or_without_the_cache_applies_only_to_those(
+    option: object, cached: bool
+) -> None:
+    result = await _run("commands") if option is None else await _run("commands", cache=option)
+    with_cache = Target("t", "memory", "commands", "ratio", ">=", 1.0, cache=True)
+    without_cache = replace(with_cache, cache=False)
+
+    assert with_cache.applies_to(result) is cached
+    assert without_cache.applies_to(result) is not cached
+    assert replace(with_cache, cache=None).applies_to(result)
 
 
 async def test_an_option_the_store_does_not_take_is_a_clear_error() -> None:

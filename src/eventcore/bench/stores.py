@@ -136,12 +136,18 @@ def _split_observer_option(options: dict[str, Any]) -> ObserverGroup | None:
     raise BenchSetupError(f"unknown observer {choice!r}; choose from {', '.join(OBSERVER_CHOICES)}")
 
 
+def cache_enabled(options: Mapping[str, Any]) -> bool:
+    """Whether the "cache" option leaves the state cache on (the default)."""
+    cache = options.get("cache", True)
+    if isinstance(cache, str):
+        return cache.strip().lower() not in ("false", "off", "0", "no")
+    return bool(cache)
+
+
 def _split_cache_option(options: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
     rest = dict(options)
-    cache = rest.pop("cache", True)
-    if isinstance(cache, str):
-        cache = cache.strip().lower() not in ("false", "off", "0", "no")
-    return bool(cache), rest
+    rest.pop("cache", None)
+    return cache_enabled(options), rest
 
 
 def resolve_dsn(dsn: str | None) -> str:

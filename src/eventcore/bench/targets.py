@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from eventcore.bench.results import ScenarioResult, TargetOutcome
+from eventcore.bench.stores import cache_enabled
 
 _MB: Final = 1024 * 1024
 
@@ -63,6 +64,8 @@ class Target:
     concurrency: int | None = None
     batch_size: int | None = None
     operations_per_run: int | None = None
+    # True / False: only for runs with / without the state cache (--option cache=).
+    cache: bool | None = None
 
     def applies_to(self, result: ScenarioResult) -> bool:
         params = result.params
@@ -72,6 +75,7 @@ class Target:
             and self.concurrency in (None, params.concurrency)
             and self.batch_size in (None, params.batch_size)
             and self.operations_per_run in (None, params.operations_per_run)
+            and self.cache in (None, cache_enabled(params.store_options))
         )
 
     def check(self, result: ScenarioResult | None) -> TargetOutcome:
@@ -101,22 +105,45 @@ def _memory_target(backend: str) -> Target:
 
 TARGETS: Final = (
     Target(
-        "postgres: single-stream commands at 64 tasks >= 1.5x bare INSERT",
+        "postgres: single-stream commands at 64 tasks, warm cache >= 1.5x bare INSERT",
         "postgres",
-        "commands",
+        "steady",
         "ratio",
         ">=",
         1.5,
         concurrency=64,
+        cache=True,
     ),
     Target(
-        "postgres: two-stream transfers at 64 tasks >= 0.75x bare INSERT",
+        "postgres: single-stream commands at 64 tasks, every one reading (cache off) "
+        ">= 0.75x bare INSERT",
         "postgres",
-        "transfers",
+        "commands",
         "ratio",
         ">=",
         0.75,
         concurrency=64,
+        cache=False,
+    ),
+    Target(
+        "postgres: two-stream transfers at 64 tasks, warm cache >= 0.75x bare INSERT",
+        "postgres",
+        "steady_transfers",
+        "ratio",
+        ">=",
+        0.75,
+        concurrency=64,
+        cache=True,
+    ),
+    Target(
+        "postgres: one writer, warm cache >= 0.5x bare INSERT at 1 task",
+        "postgres",
+        "steady",
+        "ratio",
+        ">=",
+        0.5,
+        concurrency=1,
+        cache=True,
     ),
     Target(
         "postgres: 1,000-event batch appends >= 100,000 events/s",
