@@ -12,7 +12,10 @@ conflict in its place), so one command's conflict never fails its neighbours, an
 requests touching the same stream behave exactly as if sent one after another.
 If a whole batch fails, its requests are retried one by one, so only the faulty
 one sees the error; only a failure no request could have caused (the store is
-closed, the connection lost, see ``store_wide``) fails the whole batch at once.
+closed, the connection lost, see ``store_wide``) fails the whole batch at once,
+and so does any failure after which the batch may have been written
+(``StoreUnavailable``, a raw ``OSError`` or ``TimeoutError``: outcome unknown),
+whatever ``store_wide`` says, since sending it again could write it twice.
 Every caller then gets an exception of its own, chained to the shared cause.
 
 With ``max_in_flight`` above 1 (opt-in), that many batches may be under way at
@@ -269,7 +272,7 @@ class GroupCommitter:
             failure = await self._send(batch)
             if failure is None:
                 return
-            if len(batch) == 1 or self._store_wide(failure):
+            if len(batch) == 1 or _outcome_unknown(failure) or self._store_wide(failure):
                 _log_batch_failure(batch, failure)
                 _fail_each(batch, failure)
             else:
@@ -291,7 +294,7 @@ class GroupCommitter:
             failure = await self._send([one])
             if failure is None:
                 continue
-            if self._store_wide(failure):
+            if _outcome_unknown(failure) or self._store_wide(failure):
                 _fail_each(batch[index:], failure)  # the rest would only fail too
                 return
             _fail_each([one], failure)
@@ -316,6 +319,13 @@ class GroupCommitter:
             if not future.done():
                 future.set_result(outcome)
         return None
+
+
+def _outcome_unknown(exc: Exception) -> bool:
+    """Whether a failed ``append_many`` may have committed all the same (the
+    connection dropped after the server committed, say): its callers are told
+    StoreUnavailable (see ``_own_copy``), and the batch is never sent again."""
+    return isinstance(exc, StoreUnavailable | OSError | TimeoutError)
 
 
 def _log_batch_failure(batch: Sequence[_Waiting], exc: Exception) -> None:
