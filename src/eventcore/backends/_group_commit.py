@@ -21,12 +21,21 @@ Every caller then gets an exception of its own, chained to the shared cause.
 With ``max_in_flight`` above 1 (opt-in), that many batches may be under way at
 once: the next batch is built and sent while the one before it commits
 (PostgreSQL still commits them one after another, in the order they take the
-log's lock). It is off by default because it measured no faster: PostgreSQL at
-64 tasks, 3 interleaved runs each, 1 against 2 in flight gave 8,788 and 8,767
-cached commands/s (see docs/benchmarks.md). An append that touches a stream
-of a batch under way waits for that batch to finish, and so does every later
-append touching its streams: appends to one stream reach the store in the order
-they were made, so batching never reorders them.
+log's lock). An append that touches a stream of a batch under way waits for that
+batch to finish, and so does every later append touching its streams: appends to
+one stream reach the store in the order they were made, so batching never
+reorders them. Cancelled callers and lost connections keep every invariant of a
+single batch in flight (tests/test_group_commit_pipelined.py).
+
+It stays off by default because it is not clearly better. On PostgreSQL at 64
+tasks (``eventcore bench --scenario steady,commands``, 1 and 2 in flight
+interleaved, 15-16 pairs on a busy shared machine, see docs/benchmarks.md), two
+in flight made commands that mostly miss the state cache faster (0.39x against
+0.24x of the bare-INSERT baseline, faster in 14 pairs of 15) but cached commands
+only 13% faster (0.54x against 0.47x, faster in 12 of 16) for 10% more client
+CPU per command (119 against 108 us: half-size batches); an earlier run on a
+quieter machine found 8,788 against 8,767 cached commands/s. Worth opting into
+where most commands miss the cache.
 
 ``close()`` takes no new appends, waits up to ``close_timeout`` for those already
 accepted, and fails what is left saying whether it may have been written.
