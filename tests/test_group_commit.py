@@ -315,6 +315,32 @@ def _raised_from(cause: BaseException) -> StoreError:
     return error
 
 
+@pytest.mark.parametrize("max_in_flight", [1, 2])
+async def test_a_batch_whose_outcome_is_unknown_is_never_sent_again(max_in_flight: int) -> None:
+    store = InMemoryEventStore()
+    sent: list[int] = []
+
+    async def commits_then_loses_the_reply(
+        requests: Sequence[AppendRequest],
+    ) -> list[AppendOutcome]:
+        sent.append(len(requests))
+        await store.append_many(requests)
+        raise StoreUnavailable("no reply to the commit")  # no OSError under it
+
+    committer = GroupCommitter(
+        commits_then_loses_the_reply, GroupCommitSettings(max_in_flight=max_in_flight)
+    )
+    outcomes = await asyncio.gather(
+        *(committer.append(_request({f"s{i}": 0}, f"s{i}")) for i in range(3)),
+        return_exceptions=True,
+    )
+    # Sent again one by one, each would meet its own events (a conflict, or a
+    # second copy in a store that checks no ids) though it was written.
+    assert sent == [3]
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
+    assert len(await store.read_all()) == 3
+
+
 def test_postgres_fails_a_whole_batch_only_for_trouble_no_request_caused() -> None:
     store_wide = postgres_store._fails_every_append
     assert store_wide(_raised_from(asyncpg.exceptions.ConnectionDoesNotExistError("gone")))

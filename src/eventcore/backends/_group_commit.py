@@ -12,18 +12,30 @@ conflict in its place), so one command's conflict never fails its neighbours, an
 requests touching the same stream behave exactly as if sent one after another.
 If a whole batch fails, its requests are retried one by one, so only the faulty
 one sees the error; only a failure no request could have caused (the store is
-closed, the connection lost, see ``store_wide``) fails the whole batch at once.
+closed, the connection lost, see ``store_wide``) fails the whole batch at once,
+and so does any failure after which the batch may have been written
+(``StoreUnavailable``, a raw ``OSError`` or ``TimeoutError``: outcome unknown),
+whatever ``store_wide`` says, since sending it again could write it twice.
 Every caller then gets an exception of its own, chained to the shared cause.
 
 With ``max_in_flight`` above 1 (opt-in), that many batches may be under way at
 once: the next batch is built and sent while the one before it commits
 (PostgreSQL still commits them one after another, in the order they take the
-log's lock). It is off by default because it measured no faster: PostgreSQL at
-64 tasks, 3 interleaved runs each, 1 against 2 in flight gave 8,788 and 8,767
-cached commands/s (see docs/benchmarks.md). An append that touches a stream
-of a batch under way waits for that batch to finish, and so does every later
-append touching its streams: appends to one stream reach the store in the order
-they were made, so batching never reorders them.
+log's lock). An append that touches a stream of a batch under way waits for that
+batch to finish, and so does every later append touching its streams: appends to
+one stream reach the store in the order they were made, so batching never
+reorders them. Cancelled callers and lost connections keep every invariant of a
+single batch in flight (tests/test_group_commit_pipelined.py).
+
+It stays off by default because it is not clearly better. On PostgreSQL at 64
+tasks (``eventcore bench --scenario steady,commands``, 1 and 2 in flight
+interleaved, 15-16 pairs on a busy shared machine, see docs/benchmarks.md), two
+in flight made commands that mostly miss the state cache faster (0.39x against
+0.24x of the bare-INSERT baseline, faster in 14 pairs of 15) but cached commands
+only 13% faster (0.54x against 0.47x, faster in 12 of 16) for 10% more client
+CPU per command (119 against 108 us: half-size batches); an earlier run on a
+quieter machine found 8,788 against 8,767 cached commands/s. Worth opting into
+where most commands miss the cache.
 
 ``close()`` takes no new appends, waits up to ``close_timeout`` for those already
 accepted, and fails what is left saying whether it may have been written.
@@ -269,7 +281,7 @@ class GroupCommitter:
             failure = await self._send(batch)
             if failure is None:
                 return
-            if len(batch) == 1 or self._store_wide(failure):
+            if len(batch) == 1 or _outcome_unknown(failure) or self._store_wide(failure):
                 _log_batch_failure(batch, failure)
                 _fail_each(batch, failure)
             else:
@@ -291,7 +303,7 @@ class GroupCommitter:
             failure = await self._send([one])
             if failure is None:
                 continue
-            if self._store_wide(failure):
+            if _outcome_unknown(failure) or self._store_wide(failure):
                 _fail_each(batch[index:], failure)  # the rest would only fail too
                 return
             _fail_each([one], failure)
@@ -316,6 +328,13 @@ class GroupCommitter:
             if not future.done():
                 future.set_result(outcome)
         return None
+
+
+def _outcome_unknown(exc: Exception) -> bool:
+    """Whether a failed ``append_many`` may have committed all the same (the
+    connection dropped after the server committed, say): its callers are told
+    StoreUnavailable (see ``_own_copy``), and the batch is never sent again."""
+    return isinstance(exc, StoreUnavailable | OSError | TimeoutError)
 
 
 def _log_batch_failure(batch: Sequence[_Waiting], exc: Exception) -> None:
