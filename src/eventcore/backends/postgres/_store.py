@@ -372,6 +372,22 @@ class PostgresEventStore(PostgresReads):
         else:
             await wait_on_replica(self._listener, self._replay, after, max_wait)
 
+    async def primary_head_position(self) -> int:
+        """The log's head on the primary; ``head_position`` reads the replica when
+        one is configured (see :class:`~eventcore.store.ReplicaReads`)."""
+        self._check_open()
+        rows = await self._rows("head_position on the primary", self._sql.head_position)
+        return int(rows[0][0])
+
+    async def wait_for_replica(self, position: int, max_wait: float) -> int:
+        """Wait until the replica has replayed the log up to ``position`` (polling
+        its head, as followers do), at most ``max_wait`` seconds; the log's head as
+        read there then. Without a replica, the head at once."""
+        self._check_open()
+        if self._replay is not None:
+            await self._replay.wait_past(position - 1, max_wait)
+        return await self.head_position()
+
     async def _replica_head(self) -> int:
         rows = await self._rows(
             "head_position on the replica", self._sql.head_position, pool=self._reads.replica
