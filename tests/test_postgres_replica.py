@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+import eventcore
 from eventcore import RetryPolicy, execute
 from eventcore.backends import GroupCommitSettings
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
@@ -108,6 +109,49 @@ async def test_log_reads_go_to_the_replica(pair: pg_replica.ReplicatedPair, sche
         await store.append(tick("s", 0))
         assert await store.read_all() == []
         assert await store.head_position() == 0
+
+
+async def test_open_store_sends_log_reads_to_the_read_url(
+    pair: pg_replica.ReplicatedPair, schema: str
+) -> None:
+    url = f"{pair.primary.url}?schema={schema}"
+    store = await eventcore.open_store(url, read_url=pair.standby.url)
+    try:
+        await pair.wait_replayed()
+        async with paused_replay(pair):
+            await store.append(tick("s", 0))
+            assert await store.read_all() == []
+    finally:
+        await store.close()
+
+
+async def test_open_store_takes_the_read_url_from_the_environment(
+    pair: pg_replica.ReplicatedPair, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTCORE_READ_DATABASE_URL", pair.standby.url)
+    store = await eventcore.open_store(f"{pair.primary.url}?schema={schema}")
+    try:
+        assert isinstance(store, PostgresEventStore)
+        assert store.config.read_dsn == pair.standby.url
+        await pair.wait_replayed()
+        async with paused_replay(pair):
+            await store.append(tick("s", 0))
+            assert await store.head_position() == 0
+    finally:
+        await store.close()
+
+
+async def test_a_store_configured_from_the_environment_takes_its_read_dsn_from_it(
+    pair: pg_replica.ReplicatedPair, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTCORE_DATABASE_URL", pair.primary.url)
+    monkeypatch.setenv("EVENTCORE_READ_DATABASE_URL", pair.standby.url)
+    async with await PostgresEventStore.open(PostgresConfig(schema=schema)) as store:
+        assert store.config.read_dsn == pair.standby.url
+        await pair.wait_replayed()
+        async with paused_replay(pair):
+            await store.append(tick("s", 0))
+            assert await store.head_position() == 0
 
 
 async def test_stream_reads_stay_on_the_primary_by_default(

@@ -152,10 +152,12 @@ class PostgresEventStore(PostgresReads):
     async def open(
         cls, config: PostgresConfig | str | None = None, *, migrate: bool = True
     ) -> PostgresEventStore:
-        """Connect (DSN from ``config``, else ``EVENTCORE_DATABASE_URL``) and, unless
-        ``migrate=False``, bring the schema up to date."""
+        """Connect (DSN from ``config``, else ``EVENTCORE_DATABASE_URL``, see
+        :meth:`PostgresConfig.resolved`) and, unless ``migrate=False``, bring the
+        schema up to date."""
         if config is None or isinstance(config, str):
             config = PostgresConfig(dsn=config)
+        config = config.resolved()
         dsn = config.resolved_dsn()
         hosts = HostOrder.of(dsn)
         pool = await _create_pool(config, dsn, hosts)
