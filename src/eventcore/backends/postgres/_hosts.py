@@ -25,6 +25,8 @@ from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 from asyncpg import exceptions as pg
 
+from eventcore.backends.postgres._errors import describe_target
+
 # A host that is down, starting, shutting down or not writable: the next may do.
 # Anything else (a wrong password, a missing database) is the same on every host.
 _NEXT_HOST: Final = (
@@ -118,9 +120,16 @@ class HostOrder:
         that answered last); a connection made elsewhere counts as current."""
         return self._host_of.get(conn, self._first) == self._first
 
-    async def connect(self, dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:
+    async def connect(
+        self,
+        dsn: str | None = None,
+        *,
+        answers: list[tuple[str, BaseException]] | None = None,
+        **kwargs: Any,
+    ) -> asyncpg.Connection:
         """asyncpg's ``connect`` (the pool calls it with the full DSN first, which
-        is ignored: each host's own DSN is used)."""
+        is ignored: each host's own DSN is used). ``answers``, if given, receives
+        each host that failed, as ``host:port/database``, with its exception."""
         count = len(self._dsns)
         not_writable: BaseException | None = None
         last: BaseException | None = None
@@ -132,6 +141,8 @@ class HostOrder:
                 if isinstance(exc, pg.TargetServerAttributeNotMatched):
                     not_writable = exc
                 last = exc
+                if answers is not None:
+                    answers.append((describe_target(self._dsns[index]), exc))
                 continue
             self._host_of[conn] = index
             if index != self._first:
