@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from eventcore import (
     ValidationError,
     open_store,
 )
+from eventcore.backends.postgres import PostgresEventStore
 from eventcore.demo.bank import Deposit, MoneyDeposited, Transfer, bank_codec
 from eventcore.store import EventStore
 from eventcore.testing.faults import FaultInjectingStore
@@ -154,3 +156,41 @@ async def test_a_postgresql_url_opens_the_postgres_store_in_the_schema_it_names(
 async def test_a_bad_database_url_is_one_clear_error(url: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         await open_store(url)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "others", "message"),
+    [
+        ("sqlite:///x.sqlite", {"read_url": "postgresql://r/x"}, "PostgreSQL store only"),
+        ("memory:", {"listen_url": "postgresql://l/x"}, "PostgreSQL store only"),
+        ("postgresql://db/x", {"read_url": "mysql://r/x"}, "read_url must be a postgresql://"),
+        (
+            "postgresql://db/x?schema=a",
+            {"read_url": "postgresql://r/x?schema=b"},
+            "read_url names schema='b'",
+        ),
+        ("postgresql://db/x?pooler=pgbouncer", {}, "pooler=pgbouncer needs listen_url"),
+        ("postgresql://db/x?pooler=odyssey", {}, "pooler='odyssey'"),
+    ],
+)
+async def test_a_bad_replica_listener_or_pooler_setting_is_one_clear_error(
+    url: str, others: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVENTCORE_READ_DATABASE_URL", raising=False)
+    monkeypatch.delenv("EVENTCORE_LISTEN_DATABASE_URL", raising=False)
+    with pytest.raises(ValidationError, match=message):
+        await open_store(url, **others)
+
+
+@pytest.mark.postgres
+async def test_a_postgresql_url_takes_its_listener_url_from_the_environment(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTCORE_LISTEN_DATABASE_URL", f"{pg.PG_URL}?schema={pg_schema}")
+    store = await open_store(f"{pg.PG_URL}?schema={pg_schema}")
+    try:
+        assert isinstance(store, PostgresEventStore)
+        assert store.config.listen_dsn == pg.PG_URL
+        assert store.config.schema == pg_schema
+    finally:
+        await store.close()

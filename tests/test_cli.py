@@ -190,6 +190,22 @@ def test_migrate_applies_the_postgres_migrations_once(pg_schema: str) -> None:
 
 
 @pytest.mark.postgres
+def test_commands_take_the_replica_and_listener_urls_from_the_environment(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A "replica" where nothing listens: were it ignored, the command would pass.
+    monkeypatch.setenv("EVENTCORE_READ_DATABASE_URL", "postgresql://app@127.0.0.1:1/none")
+    code, _, err = invoke("migrate", "--database-url", pg_url(pg_schema))
+    assert code == 1
+    assert "127.0.0.1:1/none" in err
+
+    monkeypatch.delenv("EVENTCORE_READ_DATABASE_URL")
+    code, _, err = invoke("migrate", "--database-url", f"{pg_url(pg_schema)}&pooler=pgbouncer")
+    assert code == 2
+    assert "EVENTCORE_LISTEN_DATABASE_URL" in err
+
+
+@pytest.mark.postgres
 def test_reading_commands_refuse_a_schema_that_was_never_migrated(pg_schema: str) -> None:
     code, _, err = invoke("streams", "list", "--database-url", pg_url(pg_schema))
 

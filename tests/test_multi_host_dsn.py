@@ -115,9 +115,55 @@ def test_a_multi_host_dsn_splits_into_one_dsn_per_host_keeping_login_and_options
     [
         "postgresql://app@db1:5432/app",
         "host=db1,db2 user=app",
-        "postgresql://app@/app?host=db1,db2&port=5432,5433",
+        "postgresql://app@/app?host=db1&port=5432",
+        "postgresql://app@/app?host=db1,db2,db3&port=5432,5433",
     ],
-    ids=["one-host", "key-value-form", "hosts-in-the-query"],
+    ids=["one-host", "key-value-form", "one-host-in-the-query", "ports-not-matching-hosts"],
 )
 def test_a_dsn_that_is_not_a_multi_host_url_is_left_to_the_driver(dsn: str) -> None:
     assert split_hosts(dsn) is None
+
+
+def query_hosts(attrs: str, first_port: int) -> str:
+    """``multi_host``'s two hosts, listed in the query string the way libpq allows."""
+    shared = urlsplit(pg.PG_URL)
+    return (
+        f"postgresql://{shared.username}@{shared.path}?host=127.0.0.1,{shared.hostname}"
+        f"&port={first_port},{shared.port}&target_session_attrs={attrs}"
+    )
+
+
+def test_hosts_listed_in_the_query_split_into_one_dsn_per_host_keeping_options() -> None:
+    dsn = "postgresql://app:pw@/app?host=db1,db2&port=5432,5433&target_session_attrs=read-write"
+    assert split_hosts(dsn) == [
+        "postgresql://app:pw@/app?host=db1&port=5432&target_session_attrs=read-write",
+        "postgresql://app:pw@/app?host=db2&port=5433&target_session_attrs=read-write",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ports", "expected"),
+    [("&port=6432", ["&port=6432", "&port=6432"]), ("", ["", ""])],
+    ids=["one-port-for-all", "no-port"],
+)
+def test_hosts_in_the_query_share_one_port_or_none(ports: str, expected: list[str]) -> None:
+    dsns = split_hosts(f"postgresql:///app?host=db1,/run/postgresql{ports}")
+    assert dsns == [
+        f"postgresql:///app?host=db1{expected[0]}",
+        f"postgresql:///app?host=/run/postgresql{expected[1]}",
+    ]
+
+
+def test_messages_name_every_host_listed_in_the_query() -> None:
+    dsn = f"postgresql://app:{PASSWORD}@/app?host=db1,db2&port=5432,5433"
+    assert describe_target(dsn) == "db1:5432,db2:5433/app"
+
+
+async def test_hosts_listed_in_the_query_each_get_their_own_connect_timeout(
+    pg_schema: str,
+) -> None:
+    async with silent_server() as (port, _):
+        dsn = query_hosts("read-write", first_port=port)
+        config = PostgresConfig.development(dsn, schema=pg_schema, connect_timeout=1.0)
+        async with await PostgresEventStore.open(config) as store:
+            await execute(store, Deposit("acc", 5), codec=bank_codec)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+import eventcore
 from eventcore import RetryPolicy, StoreError, StoreUnavailable, ValidationError
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 from eventcore.cache import StateCache
@@ -226,6 +227,22 @@ async def test_a_follower_is_woken_through_a_session_mode_pool(
         await store.wait_for_append(0, 0.2)
         await append_new(store, "woken")
         assert await asyncio.wait_for(follower, BOUND) == 1
+
+
+async def test_open_store_with_pooler_pgbouncer_works_through_the_transaction_pool(
+    bouncer: Bouncer, pg_schema: str
+) -> None:
+    url = f"{bouncer.url}?schema={pg_schema}&pooler=pgbouncer"
+    store = await eventcore.open_store(url, listen_url=bouncer.direct_url)
+    try:
+        assert isinstance(store, PostgresEventStore)
+        assert store.config.statement_cache_size == 0
+        follower = asyncio.create_task(_first_followed(store, poll_interval=3600))
+        await store.wait_for_append(0, 0.2)  # the listener is up before the append
+        await asyncio.gather(*(append_new(store, f"s-{n}") for n in range(8)))
+        assert await asyncio.wait_for(follower, BOUND) == 1
+    finally:
+        await store.close()
 
 
 async def test_listening_through_the_transaction_pool_hears_nothing(

@@ -17,12 +17,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+import eventcore
 from eventcore import RetryPolicy, execute
 from eventcore.backends import GroupCommitSettings
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 from eventcore.backends.postgres._replica import ReplayWatch
 from eventcore.demo.bank import Deposit, bank_codec
-from eventcore.errors import StoreUnavailable, ValidationError
+from eventcore.errors import ProjectionFailed, StoreUnavailable, ValidationError
 from eventcore.projection import Projection, ProjectionRunner, RunnerOptions
 from eventcore.subscription import follow
 from eventcore.types import AppendRequest, NewEvent, RecordedEvent, StreamId
@@ -108,6 +109,49 @@ async def test_log_reads_go_to_the_replica(pair: pg_replica.ReplicatedPair, sche
         await store.append(tick("s", 0))
         assert await store.read_all() == []
         assert await store.head_position() == 0
+
+
+async def test_open_store_sends_log_reads_to_the_read_url(
+    pair: pg_replica.ReplicatedPair, schema: str
+) -> None:
+    url = f"{pair.primary.url}?schema={schema}"
+    store = await eventcore.open_store(url, read_url=pair.standby.url)
+    try:
+        await pair.wait_replayed()
+        async with paused_replay(pair):
+            await store.append(tick("s", 0))
+            assert await store.read_all() == []
+    finally:
+        await store.close()
+
+
+async def test_open_store_takes_the_read_url_from_the_environment(
+    pair: pg_replica.ReplicatedPair, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTCORE_READ_DATABASE_URL", pair.standby.url)
+    store = await eventcore.open_store(f"{pair.primary.url}?schema={schema}")
+    try:
+        assert isinstance(store, PostgresEventStore)
+        assert store.config.read_dsn == pair.standby.url
+        await pair.wait_replayed()
+        async with paused_replay(pair):
+            await store.append(tick("s", 0))
+            assert await store.head_position() == 0
+    finally:
+        await store.close()
+
+
+async def test_a_store_configured_from_the_environment_takes_its_read_dsn_from_it(
+    pair: pg_replica.ReplicatedPair, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTCORE_DATABASE_URL", pair.primary.url)
+    monkeypatch.setenv("EVENTCORE_READ_DATABASE_URL", pair.standby.url)
+    async with await PostgresEventStore.open(PostgresConfig(schema=schema)) as store:
+        assert store.config.read_dsn == pair.standby.url
+        await pair.wait_replayed()
+        async with paused_replay(pair):
+            await store.append(tick("s", 0))
+            assert await store.head_position() == 0
 
 
 async def test_stream_reads_stay_on_the_primary_by_default(
@@ -233,6 +277,62 @@ async def test_a_projection_reading_the_replica_reaches_the_head_and_checkpoints
             assert await asyncio.wait_for(runner.caught_up(head), timeout=30) == head
         assert sorted(projection.seen) == list(range(1, head + 1))
         assert await primary.load_checkpoint("positions") == head
+
+
+async def test_a_projection_whose_checkpoint_the_replica_has_not_replayed_waits_for_it(
+    pair: pg_replica.ReplicatedPair, schema: str
+) -> None:
+    # The checkpoint is saved on the primary; the standby's log lags it.
+    async with (
+        await open_store(pair, schema, replica=False) as primary,
+        await open_store(pair, schema) as store,
+    ):
+        await write_ticks(primary, "before", 3, 1)
+        await pair.wait_replayed()
+        projection = Positions()
+        options = RunnerOptions(poll_interval=5.0, lease_ttl=5.0)
+        runner = ProjectionRunner(store, projection, options=options)
+        try:
+            async with paused_replay(pair):
+                await write_ticks(primary, "lagging", 3, 1)
+                await primary.save_checkpoint("positions", 6)
+                assert await store.head_position() == 3
+                running = asyncio.create_task(runner.run())
+                await asyncio.sleep(0.5)  # the runner starts, and finds the replica behind
+                assert not running.done(), f"stopped on a lagging replica: {running}"
+            await primary.append(tick("after", 0))
+            assert await asyncio.wait_for(runner.caught_up(7), timeout=30) == 7
+            assert sorted(projection.seen) == [7], "the checkpoint was not kept"
+        finally:
+            await runner.stop()
+
+
+async def test_a_projection_gives_up_on_a_replica_that_does_not_reach_its_checkpoint_in_time(
+    pair: pg_replica.ReplicatedPair, schema: str
+) -> None:
+    async with (
+        await open_store(pair, schema, replica=False) as primary,
+        await open_store(pair, schema) as store,
+        paused_replay(pair),
+    ):
+        await primary.append(tick("a", 0))
+        await primary.save_checkpoint("positions", 1)
+        options = RunnerOptions(lease_ttl=5.0, max_retry_time=0.5)
+        runner = ProjectionRunner(store, Positions(), options=options)
+        with pytest.raises(ProjectionFailed, match="replica it reads has replayed") as caught:
+            await asyncio.wait_for(runner.run(), timeout=30)
+        assert "Rebuild" not in str(caught.value)
+
+
+async def test_a_projection_on_a_replica_whose_checkpoint_is_past_the_primarys_head_fails(
+    pair: pg_replica.ReplicatedPair, schema: str
+) -> None:
+    async with await open_store(pair, schema) as store:
+        await store.append(tick("a", 0))
+        await store.save_checkpoint("positions", 50)
+        runner = ProjectionRunner(store, Positions(), options=RunnerOptions(lease_ttl=5.0))
+        with pytest.raises(ProjectionFailed, match="checkpoint 50 is past the log's head 1"):
+            await asyncio.wait_for(runner.run(), timeout=30)
 
 
 async def test_a_command_reading_a_stale_replica_retries_until_the_replica_catches_up(

@@ -17,8 +17,8 @@ The vocabulary of *backend implementers* stays in its real home and is imported
 from there: the capability protocols and their records in :mod:`eventcore.store`
 (``EventReader``, ``EventAppender``, ``BatchAppender``, ``EventLookup``,
 ``StreamLister``, ``SnapshotStore``, ``CheckpointStore``, ``LeaseStore``,
-``DeadLetter``, ``DeadLetterStore``, ``ProjectionStore``, ``LogFilter``), the
-append records in :mod:`eventcore.types` (``AppendRequest``, ``AppendResult``,
+``DeadLetter``, ``DeadLetterStore``, ``ProjectionStore``, ``ReplicaReads``,
+``LogFilter``), the append records in :mod:`eventcore.types` (``AppendRequest``, ``AppendResult``,
 ``NewEvent``, ``Snapshot``), observer plumbing in :mod:`eventcore.observe`
 (``ObserverGroup``) and :mod:`eventcore.observed_store` (``observe_store``, which
 :class:`Application` applies for you), and the executor's steps in

@@ -19,7 +19,10 @@ same executor.
   plain file path: a :class:`~eventcore.backends.sqlite.SQLiteEventStore`;
 - ``postgresql://user@host:port/database`` (or ``postgres://``): a
   :class:`~eventcore.backends.postgres.PostgresEventStore` (the ``postgres`` extra);
-  a ``schema=name`` query parameter chooses the schema (default ``eventcore``).
+  a ``schema=name`` query parameter chooses the schema (default ``eventcore``),
+  and ``pooler=pgbouncer`` says the URL reaches PgBouncer in transaction pooling
+  mode (the settings of ``PostgresConfig.behind_pgbouncer``; it needs a
+  ``listen_url``).
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ import asyncio
 from collections.abc import AsyncGenerator, Collection, Iterable
 from pathlib import Path
 from typing import Any, Self, Unpack
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from eventcore._command_ids import CommandId
 from eventcore._plan import DEFAULT_FOLD_PAGE_SIZE
+from eventcore._postgres_urls import PostgresUrls, is_postgres
 from eventcore.cache import StateCache
 from eventcore.codec import Codec, default_codec
 from eventcore.command import Command
@@ -54,16 +57,34 @@ from eventcore.subscription import follow
 from eventcore.types import RecordedEvent
 
 _SQLITE_SCHEME = "sqlite://"
-_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-async def open_store(url: str | Path, *, create: bool = True) -> EventStore:
+async def open_store(
+    url: str | Path,
+    *,
+    create: bool = True,
+    read_url: str | None = None,
+    listen_url: str | None = None,
+) -> EventStore:
     """Open the store a database URL names (see the module documentation).
 
     With ``create=False`` only an existing store is opened, and nothing is written:
     a SQLite file that does not exist is refused (:class:`StoreUnavailable`), and
     PostgreSQL migrations are not applied (for tools that only look).
+
+    For a PostgreSQL URL, ``read_url`` names a hot standby that the log's reads go
+    to (``PostgresConfig.read_dsn``, docs/replicas.md) and ``listen_url`` the server
+    that the connection listening for appends goes to (``listen_dsn``,
+    docs/pgbouncer.md). Not given, they come from the environment variables
+    ``EVENTCORE_READ_DATABASE_URL`` and ``EVENTCORE_LISTEN_DATABASE_URL`` (unset or
+    empty: none). Their ``schema=`` and ``pooler=``, if given, must be ``url``'s.
     """
+    if isinstance(url, str) and is_postgres(url):
+        return await _open_postgres(PostgresUrls.of(url, read_url, listen_url), create)
+    if read_url is not None or listen_url is not None:
+        raise ValidationError(
+            f"read_url and listen_url apply to a PostgreSQL store only, not to {str(url)!r}"
+        )
     if isinstance(url, Path):
         return await _open_sqlite(url, create)
     return await _open_url(url, create)
@@ -79,8 +100,6 @@ async def _open_url(url: str, create: bool) -> EventStore:
         from eventcore.backends.memory import InMemoryEventStore
 
         return InMemoryEventStore()
-    if url.startswith(_POSTGRES_SCHEMES):
-        return await _open_postgres(url, create)
     if url.startswith(_SQLITE_SCHEME):
         path = url[len(_SQLITE_SCHEME) :]
         if not path.startswith("/") or path == "/":
@@ -97,17 +116,14 @@ async def _open_url(url: str, create: bool) -> EventStore:
     return await _open_sqlite(Path(url), create)
 
 
-async def _open_postgres(url: str, create: bool) -> EventStore:
+async def _open_postgres(urls: PostgresUrls, create: bool) -> EventStore:
     from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [value for name, value in query if name == "schema"]
-    rest = urlencode([(name, value) for name, value in query if name != "schema"])
-    dsn = urlunsplit(parts._replace(query=rest))
-    if len(schemas) > 1:
-        raise ValidationError(f"the database URL names schema= {len(schemas)} times: {schemas!r}")
-    config = PostgresConfig(dsn=dsn, schema=schemas[0]) if schemas else PostgresConfig(dsn=dsn)
+    settings = urls.config_settings()
+    if urls.pooler == "pgbouncer":
+        config = PostgresConfig.behind_pgbouncer(urls.dsn, **settings)
+    else:
+        config = PostgresConfig(dsn=urls.dsn, **settings)
     return await PostgresEventStore.open(config, migrate=create)
 
 
@@ -175,9 +191,12 @@ class Application:
         cache: StateCache | None = None,
         fold_page_size: int | None = DEFAULT_FOLD_PAGE_SIZE,
         observers: Iterable[Observer] = (),
+        read_url: str | None = None,
+        listen_url: str | None = None,
     ) -> Application:
-        """Open the store ``url`` names (see :func:`open_store`) and wrap it."""
-        store = await open_store(url)
+        """Open the store ``url`` names (see :func:`open_store`, which also takes
+        ``read_url`` and ``listen_url``) and wrap it."""
+        store = await open_store(url, read_url=read_url, listen_url=listen_url)
         try:
             return cls(
                 store,

@@ -303,6 +303,22 @@ class EventStore(EventReader, EventAppender, Protocol):
 
 
 @runtime_checkable
+class ReplicaReads(Protocol):
+    """A store whose reads of the global log may come from a replica that lags its
+    appends (the PostgreSQL store with a ``read_dsn``): its ``head_position`` may be
+    behind a checkpoint saved on the primary a moment ago."""
+
+    async def primary_head_position(self) -> int:
+        """The log's head where appends are written (``head_position`` may lag it)."""
+        ...
+
+    async def wait_for_replica(self, position: int, max_wait: float) -> int:
+        """Wait until the log's reads show ``position`` or ``max_wait`` seconds pass;
+        return the head they show then."""
+        ...
+
+
+@runtime_checkable
 class EventLookup(Protocol):
     """Finds stored events by id, through the index that keeps event ids unique.
 

@@ -48,7 +48,8 @@ def database_url_option(*, required: bool = True) -> Callable[[F], F]:
         required=required,
         metavar="URL",
         help="the store: memory:, sqlite:///path.sqlite (or a path), "
-        "postgresql://user@host/db?schema=name",
+        "postgresql://user@host/db?schema=name (a read replica and the listener's "
+        "server: $EVENTCORE_READ_DATABASE_URL, $EVENTCORE_LISTEN_DATABASE_URL)",
     )
 
 

@@ -26,8 +26,11 @@ COMMANDS: Final[dict[str, str]] = {
 
 EPILOG = """\b
 Database URLs: memory:, sqlite:///relative.sqlite, sqlite:////absolute.sqlite (or a
-plain file path), postgresql://user@host:5432/db?schema=name. --database-url
-defaults to $EVENTCORE_DATABASE_URL.
+plain file path), postgresql://user@host:5432/db?schema=name (&pooler=pgbouncer
+behind PgBouncer in transaction mode). --database-url defaults to
+$EVENTCORE_DATABASE_URL. PostgreSQL: $EVENTCORE_READ_DATABASE_URL names a hot
+standby for reads of the log, $EVENTCORE_LISTEN_DATABASE_URL the server the
+listener for appends connects to.
 
 \b
 Exit codes: 0 success; 1 runtime or store failure (unreachable server, missing

@@ -36,6 +36,7 @@ from eventcore.store import (
     DeadLetter,
     LogFilter,
     ProjectionStore,
+    ReplicaReads,
     check_lease_args,
 )
 from eventcore.types import RecordedEvent
@@ -398,16 +399,46 @@ class ProjectionRunner:
             self._rebuild_pending = False
             return 0
         checkpoint = await self._store.load_checkpoint(name)
+        if checkpoint is None:
+            return 0
         head = await self._store.head_position()
-        if checkpoint is not None and checkpoint > head:
-            raise ProjectionFailed(
-                name,
-                checkpoint,
-                f"its checkpoint {checkpoint} is past the log's head {head}: the checkpoint "
-                "belongs to another store, or the log was replaced. Rebuild the projection "
-                "(rebuild=True) or delete the checkpoint",
-            )
-        return checkpoint or 0
+        if checkpoint > head:
+            await self._wait_for_checkpoint(checkpoint, head)
+        return checkpoint
+
+    async def _wait_for_checkpoint(self, checkpoint: int, head: int) -> None:
+        """A checkpoint past the head: a replica that has not replayed it yet (it
+        was saved on the primary) is waited for; a checkpoint past the primary's
+        head cannot be right."""
+        store = self._store
+        if isinstance(store, ReplicaReads):
+            head = await store.primary_head_position()
+            if checkpoint <= head:
+                wait = self._options.max_retry_time
+                _log.info(
+                    "projection %r: waiting up to %s s for the replica to replay "
+                    "the log up to its checkpoint %d",
+                    self.name,
+                    wait,
+                    checkpoint,
+                )
+                replayed = await store.wait_for_replica(checkpoint, wait)
+                if replayed >= checkpoint:
+                    return
+                raise ProjectionFailed(
+                    self.name,
+                    checkpoint,
+                    f"the replica it reads has replayed the log only up to {replayed} after "
+                    f"{wait} s, behind its checkpoint {checkpoint} (the primary's head is "
+                    f"{head}): check the replica's replication",
+                )
+        raise ProjectionFailed(
+            self.name,
+            checkpoint,
+            f"its checkpoint {checkpoint} is past the log's head {head}: the checkpoint "
+            "belongs to another store, or the log was replaced. Rebuild the projection "
+            "(rebuild=True) or delete the checkpoint",
+        )
 
     async def _report(self, caught_up: bool) -> None:
         watching = self._observer is not None and self._observer.listens_to("projection_advanced")

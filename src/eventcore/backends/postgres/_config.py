@@ -12,6 +12,8 @@ from eventcore.backends._group_commit import DEFAULT_GROUP_COMMIT, GroupCommitSe
 from eventcore.errors import ValidationError
 
 DATABASE_URL_VARIABLE: Final = "EVENTCORE_DATABASE_URL"
+READ_DATABASE_URL_VARIABLE: Final = "EVENTCORE_READ_DATABASE_URL"
+LISTEN_DATABASE_URL_VARIABLE: Final = "EVENTCORE_LISTEN_DATABASE_URL"
 # Lower-case identifiers only: they need no quoting rules beyond double quotes,
 # and the notification channel built from them stays under 63 bytes.
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,47}")
@@ -32,7 +34,9 @@ class PostgresConfig:
     """How :class:`PostgresEventStore` connects. Durations are in seconds.
 
     ``dsn`` is a ``postgresql://`` URL; when ``None``, the ``EVENTCORE_DATABASE_URL``
-    environment variable is read when the store opens. ``schema`` names the
+    environment variable is read when the store opens (and ``read_dsn`` /
+    ``listen_dsn``, when not given, come from ``EVENTCORE_READ_DATABASE_URL`` /
+    ``EVENTCORE_LISTEN_DATABASE_URL``). ``schema`` names the
     PostgreSQL schema holding the store's tables, so several applications can share
     a database. ``max_payload_bytes`` bounds one event's encoded payload.
     ``group_commit``: concurrent appends share one transaction and one round trip
@@ -145,6 +149,20 @@ class PostgresConfig:
             statement_timeout_at_connect=False,
         )
         return replace(base, **overrides)
+
+    def resolved(self) -> PostgresConfig:
+        """This configuration, its connection strings completed from the environment
+        when it has no ``dsn``: ``EVENTCORE_DATABASE_URL``, and
+        ``EVENTCORE_READ_DATABASE_URL`` / ``EVENTCORE_LISTEN_DATABASE_URL`` for a
+        ``read_dsn`` / ``listen_dsn`` it does not give (unset or empty: none)."""
+        if self.dsn is not None:
+            return self
+        return replace(
+            self,
+            dsn=self.resolved_dsn(),
+            read_dsn=self.read_dsn or os.environ.get(READ_DATABASE_URL_VARIABLE) or None,
+            listen_dsn=self.listen_dsn or os.environ.get(LISTEN_DATABASE_URL_VARIABLE) or None,
+        )
 
     def resolved_dsn(self) -> str:
         """The DSN to connect to: the configured one, else the environment's."""

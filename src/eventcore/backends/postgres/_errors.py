@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 from asyncpg import exceptions as pg
@@ -197,15 +197,29 @@ def describe_target(dsn: str) -> str:
         parts = urlsplit(dsn)
         if parts.scheme not in ("postgresql", "postgres") or "@" in parts.path:
             return unparsable
-        hosts = []
         # The user and password end at the last "@"; the hosts follow, comma-separated.
-        for host in parts.netloc.rpartition("@")[2].split(","):
+        listed = parts.netloc.rpartition("@")[2]
+        hosts = _query_hosts(parts.query) if not listed else []
+        for host in listed.split(",") if listed else ():
             one = urlsplit(f"//{host}")
             port = f":{one.port}" if one.port else ""
             hosts.append(f"{one.hostname or 'localhost'}{port}")
     except ValueError:
         return unparsable
-    return f"{','.join(hosts)}{parts.path}"
+    return f"{','.join(hosts) or 'localhost'}{parts.path}"
+
+
+def _query_hosts(query: str) -> list[str]:
+    """``host:port`` for each host of ``?host=a,b&port=1,2`` (libpq's other way
+    of listing hosts); one port may serve them all."""
+    given = dict(parse_qsl(query))
+    hosts = [host for host in given.get("host", "").split(",") if host]
+    ports = given["port"].split(",") if "port" in given else []
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    if len(ports) != len(hosts):
+        return hosts
+    return [f"{host}:{port}" for host, port in zip(hosts, ports, strict=True)]
 
 
 def mapped(operation: str, exc: BaseException, rule: ErrorRule) -> EventCoreError:

@@ -20,10 +20,12 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg import exceptions as pg
+
+from eventcore.backends.postgres._errors import describe_target
 
 # A host that is down, starting, shutting down or not writable: the next may do.
 # Anything else (a wrong password, a missing database) is the same on every host.
@@ -38,7 +40,13 @@ _NEXT_HOST: Final = (
 
 def split_hosts(dsn: str) -> list[str] | None:
     """One DSN per host of a multi-host ``postgresql://`` URL, in order; ``None``
-    for a single host or any other form (asyncpg reads those as they are)."""
+    for a single host or any other form (asyncpg reads those as they are).
+
+    The hosts may be listed in the URL (``postgresql://app@db1:5432,db2:5433/app``)
+    or, as libpq also allows, in its query (``postgresql://app@/app?host=db1,db2
+    &port=5432,5433``; one port for every host, or one port per host). Hosts in the
+    URL win over hosts in the query, as they do for asyncpg.
+    """
     try:
         parts = urlsplit(dsn)
     except ValueError:
@@ -46,13 +54,39 @@ def split_hosts(dsn: str) -> list[str] | None:
     if parts.scheme not in ("postgresql", "postgres"):
         return None
     login, at, hosts = parts.netloc.rpartition("@")
-    query_keys = {key for key, _ in parse_qsl(parts.query)}
-    if "," not in hosts or query_keys & {"host", "port"}:
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not hosts:
+        return _split_query_hosts(parts, query)
+    if "," not in hosts or {key for key, _ in query} & {"host", "port"}:
         return None
     return [
         urlunsplit((parts.scheme, f"{login}{at}{host}", parts.path, parts.query, parts.fragment))
         for host in hosts.split(",")
     ]
+
+
+def _split_query_hosts(parts: SplitResult, query: list[tuple[str, str]]) -> list[str] | None:
+    """The hosts of ``?host=a,b&port=1,2``, each in a DSN of its own; ``None`` for
+    one host, or for a query asyncpg would refuse (it then says why)."""
+    given = dict(query)
+    if len(given) != len(query):
+        return None  # a key given twice: left to the driver's reading
+    hosts = given.get("host", "").split(",")
+    ports = given["port"].split(",") if "port" in given else []
+    if len(hosts) < 2 or len(ports) not in (0, 1, len(hosts)):
+        return None
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    rest = [(key, value) for key, value in query if key not in ("host", "port")]
+    dsns = []
+    for index, host in enumerate(hosts):
+        own = [("host", host), *([("port", ports[index])] if ports else []), *rest]
+        # Not urlunsplit: it drops the "//" of an empty host part, and asyncpg
+        # would then read the database name as a host.
+        fragment = f"#{parts.fragment}" if parts.fragment else ""
+        encoded = urlencode(own, safe="/")
+        dsns.append(f"{parts.scheme}://{parts.netloc}{parts.path}?{encoded}{fragment}")
+    return dsns
 
 
 class HostOrder:
@@ -86,9 +120,16 @@ class HostOrder:
         that answered last); a connection made elsewhere counts as current."""
         return self._host_of.get(conn, self._first) == self._first
 
-    async def connect(self, dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:
+    async def connect(
+        self,
+        dsn: str | None = None,
+        *,
+        answers: list[tuple[str, BaseException]] | None = None,
+        **kwargs: Any,
+    ) -> asyncpg.Connection:
         """asyncpg's ``connect`` (the pool calls it with the full DSN first, which
-        is ignored: each host's own DSN is used)."""
+        is ignored: each host's own DSN is used). ``answers``, if given, receives
+        each host that failed, as ``host:port/database``, with its exception."""
         count = len(self._dsns)
         not_writable: BaseException | None = None
         last: BaseException | None = None
@@ -100,6 +141,8 @@ class HostOrder:
                 if isinstance(exc, pg.TargetServerAttributeNotMatched):
                     not_writable = exc
                 last = exc
+                if answers is not None:
+                    answers.append((describe_target(self._dsns[index]), exc))
                 continue
             self._host_of[conn] = index
             if index != self._first:

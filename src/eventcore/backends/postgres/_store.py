@@ -15,6 +15,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Mapping,
     Sequence,
 )
 from typing import Any, Final, Self, TypeAlias, TypeVar
@@ -27,6 +28,7 @@ from eventcore.backends._group_commit import (
     lost_connection,
 )
 from eventcore.backends.postgres._config import PostgresConfig
+from eventcore.backends.postgres._connecting import Connector
 from eventcore.backends.postgres._copy import append_rows
 from eventcore.backends.postgres._errors import (
     CONNECTION_ERRORS,
@@ -112,8 +114,11 @@ class PostgresEventStore(PostgresReads):
         hosts: HostOrder | None = None,
         *,
         read_pool: asyncpg.Pool | None = None,
+        connectors: Mapping[asyncpg.Pool, Connector] | None = None,
     ) -> None:
         self._pool = pool
+        # How each pool connects: what its hosts answered when that failed.
+        self._connectors = dict(connectors or {})
         # Where reads go when a replica is configured (read_dsn); else all to pool.
         self._reads = ReadPools.route(
             pool, read_pool, command_reads=config.command_reads_on_replica
@@ -152,23 +157,29 @@ class PostgresEventStore(PostgresReads):
     async def open(
         cls, config: PostgresConfig | str | None = None, *, migrate: bool = True
     ) -> PostgresEventStore:
-        """Connect (DSN from ``config``, else ``EVENTCORE_DATABASE_URL``) and, unless
-        ``migrate=False``, bring the schema up to date."""
+        """Connect (DSN from ``config``, else ``EVENTCORE_DATABASE_URL``, see
+        :meth:`PostgresConfig.resolved`) and, unless ``migrate=False``, bring the
+        schema up to date."""
         if config is None or isinstance(config, str):
             config = PostgresConfig(dsn=config)
+        config = config.resolved()
         dsn = config.resolved_dsn()
         hosts = HostOrder.of(dsn)
-        pool = await _create_pool(config, dsn, hosts)
+        connector = Connector(dsn, hosts)
+        pool = await _create_pool(config, dsn, connector, hosts)
+        connectors = {pool: connector}
         read_pool = None
         if config.read_dsn is not None:
+            read_connector = Connector(config.read_dsn, HostOrder.of(config.read_dsn))
             try:
                 read_pool = await _create_pool(
-                    config, config.read_dsn, HostOrder.of(config.read_dsn)
+                    config, config.read_dsn, read_connector, HostOrder.of(config.read_dsn)
                 )
             except BaseException:
                 pool.terminate()
                 raise
-        store = cls(pool, config, dsn, hosts, read_pool=read_pool)
+            connectors[read_pool] = read_connector
+        store = cls(pool, config, dsn, hosts, read_pool=read_pool, connectors=connectors)
         if migrate:
             try:
                 await store.migrate()
@@ -258,9 +269,12 @@ class PostgresEventStore(PostgresReads):
         # (a timer costs CPU, and cancelled ones stay in the loop's heap). Only a
         # wait for a busy pool needs bounding.
         timeout = None if has_free_connection(pool) else self._config.acquire_timeout
+        connector = self._connectors.get(pool)
+        counts = (0, 0) if connector is None else (connector.failures, connector.successes)
         try:
             return await pool.acquire(timeout=timeout)
         except TimeoutError as exc:
+            self._raise_if_cannot_connect(operation, connector, counts, exc)
             raise StoreUnavailable(
                 f"{operation}: no database connection free within "
                 f"{self._config.acquire_timeout} s (max_connections="
@@ -269,8 +283,25 @@ class PostgresEventStore(PostgresReads):
         except DRIVER_ERRORS as exc:
             if self._closed:
                 raise StoreClosed("PostgresEventStore") from exc
+            self._raise_if_cannot_connect(operation, connector, counts, exc)
             with translated(operation):
                 raise
+
+    @staticmethod
+    def _raise_if_cannot_connect(
+        operation: str,
+        connector: Connector | None,
+        counts: tuple[int, int],
+        exc: BaseException,
+    ) -> None:
+        """An acquire that failed, or timed out, because the pool could not connect
+        (every host refused, none writable, none answering) says so, and what each
+        host answered, rather than blame a busy pool."""
+        if connector is None:
+            return
+        trouble = connector.trouble_since(*counts)
+        if trouble is not None:
+            raise StoreUnavailable(f"{operation}: {trouble}") from exc
 
     async def _give_back(self, conn: Connection, keep: bool, pool: asyncpg.Pool) -> None:
         """Release a connection for reuse, or discard it: a discarded connection
@@ -371,6 +402,22 @@ class PostgresEventStore(PostgresReads):
             await self._listener.wait_past(after, max_wait)
         else:
             await wait_on_replica(self._listener, self._replay, after, max_wait)
+
+    async def primary_head_position(self) -> int:
+        """The log's head on the primary; ``head_position`` reads the replica when
+        one is configured (see :class:`~eventcore.store.ReplicaReads`)."""
+        self._check_open()
+        rows = await self._rows("head_position on the primary", self._sql.head_position)
+        return int(rows[0][0])
+
+    async def wait_for_replica(self, position: int, max_wait: float) -> int:
+        """Wait until the replica has replayed the log up to ``position`` (polling
+        its head, as followers do), at most ``max_wait`` seconds; the log's head as
+        read there then. Without a replica, the head at once."""
+        self._check_open()
+        if self._replay is not None:
+            await self._replay.wait_past(position - 1, max_wait)
+        return await self.head_position()
 
     async def _replica_head(self) -> int:
         rows = await self._rows(
@@ -574,7 +621,9 @@ def _connect_kwargs(config: PostgresConfig) -> dict[str, Any]:
     }
 
 
-async def _create_pool(config: PostgresConfig, dsn: str, hosts: HostOrder | None) -> asyncpg.Pool:
+async def _create_pool(
+    config: PostgresConfig, dsn: str, connector: Connector, hosts: HostOrder | None
+) -> asyncpg.Pool:
     target = describe_target(dsn)
     # Each host of a multi-host DSN gets connect_timeout of its own (see _hosts).
     hosts_count = 1 if hosts is None else hosts.count
@@ -582,7 +631,7 @@ async def _create_pool(config: PostgresConfig, dsn: str, hosts: HostOrder | None
         pool = await asyncio.wait_for(
             asyncpg.create_pool(
                 dsn,
-                connect=None if hosts is None else hosts.connect,
+                connect=connector.connect,
                 min_size=config.min_connections,
                 max_size=config.max_connections,
                 max_inactive_connection_lifetime=config.idle_timeout,
