@@ -48,11 +48,11 @@ from eventcore.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from eventcore.store import EventLookup, EventStore, SnapshotStore
 from eventcore.types import (
     AppendResult,
-    EventMetadata,
     RecordedEvent,
     Snapshot,
     check_limit,
-    new_event_id,
+    new_correlation_id,
+    trusted_metadata,
 )
 
 _log = logging.getLogger(__name__)
@@ -294,8 +294,9 @@ async def execute(
         raise _cannot_look_up(store)
     if correlation_id is not None or causation_id is not None:
         _check_ids(correlation_id, causation_id)
-    event_metadata = EventMetadata(
-        correlation_id if correlation_id is not None else str(new_event_id()),
+    # Checked above, so built without the dataclass __init__ (see trusted_metadata).
+    event_metadata = trusted_metadata(
+        correlation_id if correlation_id is not None else new_correlation_id(),
         causation_id,
         dict(metadata) if metadata else {},
     )

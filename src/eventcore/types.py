@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final, cast
 
@@ -108,6 +108,9 @@ def check_limit(value: object) -> int | None:
 _RANDOM_BITS: Final = (1 << 74) - 1
 _VERSION_AND_VARIANT: Final = (0x7 << 76) | (0x2 << 62)
 _UNKNOWN_SAFETY: Final = uuid.SafeUUID.unknown  # an enum member lookup costs a property call
+_new: Final = object.__new__
+_set_uuid_int: Final = cast(Any, uuid.UUID).int.__set__
+_set_uuid_is_safe: Final = cast(Any, uuid.UUID).is_safe.__set__
 _counter: itertools.count[int]
 
 
@@ -121,22 +124,38 @@ _draw_counter()
 os.register_at_fork(after_in_child=_draw_counter)
 
 
-def new_event_id() -> uuid.UUID:
-    """A UUIDv7 (RFC 9562): time-ordered, so ids index well; never used for ordering."""
+def _uuid7_int() -> int:
+    """The 128 bits of a fresh UUIDv7 (RFC 9562): unix milliseconds, then the
+    version and variant, then the counter's 74 bits."""
     unix_ms = time.time_ns() // 1_000_000
     bits = next(_counter) & _RANDOM_BITS
-    value = (
+    return (
         (unix_ms & 0xFFFF_FFFF_FFFF) << 80
         | _VERSION_AND_VARIANT
         | (bits >> 62) << 64  # rand_a: 12 bits
         | (bits & 0x3FFF_FFFF_FFFF_FFFF)  # rand_b: 62 bits
     )
+
+
+def new_event_id() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): time-ordered, so ids index well; never used for ordering."""
     # uuid.UUID(int=...) spends its time on argument checks that cannot fail here;
-    # set the two slots directly, as UUID.__setstate__ does (a test compares).
-    made = object.__new__(uuid.UUID)
-    object.__setattr__(made, "int", value)
-    object.__setattr__(made, "is_safe", _UNKNOWN_SAFETY)
+    # set the two slots directly, as UUID.__setstate__ does (a test compares), and
+    # through their descriptors rather than object.__setattr__, which looks each
+    # name up first (callgrind: 9.2k -> 7.3k instructions per id).
+    made = _new(uuid.UUID)
+    _set_uuid_int(made, _uuid7_int())
+    _set_uuid_is_safe(made, _UNKNOWN_SAFETY)
     return made
+
+
+def new_correlation_id() -> str:
+    """A fresh correlation id: the text of a :func:`new_event_id` (a UUIDv7), made
+    from its int without building a ``UUID`` object, which ``str()`` would then
+    format the same way (callgrind: 17.5k -> 12.4k instructions per command that
+    is given no correlation id)."""
+    text = "%032x" % _uuid7_int()  # noqa: UP031 - as UUID.__str__ does it
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +198,89 @@ class RecordedEvent:
     payload: bytes
     metadata: EventMetadata
     recorded_at: datetime
+
+
+# Trusted construction, for values the library made or read back itself. A frozen
+# dataclass's __init__ sets each field with object.__setattr__, which looks the
+# name up on every call; setting the slots through their descriptors does the same
+# work without that (callgrind, per object: RecordedEvent 13.3k -> 7.5k
+# instructions, EventMetadata 6.0k -> 3.7k). The public constructors stay as they
+# are; these skip nothing they check (they check nothing), only the lookups.
+def _slot_setters(cls: type) -> tuple[Any, ...]:
+    return tuple(getattr(cls, f.name).__set__ for f in fields(cls))
+
+
+(_set_correlation, _set_causation, _set_user) = _slot_setters(EventMetadata)
+(
+    _set_new_stream,
+    _set_new_type,
+    _set_new_payload,
+    _set_new_metadata,
+    _set_new_id,
+) = _slot_setters(NewEvent)
+(
+    _set_id,
+    _set_stream,
+    _set_version,
+    _set_position,
+    _set_type,
+    _set_payload,
+    _set_metadata,
+    _set_recorded_at,
+) = _slot_setters(RecordedEvent)
+
+
+def trusted_metadata(
+    correlation_id: str | None, causation_id: str | None, user: Mapping[str, Any]
+) -> EventMetadata:
+    """``EventMetadata(correlation_id, causation_id, user)``, built without the
+    dataclass ``__init__`` (see above)."""
+    made = _new(EventMetadata)
+    _set_correlation(made, correlation_id)
+    _set_causation(made, causation_id)
+    _set_user(made, user)
+    return made
+
+
+def trusted_new_event(
+    stream_id: StreamId,
+    event_type: str,
+    payload: bytes,
+    metadata: EventMetadata,
+    event_id: uuid.UUID,
+) -> NewEvent:
+    """``NewEvent(...)`` built without the dataclass ``__init__`` (see above)."""
+    made = _new(NewEvent)
+    _set_new_stream(made, stream_id)
+    _set_new_type(made, event_type)
+    _set_new_payload(made, payload)
+    _set_new_metadata(made, metadata)
+    _set_new_id(made, event_id)
+    return made
+
+
+def trusted_recorded_event(
+    event_id: uuid.UUID,
+    stream_id: StreamId,
+    stream_version: int,
+    global_position: int,
+    event_type: str,
+    payload: bytes,
+    metadata: EventMetadata,
+    recorded_at: datetime,
+) -> RecordedEvent:
+    """``RecordedEvent(...)`` built without the dataclass ``__init__`` (see
+    above): every store builds one per event it writes or reads."""
+    made = _new(RecordedEvent)
+    _set_id(made, event_id)
+    _set_stream(made, stream_id)
+    _set_version(made, stream_version)
+    _set_position(made, global_position)
+    _set_type(made, event_type)
+    _set_payload(made, payload)
+    _set_metadata(made, metadata)
+    _set_recorded_at(made, recorded_at)
+    return made
 
 
 def _check_collection(value: object, name: str, wanted: str, *, mapping_ok: bool = True) -> None:

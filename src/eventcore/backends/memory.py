@@ -57,6 +57,8 @@ from eventcore.types import (
     RecordedEvent,
     Snapshot,
     StreamId,
+    trusted_metadata,
+    trusted_recorded_event,
 )
 
 _RELEASED: Final = ""  # the holder of a released lease: no holder's name is empty
@@ -76,7 +78,8 @@ def _stored_copy(metadata: EventMetadata) -> EventMetadata:
         and type(correlation) in (str, type(None))
         and (type(causation) in (str, type(None)))
     ):
-        return EventMetadata(correlation, causation, _NO_USER_METADATA)  # nothing to copy
+        # Nothing to copy, and the values are checked: built through the slots.
+        return trusted_metadata(correlation, causation, _NO_USER_METADATA)
     decoded = decode_metadata(encode_metadata(metadata))
     # Records are shared with every reader: hand out a read-only view.
     return EventMetadata(
@@ -137,7 +140,9 @@ class InMemoryEventStore(PagedReads):
             if metadata is None:
                 metadata = stored_metadata[id(new.metadata)] = _stored_copy(new.metadata)
             records.append(
-                RecordedEvent(
+                # The request's values were checked (or built by the executor):
+                # built through the slots, without the dataclass __init__.
+                trusted_recorded_event(
                     new.event_id,
                     new.stream_id,
                     version,
