@@ -171,3 +171,14 @@ def test_trusted_builders_make_what_the_constructors_make() -> None:
     assert pickle.loads(pickle.dumps(recorded)) == recorded
     with pytest.raises(FrozenInstanceError):
         recorded.stream_version = 2  # type: ignore[misc]
+
+
+def test_stream_ids_validated_again_come_out_the_same() -> None:
+    first = [StreamId(f"  acc-{i} ") for i in range(5000)]  # past the memo's bound
+    again = [StreamId(f"  acc-{i} ") for i in range(5000)]
+    assert first == again == [f"acc-{i}" for i in range(5000)]
+    assert all(type(sid) is StreamId for sid in again)
+    with pytest.raises(InvalidStreamId):
+        StreamId("acc-*")
+    with pytest.raises(InvalidStreamId):
+        StreamId("acc-*")  # a refused id is never remembered

@@ -43,6 +43,7 @@ from eventcore._plan_steps import (
     Sleep,
     Step,
     Versions,
+    executed,
 )
 from eventcore.cache import StateCache
 from eventcore.codec import Codec
@@ -55,7 +56,14 @@ from eventcore.errors import (
     VersionConflict,
 )
 from eventcore.retry import RetryPolicy
-from eventcore.types import AppendRequest, AppendResult, EventMetadata, StreamId, trusted_stream_id
+from eventcore.types import (
+    AppendRequest,
+    AppendResult,
+    EventMetadata,
+    NewEvent,
+    StreamId,
+    trusted_stream_id,
+)
 
 # The plan's interface: the function, and the steps and result it speaks in.
 __all__ = [
@@ -182,9 +190,14 @@ def plan_execution(
             trust_cache = False
             continue
         if not decided:
-            entries.keep(codec, state, versions, cast(Mapping[str, int], versions), [])
-            return ExecutionResult(attempts.made, 0, cast(Mapping[str, int], versions), ())
-        new_events = [codec.new_event(s, e, metadata) for s, e in decided]
+            entries.keep(state, versions, cast(Mapping[str, int], versions), [])
+            return executed(attempts.made, 0, cast(Mapping[str, int], versions), ())
+        new_events: list[NewEvent] = []
+        written: list[tuple[StreamId, Any]] = []  # each event as a read will decode it
+        for stream, event in decided:
+            new, read_back = codec._new_event_and_read_back(stream, event, metadata)
+            new_events.append(new)
+            written.append((stream, read_back))
         request = AppendRequest._trusted(tuple(versions.items()), tuple(new_events))
         try:
             result: AppendResult = yield AppendEvents(request)
@@ -195,7 +208,5 @@ def plan_execution(
             else:
                 entries.count("stale")
             continue
-        entries.keep(codec, state, versions, result.stream_versions, new_events)
-        return ExecutionResult(
-            attempts.made, len(new_events), result.stream_versions, result.positions
-        )
+        entries.keep(state, versions, result.stream_versions, written)
+        return executed(attempts.made, len(new_events), result.stream_versions, result.positions)

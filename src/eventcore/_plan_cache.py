@@ -24,7 +24,7 @@ from eventcore._plan_steps import ReadStreams, SaveSnapshot, Step, Versions
 from eventcore.cache import CachedState, StateCache
 from eventcore.codec import Codec
 from eventcore.command import Command
-from eventcore.types import NewEvent, RecordedEvent, Snapshot, StreamId
+from eventcore.types import RecordedEvent, Snapshot, StreamId
 
 
 class StreamSetEntry:
@@ -69,11 +69,10 @@ class StreamSetEntry:
 
     def keep(
         self,
-        codec: Codec,
         state: object,
         versions: Versions,
         after: Mapping[str, int],
-        written: list[NewEvent],
+        written: list[tuple[StreamId, Any]],
     ) -> None:
         """Cache the state as of this command's own append (keyed and ordered as read)."""
         cache = self.cache
@@ -85,7 +84,7 @@ class StreamSetEntry:
         now: Versions = {}
         for stream in versions:  # a loop, not a comprehension: no function call
             now[stream] = after[stream]
-        folded = fold_own_events(self.command, codec, state, written, now)
+        folded = fold_own_events(self.command, state, written)
         if self.plain or closed_under_resolver(self.command, folded, now):
             cache.put(self.key, folded, now)
         else:  # its own events point at a stream it has not read: refold next time
@@ -163,19 +162,16 @@ class PerStreamEntries:
 
     def keep(
         self,
-        codec: Codec,
         state: object,
         versions: Versions,
         after: Mapping[str, int],
-        written: list[NewEvent],
+        written: list[tuple[StreamId, Any]],
     ) -> None:
         """Cache each stream's state as of ``after``, with this command's own
         events folded onto the stream they went to."""
         command = self.command
         states = {s: e.state for s, e in self.found.items()}
-        for event in written:
-            stream = event.stream_id
-            domain = codec.decode_payload(event.event_type, event.payload, stream, after[stream])
-            states[stream] = command.apply(states[stream], stream, domain)
+        for stream, event in written:  # each as a read will decode it
+            states[stream] = command.apply(states[stream], stream, event)
         for stream, key in zip(self.declared, self.keys, strict=True):
             self.cache.put(key, states[stream], {stream: after[stream]})

@@ -17,7 +17,7 @@ from eventcore.cache import CachedState
 from eventcore.codec import Codec
 from eventcore.command import Command
 from eventcore.errors import StateReuseMismatch, TooManyStreams, ValidationError
-from eventcore.types import NewEvent, RecordedEvent, Snapshot, StreamId
+from eventcore.types import RecordedEvent, Snapshot, StreamId
 
 
 def unique_streams(raw: Iterable[str], source: str) -> list[StreamId]:
@@ -178,13 +178,11 @@ def closed_under_resolver(
 
 
 def fold_own_events(
-    command: Command[Any, Any], codec: Codec, state: Any, written: list[NewEvent], after: Versions
+    command: Command[Any, Any], state: Any, written: list[tuple[StreamId, Any]]
 ) -> Any:
     """The state after the events this command just wrote, as a fresh read would
-    fold them (decoded from their payloads, so it equals what a read returns)."""
-    for event in written:
-        domain = codec.decode_payload(
-            event.event_type, event.payload, event.stream_id, after[event.stream_id]
-        )
-        state = command.apply(state, event.stream_id, domain)
+    fold them: ``written`` holds each event decoded from its payload (see
+    ``Codec._new_event_and_read_back``), so it equals what a read returns."""
+    for stream, event in written:
+        state = command.apply(state, stream, event)
     return state

@@ -12,7 +12,9 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from eventcore.types import AppendRequest, Snapshot, StreamId
+from eventcore.types import AppendRequest, Snapshot, StreamId, slot_setters
+
+_new = object.__new__
 
 DEFAULT_FOLD_PAGE_SIZE = 2000
 
@@ -91,3 +93,26 @@ class ExecutionResult:
     stream_versions: Mapping[str, int]
     positions: tuple[int, ...]
     already_applied: bool = False
+
+
+_set_attempts, _set_written, _set_versions, _set_positions, _set_replayed = slot_setters(
+    ExecutionResult
+)
+
+
+def executed(
+    attempts: int,
+    events_written: int,
+    stream_versions: Mapping[str, int],
+    positions: tuple[int, ...],
+) -> ExecutionResult:
+    """``ExecutionResult(...)`` of an execution that ran (not a replay), built
+    without the dataclass ``__init__``, once per command (see
+    :func:`eventcore.types.trusted_metadata`)."""
+    made = _new(ExecutionResult)
+    _set_attempts(made, attempts)
+    _set_written(made, events_written)
+    _set_versions(made, stream_versions)
+    _set_positions(made, positions)
+    _set_replayed(made, False)
+    return made

@@ -170,6 +170,11 @@ class Codec:
 
     def encode(self, event: object) -> tuple[str, bytes]:
         """Return ``(type name, JSON payload)`` for a registered event object."""
+        name, payload, _ = self._encode_and_read_back(event)
+        return name, payload
+
+    def _encode_and_read_back(self, event: object) -> tuple[str, bytes, Any]:
+        """:meth:`encode`, and the event as a read will decode the payload."""
         registration = self._by_class.get(type(event))
         if registration is None:
             raise self._not_registered(type(event), f"cannot encode {event!r}: ")
@@ -183,13 +188,13 @@ class Codec:
         # make its stream unreadable for good (a str in an int field). So every
         # payload must decode before it is written.
         try:
-            registration.decode(payload)
+            read_back = registration.decode(payload)
         except (ValueError, TypeError, msgspec.DecodeError) as exc:
             raise EncodingError(
                 f"event {registration.name!r} ({event!r}) would be stored as {payload!r}, "
                 f"which does not decode back into {registration.cls.__qualname__}: {exc}"
             ) from exc
-        return registration.name, payload
+        return registration.name, payload, read_back
 
     def new_event(self, stream_id: StreamId, event: object, metadata: EventMetadata) -> NewEvent:
         """Encode ``event`` into a :class:`NewEvent` for ``stream_id``."""
@@ -197,6 +202,15 @@ class Codec:
         # NewEvent's __init__ checks nothing: built through its slots, it costs less
         # (see trusted_new_event), once per event every command writes.
         return trusted_new_event(stream_id, name, payload, metadata, new_event_id())
+
+    def _new_event_and_read_back(
+        self, stream_id: StreamId, event: object, metadata: EventMetadata
+    ) -> tuple[NewEvent, Any]:
+        """:meth:`new_event`, and the event as a read will decode it: the check that
+        the payload decodes has just decoded it, so a state cache folding the
+        events it wrote need not decode them again (a decode per event written)."""
+        name, payload, read_back = self._encode_and_read_back(event)
+        return trusted_new_event(stream_id, name, payload, metadata, new_event_id()), read_back
 
     def decode(self, record: RecordedEvent) -> Any:
         """Decode a stored record into its registered event class."""

@@ -57,6 +57,7 @@ from eventcore.types import (
     RecordedEvent,
     Snapshot,
     StreamId,
+    trusted_append_result,
     trusted_metadata,
     trusted_recorded_event,
 )
@@ -166,7 +167,7 @@ class InMemoryEventStore(PagedReads):
             # saved, of the 6-7 us a one-event append costs).
             self._grown.set()
             self._grown = asyncio.Event()
-        return AppendResult(versions, tuple(range(head + 1, head + 1 + len(records))))
+        return trusted_append_result(versions, tuple(range(head + 1, head + 1 + len(records))))
 
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         """Each request in turn, as separate appends; a conflict or a refused request
