@@ -147,7 +147,8 @@ def _declared(command: Command[Any, Any], cache: StateCache | None) -> tuple[Str
     if cache is not None and not type(command).reuses_state:
         raise state_reuse_refused(type(command), "a StateCache")
     declared = tuple(unique_streams(command.streams(), "streams()"))
-    check_stream_count(command, declared)
+    if len(declared) > 1:  # max_streams is at least 1 (checked with the class)
+        check_stream_count(command, declared)
     return declared
 
 

@@ -21,6 +21,8 @@ from eventcore.types import RecordedEvent, Snapshot, StreamId
 
 
 def unique_streams(raw: Iterable[str], source: str) -> list[StreamId]:
+    if type(raw) is list and len(raw) == 1:
+        return [StreamId(raw[0])]  # one stream, the usual command: nothing to de-duplicate
     if not is_collection(raw):
         raise ValidationError(f"{source} must return an iterable of stream ids, got {raw!r}")
     return list(dict.fromkeys(map(StreamId, raw)))

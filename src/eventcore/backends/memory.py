@@ -119,7 +119,8 @@ class InMemoryEventStore(PagedReads):
             raise StoreClosed("InMemoryEventStore")
 
     async def append(self, request: AppendRequest) -> AppendResult:
-        self._check_open()
+        if self._closed:  # _check_open(), inline: a call less per append
+            raise StoreClosed("InMemoryEventStore")
         if type(request) is not AppendRequest:
             check_requests(request)
         streams = self._streams
@@ -133,13 +134,17 @@ class InMemoryEventStore(PagedReads):
         versions: dict[str, int] = dict(request.expected)
         head = len(self._log)
         now = datetime.now(UTC)
-        stored_metadata: dict[int, EventMetadata] = {}  # one copy per metadata object
+        # One stored copy per metadata object; an executor's events share one.
+        shared_metadata = events[0].metadata if events else EMPTY_METADATA
+        shared_copy = _stored_copy(shared_metadata)
         records: list[RecordedEvent] = []
         for position, new in enumerate(events, head + 1):
             version = versions[new.stream_id] = versions[new.stream_id] + 1
-            metadata = stored_metadata.get(id(new.metadata))
-            if metadata is None:
-                metadata = stored_metadata[id(new.metadata)] = _stored_copy(new.metadata)
+            metadata = (
+                shared_copy
+                if new.metadata is shared_metadata
+                else _stored_copy(new.metadata)  # not shared: copied once per event
+            )
             records.append(
                 # The request's values were checked (or built by the executor):
                 # built through the slots, without the dataclass __init__.
