@@ -44,8 +44,9 @@ class BatchArrays:
 
     @classmethod
     def build(cls, requests: Sequence[AppendRequest], max_payload_bytes: int) -> BatchArrays:
-        # Local lists and their bound appends: this loop runs once per event of a
-        # batch of up to hundreds, and each attribute lookup it spares is per event.
+        # Local lists rather than the instance's fields: this loop runs once per
+        # event of a batch of up to hundreds, and each attribute lookup it spares
+        # (arrays.event_ids, ...) is one per event.
         expect_end: list[int] = []
         expect_cmd: list[int] = []
         expect_streams: list[str] = []
