@@ -1,11 +1,24 @@
 import pickle
 import uuid
+from dataclasses import FrozenInstanceError
+from datetime import UTC, datetime
 
 import pytest
 
 from eventcore import EventMetadata, InvalidExpectedVersions, InvalidStreamId, StreamId
 from eventcore.errors import ValidationError
-from eventcore.types import AppendRequest, NewEvent, check_limit, check_version, new_event_id
+from eventcore.types import (
+    AppendRequest,
+    NewEvent,
+    RecordedEvent,
+    check_limit,
+    check_version,
+    new_correlation_id,
+    new_event_id,
+    trusted_metadata,
+    trusted_new_event,
+    trusted_recorded_event,
+)
 
 
 def _event(stream: str) -> NewEvent:
@@ -131,3 +144,41 @@ def test_event_ids_behave_like_ids_built_by_the_uuid_module() -> None:
     assert hash(made) == hash(rebuilt)
     assert pickle.loads(pickle.dumps(made)) == made
     assert made.is_safe is uuid.SafeUUID.unknown
+
+
+def test_correlation_ids_are_the_text_of_version_7_uuids_and_unique() -> None:
+    ids = [new_correlation_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    for text in ids[:10]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_trusted_builders_make_what_the_constructors_make() -> None:
+    metadata = trusted_metadata("c", None, {"u": 1})
+    assert metadata == EventMetadata("c", None, {"u": 1})
+    assert repr(metadata) == repr(EventMetadata("c", None, {"u": 1}))
+    assert pickle.loads(pickle.dumps(metadata)) == metadata
+    event_id = new_event_id()
+    new = trusted_new_event(StreamId("a"), "t", b"{}", metadata, event_id)
+    assert new == NewEvent(StreamId("a"), "t", b"{}", metadata, event_id)
+    at = datetime.now(UTC)
+    fields = (event_id, StreamId("a"), 1, 7, "t", b"{}", metadata, at)
+    recorded = trusted_recorded_event(*fields)
+    assert recorded == RecordedEvent(*fields)
+    assert pickle.loads(pickle.dumps(recorded)) == recorded
+    with pytest.raises(FrozenInstanceError):
+        recorded.stream_version = 2  # type: ignore[misc]
+
+
+def test_stream_ids_validated_again_come_out_the_same() -> None:
+    first = [StreamId(f"  acc-{i} ") for i in range(5000)]  # past the memo's bound
+    again = [StreamId(f"  acc-{i} ") for i in range(5000)]
+    assert first == again == [f"acc-{i}" for i in range(5000)]
+    assert all(type(sid) is StreamId for sid in again)
+    with pytest.raises(InvalidStreamId):
+        StreamId("acc-*")
+    with pytest.raises(InvalidStreamId):
+        StreamId("acc-*")  # a refused id is never remembered

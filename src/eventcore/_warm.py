@@ -11,17 +11,14 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable, Mapping
 from typing import Any, Final
 
-from eventcore._plan import (
+from eventcore._plan_fold import check_stream_count, fold_stream, read_state, unique_streams
+from eventcore._plan_steps import (
     DEFAULT_FOLD_PAGE_SIZE,
     LoadSnapshot,
     ReadStreams,
     SaveSnapshot,
     Step,
     Versions,
-    _check_stream_count,
-    _read_state,
-    _unique_streams,
-    fold_stream,
 )
 from eventcore.cache import CachedState, StateCache
 from eventcore.codec import Codec, default_codec
@@ -99,12 +96,12 @@ def _stream_sets(
         declared = (
             (StreamId(item),)
             if isinstance(item, str)
-            else tuple(_unique_streams(item, "warm()'s stream sets"))
+            else tuple(unique_streams(item, "warm()'s stream sets"))
         )
         if per_stream:
             sets += [(stream,) for stream in declared]
         else:
-            _check_stream_count(command, declared)
+            check_stream_count(command, declared)
             sets.append(declared)
     return list(dict.fromkeys(sets))
 
@@ -122,7 +119,7 @@ def warm_plan(
         chunk = stream_sets[first_set : first_set + WARM_BATCH]
         if not plain:  # discovered streams or snapshots: the executor's own fold
             for declared in chunk:
-                folded, read = yield from _read_state(command, codec, declared, None, page_size)
+                folded, read = yield from read_state(command, codec, declared, None, page_size)
                 cache.put(StateCache.key_for(command, declared), folded, read)
             continue
         wanted = tuple(dict.fromkeys(stream for declared in chunk for stream in declared))

@@ -87,6 +87,9 @@ class CachedState(NamedTuple):
         return [stream for stream, _ in self.versions]
 
 
+_tuple_new = tuple.__new__
+
+
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     """What a :class:`StateCache` has done so far (see :meth:`StateCache.stats`).
@@ -263,7 +266,9 @@ class StateCache:
             for stream, version in current.versions:  # a loop, not any(): no generator
                 if version > versions.get(stream, -1):
                     return
-        self._entries[key] = CachedState(state, tuple(versions.items()))
+        # tuple.__new__ is what CachedState(...) calls, through a Python-level
+        # __new__: called directly, one frame fewer per cached command.
+        self._entries[key] = _tuple_new(CachedState, (state, tuple(versions.items())))
         self._entries.move_to_end(key)
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

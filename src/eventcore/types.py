@@ -17,8 +17,8 @@ import itertools
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final, cast
 
@@ -49,24 +49,44 @@ class StreamId(str):
     def __new__(cls, value: str) -> StreamId:
         if type(value) is cls:
             return value  # already validated
-        if not isinstance(value, str):
-            raise InvalidStreamId(value, f"must be a str, not {type(value).__name__}")
-        trimmed = value.strip()
-        if not trimmed:
-            raise InvalidStreamId(value, "must not be empty or only white space")
-        if len(trimmed) > MAX_STREAM_ID_LENGTH:
-            raise InvalidStreamId(
-                value, f"is {len(trimmed)} characters long; the limit is {MAX_STREAM_ID_LENGTH}"
-            )
-        unstorable = unstorable_text_reason(trimmed)
-        if unstorable is not None:
-            raise InvalidStreamId(value, unstorable)
-        bad = _GLOB_METACHARACTERS.intersection(trimmed)
-        if bad:
-            raise InvalidStreamId(
-                value, f"must not contain glob metacharacters {''.join(sorted(bad))!r}"
-            )
-        return str.__new__(cls, trimmed)
+        if type(value) is not str or cls is not StreamId:
+            return str.__new__(cls, _checked_stream_id(value))
+        known = _recently_validated.get(value)
+        if known is None:
+            if len(_recently_validated) >= _RECENTLY_VALIDATED_MAX:
+                _recently_validated.clear()  # a bound, not an LRU: a miss only costs a check
+            known = _recently_validated[value] = str.__new__(cls, _checked_stream_id(value))
+        return known
+
+
+# The ids validated lately, by the str given: commands name their streams as plain
+# strs, validated on every execution (strip, length, text and glob checks, about
+# 0.5 us of CPU per stream), though a workload names the same streams again and
+# again. A dict lookup answers instead (the checks depend on the str alone).
+_RECENTLY_VALIDATED_MAX: Final = 4096
+_recently_validated: dict[str, StreamId] = {}
+
+
+def _checked_stream_id(value: object) -> str:
+    """``value`` trimmed, if it is a valid stream id; else raise InvalidStreamId."""
+    if not isinstance(value, str):
+        raise InvalidStreamId(value, f"must be a str, not {type(value).__name__}")
+    trimmed = value.strip()
+    if not trimmed:
+        raise InvalidStreamId(value, "must not be empty or only white space")
+    if len(trimmed) > MAX_STREAM_ID_LENGTH:
+        raise InvalidStreamId(
+            value, f"is {len(trimmed)} characters long; the limit is {MAX_STREAM_ID_LENGTH}"
+        )
+    unstorable = unstorable_text_reason(trimmed)
+    if unstorable is not None:
+        raise InvalidStreamId(value, unstorable)
+    bad = _GLOB_METACHARACTERS.intersection(trimmed)
+    if bad:
+        raise InvalidStreamId(
+            value, f"must not contain glob metacharacters {''.join(sorted(bad))!r}"
+        )
+    return trimmed
 
 
 def trusted_stream_id(value: str) -> StreamId:
@@ -108,6 +128,9 @@ def check_limit(value: object) -> int | None:
 _RANDOM_BITS: Final = (1 << 74) - 1
 _VERSION_AND_VARIANT: Final = (0x7 << 76) | (0x2 << 62)
 _UNKNOWN_SAFETY: Final = uuid.SafeUUID.unknown  # an enum member lookup costs a property call
+_new: Final = object.__new__
+_set_uuid_int: Final = cast(Any, uuid.UUID).int.__set__
+_set_uuid_is_safe: Final = cast(Any, uuid.UUID).is_safe.__set__
 _counter: itertools.count[int]
 
 
@@ -121,22 +144,38 @@ _draw_counter()
 os.register_at_fork(after_in_child=_draw_counter)
 
 
-def new_event_id() -> uuid.UUID:
-    """A UUIDv7 (RFC 9562): time-ordered, so ids index well; never used for ordering."""
+def _uuid7_int() -> int:
+    """The 128 bits of a fresh UUIDv7 (RFC 9562): unix milliseconds, then the
+    version and variant, then the counter's 74 bits."""
     unix_ms = time.time_ns() // 1_000_000
     bits = next(_counter) & _RANDOM_BITS
-    value = (
+    return (
         (unix_ms & 0xFFFF_FFFF_FFFF) << 80
         | _VERSION_AND_VARIANT
         | (bits >> 62) << 64  # rand_a: 12 bits
         | (bits & 0x3FFF_FFFF_FFFF_FFFF)  # rand_b: 62 bits
     )
+
+
+def new_event_id() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): time-ordered, so ids index well; never used for ordering."""
     # uuid.UUID(int=...) spends its time on argument checks that cannot fail here;
-    # set the two slots directly, as UUID.__setstate__ does (a test compares).
-    made = object.__new__(uuid.UUID)
-    object.__setattr__(made, "int", value)
-    object.__setattr__(made, "is_safe", _UNKNOWN_SAFETY)
+    # set the two slots directly, as UUID.__setstate__ does (a test compares), and
+    # through their descriptors rather than object.__setattr__, which looks each
+    # name up first (callgrind: 9.2k -> 7.3k instructions per id).
+    made = _new(uuid.UUID)
+    _set_uuid_int(made, _uuid7_int())
+    _set_uuid_is_safe(made, _UNKNOWN_SAFETY)
     return made
+
+
+def new_correlation_id() -> str:
+    """A fresh correlation id: the text of a :func:`new_event_id` (a UUIDv7), made
+    from its int without building a ``UUID`` object, which ``str()`` would then
+    format the same way (callgrind: 17.5k -> 12.4k instructions per command that
+    is given no correlation id)."""
+    text = "%032x" % _uuid7_int()  # noqa: UP031 - as UUID.__str__ does it
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +218,91 @@ class RecordedEvent:
     payload: bytes
     metadata: EventMetadata
     recorded_at: datetime
+
+
+# Trusted construction, for values the library made or read back itself. A frozen
+# dataclass's __init__ sets each field with object.__setattr__, which looks the
+# name up on every call; setting the slots through their descriptors does the same
+# work without that (callgrind, per object: RecordedEvent 13.3k -> 7.5k
+# instructions, EventMetadata 6.0k -> 3.7k). The public constructors stay as they
+# are; these skip nothing they check (they check nothing), only the lookups.
+def slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """The ``__set__`` of each field's slot descriptor, in field order, of a
+    dataclass made with ``slots=True``: what a trusted builder calls."""
+    return tuple(getattr(cls, f.name).__set__ for f in fields(cls))
+
+
+(_set_correlation, _set_causation, _set_user) = slot_setters(EventMetadata)
+(
+    _set_new_stream,
+    _set_new_type,
+    _set_new_payload,
+    _set_new_metadata,
+    _set_new_id,
+) = slot_setters(NewEvent)
+(
+    _set_id,
+    _set_stream,
+    _set_version,
+    _set_position,
+    _set_type,
+    _set_payload,
+    _set_metadata,
+    _set_recorded_at,
+) = slot_setters(RecordedEvent)
+
+
+def trusted_metadata(
+    correlation_id: str | None, causation_id: str | None, user: Mapping[str, Any]
+) -> EventMetadata:
+    """``EventMetadata(correlation_id, causation_id, user)``, built without the
+    dataclass ``__init__`` (see above)."""
+    made = _new(EventMetadata)
+    _set_correlation(made, correlation_id)
+    _set_causation(made, causation_id)
+    _set_user(made, user)
+    return made
+
+
+def trusted_new_event(
+    stream_id: StreamId,
+    event_type: str,
+    payload: bytes,
+    metadata: EventMetadata,
+    event_id: uuid.UUID,
+) -> NewEvent:
+    """``NewEvent(...)`` built without the dataclass ``__init__`` (see above)."""
+    made = _new(NewEvent)
+    _set_new_stream(made, stream_id)
+    _set_new_type(made, event_type)
+    _set_new_payload(made, payload)
+    _set_new_metadata(made, metadata)
+    _set_new_id(made, event_id)
+    return made
+
+
+def trusted_recorded_event(
+    event_id: uuid.UUID,
+    stream_id: StreamId,
+    stream_version: int,
+    global_position: int,
+    event_type: str,
+    payload: bytes,
+    metadata: EventMetadata,
+    recorded_at: datetime,
+) -> RecordedEvent:
+    """``RecordedEvent(...)`` built without the dataclass ``__init__`` (see
+    above): every store builds one per event it writes or reads."""
+    made = _new(RecordedEvent)
+    _set_id(made, event_id)
+    _set_stream(made, stream_id)
+    _set_version(made, stream_version)
+    _set_position(made, global_position)
+    _set_type(made, event_type)
+    _set_payload(made, payload)
+    _set_metadata(made, metadata)
+    _set_recorded_at(made, recorded_at)
+    return made
 
 
 def _check_collection(value: object, name: str, wanted: str, *, mapping_ok: bool = True) -> None:
@@ -311,9 +435,9 @@ class AppendRequest:
         """Skip the checks: only for the executor, whose request is valid by
         construction (the versions it read, keyed by StreamId; events its codec
         built for streams it checked were read). Stores still refuse repeated ids."""
-        request = object.__new__(cls)
-        object.__setattr__(request, "expected", expected)
-        object.__setattr__(request, "events", events)
+        request = _new(cls)
+        _set_expected(request, expected)  # see trusted_metadata
+        _set_events(request, events)
         return request
 
 
@@ -332,6 +456,21 @@ class AppendResult:
     @property
     def last_position(self) -> int | None:
         return self.positions[-1] if self.positions else None
+
+
+_set_expected, _set_events = slot_setters(AppendRequest)
+_set_stream_versions, _set_positions = slot_setters(AppendResult)
+
+
+def trusted_append_result(
+    stream_versions: Mapping[str, int], positions: tuple[int, ...]
+) -> AppendResult:
+    """``AppendResult(...)`` built without the dataclass ``__init__`` (see
+    :func:`trusted_metadata`), for a store's reply to each append."""
+    made = _new(AppendResult)
+    _set_stream_versions(made, stream_versions)
+    _set_positions(made, positions)
+    return made
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,9 @@ from eventcore.types import (
     RecordedEvent,
     Snapshot,
     StreamId,
+    trusted_append_result,
+    trusted_metadata,
+    trusted_recorded_event,
 )
 
 _RELEASED: Final = ""  # the holder of a released lease: no holder's name is empty
@@ -76,7 +79,8 @@ def _stored_copy(metadata: EventMetadata) -> EventMetadata:
         and type(correlation) in (str, type(None))
         and (type(causation) in (str, type(None)))
     ):
-        return EventMetadata(correlation, causation, _NO_USER_METADATA)  # nothing to copy
+        # Nothing to copy, and the values are checked: built through the slots.
+        return trusted_metadata(correlation, causation, _NO_USER_METADATA)
     decoded = decode_metadata(encode_metadata(metadata))
     # Records are shared with every reader: hand out a read-only view.
     return EventMetadata(
@@ -115,7 +119,8 @@ class InMemoryEventStore(PagedReads):
             raise StoreClosed("InMemoryEventStore")
 
     async def append(self, request: AppendRequest) -> AppendResult:
-        self._check_open()
+        if self._closed:  # _check_open(), inline: a call less per append
+            raise StoreClosed("InMemoryEventStore")
         if type(request) is not AppendRequest:
             check_requests(request)
         streams = self._streams
@@ -129,15 +134,21 @@ class InMemoryEventStore(PagedReads):
         versions: dict[str, int] = dict(request.expected)
         head = len(self._log)
         now = datetime.now(UTC)
-        stored_metadata: dict[int, EventMetadata] = {}  # one copy per metadata object
+        # One stored copy per metadata object; an executor's events share one.
+        shared_metadata = events[0].metadata if events else EMPTY_METADATA
+        shared_copy = _stored_copy(shared_metadata)
         records: list[RecordedEvent] = []
         for position, new in enumerate(events, head + 1):
             version = versions[new.stream_id] = versions[new.stream_id] + 1
-            metadata = stored_metadata.get(id(new.metadata))
-            if metadata is None:
-                metadata = stored_metadata[id(new.metadata)] = _stored_copy(new.metadata)
+            metadata = (
+                shared_copy
+                if new.metadata is shared_metadata
+                else _stored_copy(new.metadata)  # not shared: copied once per event
+            )
             records.append(
-                RecordedEvent(
+                # The request's values were checked (or built by the executor):
+                # built through the slots, without the dataclass __init__.
+                trusted_recorded_event(
                     new.event_id,
                     new.stream_id,
                     version,
@@ -161,7 +172,7 @@ class InMemoryEventStore(PagedReads):
             # saved, of the 6-7 us a one-event append costs).
             self._grown.set()
             self._grown = asyncio.Event()
-        return AppendResult(versions, tuple(range(head + 1, head + 1 + len(records))))
+        return trusted_append_result(versions, tuple(range(head + 1, head + 1 + len(records))))
 
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         """Each request in turn, as separate appends; a conflict or a refused request

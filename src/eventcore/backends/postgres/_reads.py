@@ -32,7 +32,13 @@ from eventcore.backends.postgres._replica import ReadPools
 from eventcore.backends.postgres._sql import Statements
 from eventcore.codec import EMPTY_METADATA_JSON, decode_metadata
 from eventcore.store import LogFilter, PagedReads, StreamSummary, check_event_ids
-from eventcore.types import EMPTY_METADATA, RecordedEvent, StreamId, trusted_stream_id
+from eventcore.types import (
+    EMPTY_METADATA,
+    RecordedEvent,
+    StreamId,
+    trusted_recorded_event,
+    trusted_stream_id,
+)
 
 
 class PostgresReads(PagedReads):
@@ -166,7 +172,7 @@ def decode_slots(rows: Iterable[Any]) -> dict[int, list[RecordedEvent]]:
     for row in rows:
         position, event_id, stream_id, version, event_type, payload, meta, recorded, n = row
         metadata = EMPTY_METADATA if meta == EMPTY_METADATA_JSON else decode_metadata(meta)
-        record = RecordedEvent(
+        record = trusted_recorded_event(
             event_id,
             trusted_stream_id(stream_id),
             version,
@@ -193,8 +199,8 @@ def decode_rows(rows: list[Any], stream: StreamId | None = None) -> list[Recorde
             current = trusted_stream_id(stream_id)
             last_stream = stream_id
         metadata = EMPTY_METADATA if meta == EMPTY_METADATA_JSON else decode_metadata(meta)
-        append(
-            RecordedEvent(
+        append(  # trusted: as stored, checked on the way in (once per row read)
+            trusted_recorded_event(
                 event_id, current, version, position, event_type, payload, metadata, recorded
             )
         )

@@ -23,6 +23,7 @@ from eventcore.types import (
     EMPTY_METADATA,
     AppendRequest,
     RecordedEvent,
+    trusted_recorded_event,
     trusted_stream_id,
 )
 
@@ -110,8 +111,8 @@ def decode_rows(rows: Iterable[tuple[Any, ...]]) -> list[RecordedEvent]:
                 recorded_at = datetime.fromisoformat(time)
                 last_time = time
             metadata = EMPTY_METADATA if meta == _EMPTY_METADATA_JSON else decode_metadata(meta)
-            append(
-                RecordedEvent(
+            append(  # trusted: as stored, checked on the way in (once per row read)
+                trusted_recorded_event(
                     uuid.UUID(event_id),
                     stream,
                     version,
