@@ -287,6 +287,16 @@ def test_recent_streams_forget_streams_outside_the_window() -> None:
     assert recent.count() == 0
 
 
+def test_recent_streams_count_a_touch_from_the_time_it_was_recorded() -> None:
+    now = [100.0]
+    recent = RecentStreams(window=10, clock=lambda: now[0])
+    recent.touch(["a"], now=85.0)  # recorded earlier, touched late: already outside
+    recent.touch(["b"], now=95.0)
+    assert recent.count() == 1
+    now[0] = 106
+    assert recent.count() == 0
+
+
 def test_recent_streams_remember_at_most_their_capacity() -> None:
     recent = RecentStreams(window=60, capacity=100)
     recent.touch(f"stream-{n}" for n in range(1000))

@@ -16,8 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, TypedDict, TypeGuard
+from typing import Any, TypeAlias, TypedDict, TypeGuard
 
 from eventcore._command_ids import CommandEventIds, CommandId, recognising_replays
 from eventcore._plan import (
@@ -322,9 +321,9 @@ async def execute(
 # -- observation: kept apart from the executor's logic above -----------------------
 
 
-@dataclass(slots=True)
-class _Tally:
-    conflicts: int = 0
+# The conflicts a command met so far, for its report: a one-slot list, which costs
+# a fraction of a dataclass instance (no __init__ call) on every observed command.
+_Tally: TypeAlias = list[int]
 
 
 def _report_retry(
@@ -335,7 +334,7 @@ def _report_retry(
     tally: _Tally | None,
 ) -> None:
     if tally is not None:
-        tally.conflicts = attempt
+        tally[0] = attempt
     # A conflict met with a stale cached state is retried at once, without a Sleep.
     delay = step.seconds if type(step) is Sleep else 0.0
     _log.debug(
@@ -371,13 +370,13 @@ def _outcome_of(error: Exception) -> Outcome:
 async def _run_observed(
     plan: Plan, store: EventStore, observer: Observer, command_type: str
 ) -> ExecutionResult:
-    tally = _Tally()
+    tally: _Tally = [0]
     start = time.perf_counter()
     try:
         result = await _drive(plan, store, observer, tally)
     except Exception as exc:
         seconds = time.perf_counter() - start
-        attempts = exc.attempts if isinstance(exc, RetriesExhausted) else tally.conflicts + 1
+        attempts = exc.attempts if isinstance(exc, RetriesExhausted) else tally[0] + 1
         outcome = _outcome_of(exc)
         if outcome == "conflict":
             _log.info("%s gave up after %d attempts: %s", command_type, attempts, exc)

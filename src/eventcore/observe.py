@@ -273,8 +273,12 @@ class RecentStreams:
         self._clock = clock
         self._seen: OrderedDict[str, float] = OrderedDict()  # oldest touch first
 
-    def touch(self, stream_ids: Iterable[str]) -> None:
-        now = self._clock()
+    def touch(self, stream_ids: Iterable[str], now: float | None = None) -> None:
+        """Record that ``stream_ids`` were written at ``now`` (by this object's
+        clock; the clock's time now if not given, and a caller that records a time
+        to touch later passes them in the order they were recorded)."""
+        if now is None:
+            now = self._clock()
         seen = self._seen
         for stream in stream_ids:
             seen[stream] = now
