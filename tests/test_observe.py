@@ -290,11 +290,13 @@ def test_recent_streams_forget_streams_outside_the_window() -> None:
 def test_recent_streams_count_a_touch_from_the_time_it_was_recorded() -> None:
     now = [100.0]
     recent = RecentStreams(window=10, clock=lambda: now[0])
-    recent.touch(["a"], now=85.0)  # recorded earlier, touched late: already outside
-    recent.touch(["b"], now=95.0)
-    assert recent.count() == 1
+    # Timed earlier, recorded late: "a" is already outside the window.
+    recent.touch_each([(["a"], 85.0), (["b", "c"], 95.0)])
+    assert recent.count() == 2
+    recent.touch(["a"])
+    assert recent.count() == 3
     now[0] = 106
-    assert recent.count() == 0
+    assert recent.count() == 1
 
 
 def test_recent_streams_remember_at_most_their_capacity() -> None:

@@ -273,16 +273,18 @@ class RecentStreams:
         self._clock = clock
         self._seen: OrderedDict[str, float] = OrderedDict()  # oldest touch first
 
-    def touch(self, stream_ids: Iterable[str], now: float | None = None) -> None:
-        """Record that ``stream_ids`` were written at ``now`` (by this object's
-        clock; the clock's time now if not given, and a caller that records a time
-        to touch later passes them in the order they were recorded)."""
-        if now is None:
-            now = self._clock()
+    def touch(self, stream_ids: Iterable[str]) -> None:
+        """Record that ``stream_ids`` were written now."""
+        self.touch_each(((stream_ids, self._clock()),))
+
+    def touch_each(self, touches: Iterable[tuple[Iterable[str], float]]) -> None:
+        """Record writes timed earlier: ``(stream_ids, when)`` pairs, ``when`` read
+        from this object's clock, in the order they were timed."""
         seen = self._seen
-        for stream in stream_ids:
-            seen[stream] = now
-            seen.move_to_end(stream)
+        for stream_ids, when in touches:
+            for stream in stream_ids:
+                seen[stream] = when
+                seen.move_to_end(stream)
         while len(seen) > self._capacity:
             seen.popitem(last=False)
 

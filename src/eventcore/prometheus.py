@@ -197,24 +197,30 @@ class PrometheusObserver(Observer):
             self._fold_locked()
 
     def _fold_locked(self) -> None:
-        """Count what the buffering hooks reported (the caller holds the lock)."""
+        """Count what the buffering hooks reported (the caller holds the lock).
+
+        Each value goes into its histogram inline, with no method call: a fold
+        handles hundreds of them, and a call per value costs about as much as the
+        rest of the work on it."""
+        bounds = LATENCY_BUCKETS
+        commands = self._commands
         for report in _take(self._reports):
             key = (report.command_type, report.outcome)
-            counter, histogram = self._commands.get(key) or self._command_series(key)
+            counter, histogram = commands.get(key) or self._command_series(key)
             counter.value += 1
-            histogram.observe(report.seconds)
-        events = 0
-        touch = self._recent.touch
-        for stream_ids, count, when in _take(self._appends):
-            events += count
-            touch(stream_ids, when)
-        self._events.value += events
+            seconds = report.seconds
+            histogram.counts[bisect_left(bounds, seconds)] += 1
+            histogram.sum += seconds
+        appends = _take(self._appends)
+        self._events.value += sum(count for _, count, _ in appends)
+        self._recent.touch_each((stream_ids, when) for stream_ids, _, when in appends)
         series = self._store_seconds
         for operation, seconds, failed in _take(self._store_calls):
             latency = series.get(operation)
             if latency is None:
                 latency = series[operation] = _Histogram(LATENCY_BUCKETS)
-            latency.observe(seconds)
+            latency.counts[bisect_left(bounds, seconds)] += 1
+            latency.sum += seconds
             if failed:
                 _counter(self._store_errors, operation).value += 1
 
