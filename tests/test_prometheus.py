@@ -26,7 +26,7 @@ from eventcore import (
     SQLiteEventStore,
 )
 from eventcore.demo.bank import Deposit, Transfer, bank_codec
-from eventcore.observe import CommandReport
+from eventcore.observe import CommandReport, ObserverGroup
 from eventcore.prometheus import LATENCY_BUCKETS, PrometheusObserver
 from eventcore.testing.faults import FaultInjectingStore
 
@@ -328,3 +328,28 @@ def test_hooks_called_from_many_threads_during_scrapes_lose_and_double_count_not
     assert value(registry, "eventcore_active_streams") == threads * 10
     count = "eventcore_store_operation_duration_seconds_count"
     assert value(registry, count, operation="append") == total
+
+
+def test_a_lone_prometheus_observer_is_reported_to_without_the_group_guard() -> None:
+    observer = PrometheusObserver()
+    assert ObserverGroup([observer]).direct is observer
+    group = ObserverGroup([observer, PrometheusObserver(namespace="other")])
+    assert group.direct is group  # several members: the group calls each in turn
+
+
+async def test_a_subclass_of_the_prometheus_observer_is_still_guarded() -> None:
+    class Broken(PrometheusObserver):
+        def command_executed(self, report: CommandReport) -> None:
+            raise RuntimeError("broken hook")
+
+    app = Application(InMemoryEventStore(), codec=bank_codec, observers=[Broken()])
+    result = await app.execute(Deposit("alice", 1))
+    assert result.events_written == 1
+    assert app.observer is not None
+    assert app.observer.direct is app.observer
+    assert app.observer.failures == {
+        (
+            "test_a_subclass_of_the_prometheus_observer_is_still_guarded.<locals>.Broken",
+            "command_executed",
+        ): 1
+    }

@@ -315,7 +315,7 @@ async def execute(
     group = as_observer(observer)
     if group is None or not group.listening:
         return await _drive(plan, store, None, None)
-    return await _run_observed(plan, store, group, type(command).__qualname__)
+    return await _run_observed(plan, store, group.direct, type(command).__qualname__)
 
 
 # -- observation: kept apart from the executor's logic above -----------------------

@@ -126,6 +126,11 @@ class PrometheusObserver(Observer):
     active (seconds); at most ``max_tracked_streams`` are remembered for that.
     """
 
+    # Its hooks only append to lists and count numbers they were given: they raise
+    # nothing, so when it is an application's only observer, it is called directly
+    # (see ObserverGroup.direct). A subclass is not trusted unless it says so too.
+    _raises_nothing = True
+
     def __init__(
         self,
         registry: CollectorRegistry | None = None,
@@ -211,9 +216,12 @@ class PrometheusObserver(Observer):
             seconds = report.seconds
             histogram.counts[bisect_left(bounds, seconds)] += 1
             histogram.sum += seconds
-        appends = _take(self._appends)
-        self._events.value += sum(count for _, count, _ in appends)
-        self._recent.touch_each((stream_ids, when) for stream_ids, _, when in appends)
+        events, touches = 0, []
+        for stream_ids, count, when in _take(self._appends):
+            events += count
+            touches.append((stream_ids, when))
+        self._events.value += events
+        self._recent.touch_each(touches)
         series = self._store_seconds
         for operation, seconds, failed in _take(self._store_calls):
             latency = series.get(operation)
