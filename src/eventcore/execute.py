@@ -315,7 +315,17 @@ async def execute(
     group = as_observer(observer)
     if group is None or not group.listening:
         return await _drive(plan, store, None, None)
-    return await _run_observed(plan, store, group.direct, type(command).__qualname__)
+    # Observed, timed and reported here rather than in a coroutine of its own, which
+    # every suspension of the command (several per database round trip) would pass
+    # through on its way down and back.
+    reporter, tally, start = group.direct, [0], time.perf_counter()
+    try:
+        result = await _drive(plan, store, reporter, tally)
+    except Exception as exc:
+        _report_failure(reporter, type(command).__qualname__, exc, tally, start)
+        raise
+    _report_success(reporter, type(command).__qualname__, result, start)
+    return result
 
 
 # -- observation: kept apart from the executor's logic above -----------------------
@@ -367,21 +377,20 @@ def _outcome_of(error: Exception) -> Outcome:
     return "error"
 
 
-async def _run_observed(
-    plan: Plan, store: EventStore, observer: Observer, command_type: str
-) -> ExecutionResult:
-    tally: _Tally = [0]
-    start = time.perf_counter()
-    try:
-        result = await _drive(plan, store, observer, tally)
-    except Exception as exc:
-        seconds = time.perf_counter() - start
-        attempts = exc.attempts if isinstance(exc, RetriesExhausted) else tally[0] + 1
-        outcome = _outcome_of(exc)
-        if outcome == "conflict":
-            _log.info("%s gave up after %d attempts: %s", command_type, attempts, exc)
-        observer.command_executed(report_command(command_type, outcome, attempts, seconds, 0, 0))
-        raise
+def _report_failure(
+    observer: Observer, command_type: str, error: Exception, tally: _Tally, start: float
+) -> None:
+    seconds = time.perf_counter() - start
+    attempts = error.attempts if isinstance(error, RetriesExhausted) else tally[0] + 1
+    outcome = _outcome_of(error)
+    if outcome == "conflict":
+        _log.info("%s gave up after %d attempts: %s", command_type, attempts, error)
+    observer.command_executed(report_command(command_type, outcome, attempts, seconds, 0, 0))
+
+
+def _report_success(
+    observer: Observer, command_type: str, result: ExecutionResult, start: float
+) -> None:
     seconds = time.perf_counter() - start
     observer.command_executed(
         report_command(
@@ -393,4 +402,3 @@ async def _run_observed(
             len(result.stream_versions),
         )
     )
-    return result
