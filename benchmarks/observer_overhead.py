@@ -9,10 +9,12 @@ Runs the same ``Deposit`` commands (1,000 accounts) through an
 listens to nothing, so the application neither wraps its store nor reports),
 PerformanceMetrics, and Prometheus metrics; prints the median CPU time per command
 of ``--runs`` runs, its difference to no observer, and commands/s (wall clock)
-with its ratio to no observer. Variants take turns within each run, starting
-with a different one each run, and CPU time is measured beside wall time, so
-that a busy, shared machine skews them alike. The in-memory store makes a
-command as cheap as it gets, so it is the worst case for the relative overhead.
+with its ratio to no observer, how far one variant's runs spread, and the
+median ratio of runs paired round by round (see ``_report``). Variants take
+turns within each run, starting with a different one each run, and CPU time is
+measured beside wall time, so that a busy, shared machine skews them alike. The
+in-memory store makes a command as cheap as it gets, so it is the worst case for
+the relative overhead.
 With ``--url`` the commands run against that store instead (a fresh SQLite file
 or PostgreSQL schema per run), ``--tasks`` at a time.
 
@@ -63,8 +65,14 @@ async def _store(url: str) -> tuple[EventStore, str | None]:
         return InMemoryEventStore(), None
     if url.startswith("sqlite"):
         return await open_store(Path(tempfile.mkdtemp()) / "overhead.sqlite"), None
+    from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
+
     schema = f"overhead_{uuid.uuid4().hex[:12]}"
-    return await open_store(f"{url}?schema={schema}"), schema
+    # Under callgrind, on a busy machine, connecting and waiting for the pool can
+    # take far longer than the defaults allow: waiting is not what is measured.
+    patient = {"acquire_timeout": 600.0, "connect_timeout": 600.0, "command_timeout": 600.0}
+    config = PostgresConfig(dsn=url, schema=schema, **patient)
+    return await PostgresEventStore.open(config), schema
 
 
 async def _drop(url: str, schema: str) -> None:
@@ -110,19 +118,37 @@ async def timed(names: list[str], commands: int, runs: int, url: str, tasks: int
             per_command, per_second = await one_run(VARIANTS[name](), commands, url, tasks)
             cpu[name].append(per_command)
             rate[name].append(per_second)
-    medians = {name: statistics.median(times) for name, times in cpu.items()}
-    base = medians[names[0]]
-    base_rate = statistics.median(rate[names[0]])
     print(f"{commands} commands, {tasks} task(s), median of {runs} runs, {_where(url)}")
+    _report(names, cpu, rate)
+
+
+def _report(names: list[str], cpu: dict[str, list[float]], rate: dict[str, list[float]]) -> None:
+    """Medians, their ratio to the first variant, and how far runs of one variant
+    spread: a difference smaller than the spread is run-to-run noise.
+
+    ``spread`` is (max - min) / median of a variant's commands/s over its runs;
+    ``paired`` is the median of the ratios of each run to the baseline's run in
+    the same round (rounds are adjacent in time, so a load that drifts over the
+    whole measurement skews a pair less than it skews the medians), with the
+    lowest and highest of those ratios.
+    """
+    base = names[0]
+    base_cpu = statistics.median(cpu[base])
+    base_rate = statistics.median(rate[base])
     print(
-        f"{'observer':<12} {'CPU us/command':>15} {'overhead':>16} {'commands/s':>11} {'ratio':>6}"
+        f"{'observer':<12} {'CPU us/command':>15} {'overhead':>16} {'commands/s':>11}"
+        f" {'ratio':>6} {'spread':>7} {'paired (min-max)':>19}"
     )
-    for name, seconds in medians.items():
-        extra = (seconds - base) * 1e6
+    for name in names:
+        seconds = statistics.median(cpu[name])
+        extra = (seconds - base_cpu) * 1e6
         per_second = statistics.median(rate[name])
+        spread = (max(rate[name]) - min(rate[name])) / per_second
+        pairs = [mine / theirs for mine, theirs in zip(rate[name], rate[base], strict=True)]
+        paired = f"{statistics.median(pairs):.2f} ({min(pairs):.2f}-{max(pairs):.2f})"
         print(
-            f"{name:<12} {seconds * 1e6:>15.1f} {extra:>+8.1f}us ({extra / (base * 1e6):+.0%})"
-            f" {per_second:>11.0f} {per_second / base_rate:>6.2f}"
+            f"{name:<12} {seconds * 1e6:>15.1f} {extra:>+8.1f}us ({extra / (base_cpu * 1e6):+.0%})"
+            f" {per_second:>11.0f} {per_second / base_rate:>6.2f} {spread:>7.0%} {paired:>19}"
         )
 
 
@@ -151,7 +177,9 @@ def _count(name: str, commands: int, url: str, tasks: int) -> int:
     valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     # A fixed hash seed: set and dict iteration, and so the work done, repeat exactly.
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    done = subprocess.run(valgrind + child, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(valgrind + child, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(child)} failed under callgrind:\n{done.stderr[-3000:]}")
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
         raise SystemExit(f"no instruction count in callgrind's output:\n{done.stderr}")

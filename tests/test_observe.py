@@ -287,6 +287,18 @@ def test_recent_streams_forget_streams_outside_the_window() -> None:
     assert recent.count() == 0
 
 
+def test_recent_streams_count_a_touch_from_the_time_it_was_recorded() -> None:
+    now = [100.0]
+    recent = RecentStreams(window=10, clock=lambda: now[0])
+    # Timed earlier, recorded late: "a" is already outside the window.
+    recent.touch_each([(["a"], 85.0), (["b", "c"], 95.0)])
+    assert recent.count() == 2
+    recent.touch(["a"])
+    assert recent.count() == 3
+    now[0] = 106
+    assert recent.count() == 1
+
+
 def test_recent_streams_remember_at_most_their_capacity() -> None:
     recent = RecentStreams(window=60, capacity=100)
     recent.touch(f"stream-{n}" for n in range(1000))

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("prometheus_client")
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
 from eventcore import (
     Application,
@@ -20,8 +26,12 @@ from eventcore import (
     SQLiteEventStore,
 )
 from eventcore.demo.bank import Deposit, Transfer, bank_codec
-from eventcore.prometheus import PrometheusObserver
+from eventcore.observe import CommandReport, ObserverGroup
+from eventcore.prometheus import LATENCY_BUCKETS, PrometheusObserver
 from eventcore.testing.faults import FaultInjectingStore
+
+# How the exposition writes a bucket's bound ("0.0001", "+Inf"); untyped there.
+_bound = cast("Callable[[float], str]", floatToGoString)
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -194,3 +204,152 @@ def test_a_second_observer_with_the_same_names_on_one_registry_is_refused() -> N
     with pytest.raises(ValueError, match="eventcore_commands_total"):
         PrometheusObserver(registry)
     PrometheusObserver(registry, namespace="other")  # other names: welcome
+
+
+# The per-command hooks buffer what they are told and fold it in at scrape time,
+# or when a buffer fills: the values read must not depend on when that happens.
+
+
+def _latency_buckets(registry: CollectorRegistry, operation: str) -> dict[str, float]:
+    name = "eventcore_store_operation_duration_seconds_bucket"
+    return {
+        sample.labels["le"]: sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == name and sample.labels["operation"] == operation
+    }
+
+
+async def test_commands_past_a_full_buffer_are_each_counted_once_however_often_scraped() -> None:
+    registry = CollectorRegistry()
+    app = Application(
+        InMemoryEventStore(), codec=bank_codec, observers=[PrometheusObserver(registry)]
+    )
+    for n in range(1000):  # several buffers' worth
+        await app.execute(Deposit(f"account-{n % 7}", 1))
+        if n % 300 == 0:
+            generate_latest(registry)  # a scrape in between folds what is buffered
+    for _ in range(2):  # reading twice counts nothing twice
+        assert value(
+            registry, "eventcore_commands_total", command="Deposit", outcome="success"
+        ) == (1000)
+        assert value(registry, "eventcore_command_duration_seconds_count", command="Deposit") == (
+            1000
+        )
+        assert value(registry, "eventcore_events_written_total") == 1000
+        assert value(registry, "eventcore_active_streams") == 7
+        count = "eventcore_store_operation_duration_seconds_count"
+        assert value(registry, count, operation="append") == 1000
+        assert value(registry, count, operation="read_streams") == 1000
+
+
+@given(
+    calls=st.lists(
+        st.one_of(
+            st.tuples(
+                st.sampled_from(["append", "read_streams"]),
+                st.floats(min_value=0, max_value=20, allow_nan=False),
+                st.booleans(),
+            ),
+            st.none(),  # a scrape
+        ),
+        max_size=700,
+    )
+)
+@settings(max_examples=30, deadline=None)
+def test_store_latencies_read_the_same_whenever_scrapes_fold_them(
+    calls: list[tuple[str, float, bool] | None],
+) -> None:
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    for call in calls:
+        if call is None:
+            generate_latest(registry)
+        else:
+            operation, seconds, failed = call
+            observer.store_operation(operation, seconds, OSError("gone") if failed else None)
+    for operation in ("append", "read_streams"):
+        mine = [call for call in calls if call is not None and call[0] == operation]
+        if not mine:
+            assert _latency_buckets(registry, operation) == {}
+            continue
+        bounds = [*LATENCY_BUCKETS, float("inf")]
+        expected = {
+            _bound(bound): float(sum(1 for _, seconds, _ in mine if seconds <= bound))
+            for bound in bounds
+        }
+        assert _latency_buckets(registry, operation) == expected
+        total = value(
+            registry, "eventcore_store_operation_duration_seconds_sum", operation=operation
+        )
+        assert total == pytest.approx(sum(seconds for _, seconds, _ in mine))
+        failures = sum(1 for _, _, failed in mine if failed)
+        errors = registry.get_sample_value(
+            "eventcore_store_operation_errors_total", {"operation": operation}
+        )
+        assert (errors or 0) == failures
+
+
+def test_hooks_called_from_many_threads_during_scrapes_lose_and_double_count_nothing() -> None:
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    report = CommandReport("Deposit", "success", 1, 0.002, 1, 1)
+    threads, calls = 4, 5000
+    start = threading.Barrier(threads + 1)
+
+    def hammer(thread: int) -> None:
+        start.wait()
+        for n in range(calls):
+            observer.command_executed(report)
+            observer.events_appended((f"stream-{thread}-{n % 10}",), 1)
+            observer.store_operation("append", 0.001, None)
+
+    workers = [threading.Thread(target=hammer, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    while any(worker.is_alive() for worker in workers):
+        # Every scrape is consistent: a histogram's count is its +Inf bucket.
+        samples = {
+            (sample.name, sample.labels.get("le")): sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name.startswith("eventcore_command_duration_seconds")
+        }
+        inf = samples.get(("eventcore_command_duration_seconds_bucket", "+Inf"))
+        assert samples.get(("eventcore_command_duration_seconds_count", None)) == inf
+    for worker in workers:
+        worker.join()
+    total = threads * calls
+    ok = {"command": "Deposit", "outcome": "success"}
+    assert value(registry, "eventcore_commands_total", **ok) == total
+    assert value(registry, "eventcore_command_duration_seconds_count", command="Deposit") == total
+    assert value(registry, "eventcore_events_written_total") == total
+    assert value(registry, "eventcore_active_streams") == threads * 10
+    count = "eventcore_store_operation_duration_seconds_count"
+    assert value(registry, count, operation="append") == total
+
+
+def test_a_lone_prometheus_observer_is_reported_to_without_the_group_guard() -> None:
+    observer = PrometheusObserver()
+    assert ObserverGroup([observer]).direct is observer
+    group = ObserverGroup([observer, PrometheusObserver(namespace="other")])
+    assert group.direct is group  # several members: the group calls each in turn
+
+
+async def test_a_subclass_of_the_prometheus_observer_is_still_guarded() -> None:
+    class Broken(PrometheusObserver):
+        def command_executed(self, report: CommandReport) -> None:
+            raise RuntimeError("broken hook")
+
+    app = Application(InMemoryEventStore(), codec=bank_codec, observers=[Broken()])
+    result = await app.execute(Deposit("alice", 1))
+    assert result.events_written == 1
+    assert app.observer is not None
+    assert app.observer.direct is app.observer
+    assert app.observer.failures == {
+        (
+            "test_a_subclass_of_the_prometheus_observer_is_still_guarded.<locals>.Broken",
+            "command_executed",
+        ): 1
+    }

@@ -16,8 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, TypedDict, TypeGuard
+from typing import Any, TypeAlias, TypedDict, TypeGuard
 
 from eventcore._command_ids import CommandEventIds, CommandId, recognising_replays
 from eventcore._plan import (
@@ -322,15 +321,25 @@ async def execute(
     group = as_observer(observer)
     if group is None or not group.listening:
         return await _drive(plan, store, None, None)
-    return await _run_observed(plan, store, group, type(command).__qualname__)
+    # Observed, timed and reported here rather than in a coroutine of its own, which
+    # every suspension of the command (several per database round trip) would pass
+    # through on its way down and back.
+    reporter, tally, start = group.direct, [0], time.perf_counter()
+    try:
+        result = await _drive(plan, store, reporter, tally)
+    except Exception as exc:
+        _report_failure(reporter, type(command).__qualname__, exc, tally, start)
+        raise
+    _report_success(reporter, type(command).__qualname__, result, start)
+    return result
 
 
 # -- observation: kept apart from the executor's logic above -----------------------
 
 
-@dataclass(slots=True)
-class _Tally:
-    conflicts: int = 0
+# The conflicts a command met so far, for its report: a one-slot list, which costs
+# a fraction of a dataclass instance (no __init__ call) on every observed command.
+_Tally: TypeAlias = list[int]
 
 
 def _report_retry(
@@ -341,7 +350,7 @@ def _report_retry(
     tally: _Tally | None,
 ) -> None:
     if tally is not None:
-        tally.conflicts = attempt
+        tally[0] = attempt
     # A conflict met with a stale cached state is retried at once, without a Sleep.
     delay = step.seconds if type(step) is Sleep else 0.0
     _log.debug(
@@ -374,21 +383,20 @@ def _outcome_of(error: Exception) -> Outcome:
     return "error"
 
 
-async def _run_observed(
-    plan: Plan, store: EventStore, observer: Observer, command_type: str
-) -> ExecutionResult:
-    tally = _Tally()
-    start = time.perf_counter()
-    try:
-        result = await _drive(plan, store, observer, tally)
-    except Exception as exc:
-        seconds = time.perf_counter() - start
-        attempts = exc.attempts if isinstance(exc, RetriesExhausted) else tally.conflicts + 1
-        outcome = _outcome_of(exc)
-        if outcome == "conflict":
-            _log.info("%s gave up after %d attempts: %s", command_type, attempts, exc)
-        observer.command_executed(report_command(command_type, outcome, attempts, seconds, 0, 0))
-        raise
+def _report_failure(
+    observer: Observer, command_type: str, error: Exception, tally: _Tally, start: float
+) -> None:
+    seconds = time.perf_counter() - start
+    attempts = error.attempts if isinstance(error, RetriesExhausted) else tally[0] + 1
+    outcome = _outcome_of(error)
+    if outcome == "conflict":
+        _log.info("%s gave up after %d attempts: %s", command_type, attempts, error)
+    observer.command_executed(report_command(command_type, outcome, attempts, seconds, 0, 0))
+
+
+def _report_success(
+    observer: Observer, command_type: str, result: ExecutionResult, start: float
+) -> None:
     seconds = time.perf_counter() - start
     observer.command_executed(
         report_command(
@@ -400,4 +408,3 @@ async def _run_observed(
             len(result.stream_versions),
         )
     )
-    return result

@@ -34,7 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 from eventcore.errors import ValidationError
 
@@ -87,6 +87,11 @@ def report_command(
 
 class Observer:
     """The hooks eventcore reports to; every one does nothing here."""
+
+    # True on a class whose hooks are known never to raise (one of eventcore's own,
+    # written to that rule): see ObserverGroup.direct. Read from the class's own
+    # namespace, so a subclass overriding a hook is not trusted by inheritance.
+    _raises_nothing: ClassVar[bool] = False
 
     def command_executed(self, report: CommandReport) -> None:
         """A command finished (see :class:`CommandReport`)."""
@@ -155,6 +160,14 @@ class ObserverGroup(Observer):
         }
         self.listening = any(self._calls.values())
         """Whether any member overrides any hook (if not, reporting is wasted work)."""
+        self.direct: Observer = self
+        """What to report to: the group, or its only member when that member's
+        hooks never raise (an eventcore observer such as ``PrometheusObserver``),
+        so that every report skips a layer of calls and a guard with nothing to
+        catch. The executor and :func:`~eventcore.observed_store.observe_store`
+        report there."""
+        if len(members) == 1 and type(members[0]).__dict__.get("_raises_nothing", False):
+            self.direct = members[0]
         calls = self._calls
         self._command_executed = calls["command_executed"]
         self._conflict_retried = calls["conflict_retried"]
@@ -274,11 +287,17 @@ class RecentStreams:
         self._seen: OrderedDict[str, float] = OrderedDict()  # oldest touch first
 
     def touch(self, stream_ids: Iterable[str]) -> None:
-        now = self._clock()
+        """Record that ``stream_ids`` were written now."""
+        self.touch_each(((stream_ids, self._clock()),))
+
+    def touch_each(self, touches: Iterable[tuple[Iterable[str], float]]) -> None:
+        """Record writes timed earlier: ``(stream_ids, when)`` pairs, ``when`` read
+        from this object's clock, in the order they were timed."""
         seen = self._seen
-        for stream in stream_ids:
-            seen[stream] = now
-            seen.move_to_end(stream)
+        for stream_ids, when in touches:
+            for stream in stream_ids:
+                seen[stream] = when
+                seen.move_to_end(stream)
         while len(seen) > self._capacity:
             seen.popitem(last=False)
 

@@ -338,5 +338,5 @@ def observe_store(store: EventStore, observer: Observer | Iterable[Observer]) ->
     # free of observer plumbing. A store without group commit simply has none.
     committer = getattr(store, "_committer", None)
     if isinstance(committer, GroupCommitter):
-        committer.batch_listeners.append(group.batch_committed)
-    return cls(store, group)
+        committer.batch_listeners.append(group.direct.batch_committed)
+    return cls(store, group.direct)
