@@ -24,7 +24,10 @@ from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 from eventcore.backends.postgres._replica import ReplayWatch
 from eventcore.demo.bank import Deposit, bank_codec
 from eventcore.errors import ProjectionFailed, StoreUnavailable, ValidationError
+from eventcore.observe import Observer
+from eventcore.observed_store import observe_store
 from eventcore.projection import Projection, ProjectionRunner, RunnerOptions
+from eventcore.store import ProjectionStore
 from eventcore.subscription import follow
 from eventcore.types import AppendRequest, NewEvent, RecordedEvent, StreamId
 from tests import pg, pg_replica
@@ -279,10 +282,12 @@ async def test_a_projection_reading_the_replica_reaches_the_head_and_checkpoints
         assert await primary.load_checkpoint("positions") == head
 
 
+@pytest.mark.parametrize("observed", [False, True], ids=["plain", "observed"])
 async def test_a_projection_whose_checkpoint_the_replica_has_not_replayed_waits_for_it(
-    pair: pg_replica.ReplicatedPair, schema: str
+    pair: pg_replica.ReplicatedPair, schema: str, observed: bool
 ) -> None:
-    # The checkpoint is saved on the primary; the standby's log lags it.
+    # The checkpoint is saved on the primary; the standby's log lags it. Observed:
+    # the store as an Application with a store-call observer hands it to runners.
     async with (
         await open_store(pair, schema, replica=False) as primary,
         await open_store(pair, schema) as store,
@@ -291,7 +296,9 @@ async def test_a_projection_whose_checkpoint_the_replica_has_not_replayed_waits_
         await pair.wait_replayed()
         projection = Positions()
         options = RunnerOptions(poll_interval=5.0, lease_ttl=5.0)
-        runner = ProjectionRunner(store, projection, options=options)
+        source = observe_store(store, Observer()) if observed else store
+        assert isinstance(source, ProjectionStore)
+        runner = ProjectionRunner(source, projection, options=options)
         try:
             async with paused_replay(pair):
                 await write_ticks(primary, "lagging", 3, 1)

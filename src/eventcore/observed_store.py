@@ -38,6 +38,7 @@ from eventcore.store import (
     FencedLeaseStore,
     LeaseStore,
     ProjectionTransaction,
+    ReplicaReads,
     SnapshotStore,
     TransactionalCheckpointStore,
 )
@@ -293,6 +294,16 @@ class _Waits(ObservedStore):
         await self._inner.wait_for_append(after, max_wait)
 
 
+class _Replicas(ObservedStore):
+    async def primary_head_position(self) -> int:
+        return await self._timed("primary_head_position", self._inner.primary_head_position())
+
+    async def wait_for_replica(self, position: int, max_wait: float) -> int:
+        # A wait, like wait_for_append: not timed as a store operation.
+        head: int = await self._inner.wait_for_replica(position, max_wait)
+        return head
+
+
 class _Lookups(ObservedStore):
     async def events_by_id(self, event_ids: Iterable[uuid.UUID]) -> list[RecordedEvent]:
         return await self._timed("events_by_id", self._inner.events_by_id(event_ids))
@@ -308,6 +319,7 @@ _CAPABILITIES: tuple[tuple[type, type[ObservedStore]], ...] = (
     (TransactionalCheckpointStore, _Transactions),
     (DeadLetterStore, _DeadLetters),
     (AppendWaiter, _Waits),
+    (ReplicaReads, _Replicas),
 )
 _CLASSES: dict[tuple[type[ObservedStore], ...], type[ObservedStore]] = {}
 
