@@ -148,7 +148,7 @@ def _closed(
 
 
 def _append_spec(sizes: Sizes, batch_size: int) -> ScenarioSpec:
-    # One writer, as in the seed: the cost of an append of this size, back to back.
+    # One writer: the cost of an append of this size, back to back.
     spec = _closed(sizes, "append", "append", 1, "events", f"append batch={batch_size}")
     return replace(spec, batch_size=batch_size)
 
