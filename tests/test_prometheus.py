@@ -24,11 +24,15 @@ from eventcore import (
     InMemoryEventStore,
     RetryPolicy,
     SQLiteEventStore,
+    StoreError,
 )
 from eventcore.demo.bank import Deposit, Transfer, bank_codec
+from eventcore.execute import execute
 from eventcore.observe import CommandReport, ObserverGroup
+from eventcore.observed_store import ObservedStore, observe_store
 from eventcore.prometheus import LATENCY_BUCKETS, PrometheusObserver
 from eventcore.testing.faults import FaultInjectingStore
+from eventcore.types import AppendRequest, AppendResult
 
 # How the exposition writes a bucket's bound ("0.0001", "+Inf"); untyped there.
 _bound = cast("Callable[[float], str]", floatToGoString)
@@ -353,3 +357,111 @@ async def test_a_subclass_of_the_prometheus_observer_is_still_guarded() -> None:
             "command_executed",
         ): 1
     }
+
+
+# -- the executor's one-call report (ObserverGroup.recorder) --------------------
+
+
+class _HookedPrometheus(PrometheusObserver):
+    """Overrides a hook, so the executor calls every hook one by one."""
+
+    def command_executed(self, report: CommandReport) -> None:
+        super().command_executed(report)
+
+
+def _counts(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample that does not depend on timing: counters, histogram counts,
+    active streams."""
+    counts = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            if sample.name.endswith(("_total", "_count")) or sample.name.endswith("active_streams"):
+                counts[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return counts
+
+
+async def _mixed_work(observer: PrometheusObserver) -> None:
+    store = FaultInjectingStore(InMemoryEventStore())
+    app = Application(store, codec=bank_codec, retry=RetryPolicy.fixed(0), observers=[observer])
+    for n in range(10):
+        await app.execute(Deposit(f"account-{n % 4}", 5))
+    store.conflict_next_appends(2)
+    await app.execute(Transfer("account-0", "account-1", 1))
+    with pytest.raises(BusinessRuleViolation):
+        await app.execute(Transfer("account-2", "account-3", 500))
+    store.fail_next_appends(1)
+    with pytest.raises(StoreError):
+        await app.execute(Deposit("account-5", 1))
+    store.fail_next_reads(1)
+    with pytest.raises(StoreError):
+        await app.execute(Deposit("account-6", 1))
+
+
+async def test_the_one_call_report_counts_what_the_hooks_count() -> None:
+    recorded, hooked = PrometheusObserver(), _HookedPrometheus()
+    assert ObserverGroup([recorded]).recorder is not None
+    assert ObserverGroup([hooked]).recorder is None
+    await _mixed_work(recorded)
+    await _mixed_work(hooked)
+    counts = _counts(recorded.registry)
+    assert counts == _counts(hooked.registry)
+    # And the figures are the work's, not merely equal.
+    assert (
+        value(recorded.registry, "eventcore_commands_total", command="Deposit", outcome="success")
+        == 10
+    )
+    assert (
+        value(recorded.registry, "eventcore_commands_total", command="Deposit", outcome="error")
+        == 2
+    )
+    assert value(recorded.registry, "eventcore_version_conflicts_retried_total") == 2
+    assert value(recorded.registry, "eventcore_events_written_total") == 12
+    errors = "eventcore_store_operation_errors_total"
+    assert value(recorded.registry, errors, operation="append") == 3  # 2 conflicts, 1 failure
+    assert value(recorded.registry, errors, operation="read_streams") == 1
+    assert value(recorded.registry, "eventcore_active_streams") == 4
+
+
+async def test_a_store_error_on_the_one_call_path_is_logged_with_its_streams(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FaultInjectingStore(InMemoryEventStore())
+    observer = PrometheusObserver()
+    app = Application(store, codec=bank_codec, observers=[observer])
+    store.fail_next_appends(1)
+    with caplog.at_level("WARNING", logger="eventcore.store"), pytest.raises(StoreError):
+        await app.execute(Deposit("alice", 1))
+    [line] = [r.getMessage() for r in caplog.records if r.name == "eventcore.store"]
+    assert "append" in line
+    assert "alice" in line
+    errors = "eventcore_store_operation_errors_total"
+    assert value(observer.registry, errors, operation="append") == 1
+    # The read that succeeded before the failed append is still timed.
+    count = "eventcore_store_operation_duration_seconds_count"
+    assert value(observer.registry, count, operation="read_streams") == 1
+
+
+async def test_a_store_observed_by_another_observer_keeps_reporting_to_it() -> None:
+    other, prometheus = _HookedPrometheus(), PrometheusObserver()
+    store = observe_store(InMemoryEventStore(), other)
+    await execute(store, Deposit("alice", 1), codec=bank_codec, observer=prometheus)
+    count = "eventcore_store_operation_duration_seconds_count"
+    assert value(other.registry, count, operation="append") == 1
+    assert value(prometheus.registry, "eventcore_events_written_total") == 1
+
+
+async def test_an_observed_store_subclass_that_changes_append_is_called_as_it_is() -> None:
+    seen: list[str] = []
+
+    class Audited(ObservedStore):
+        async def append(self, request: AppendRequest) -> AppendResult:
+            seen.append("append")
+            return await super().append(request)
+
+    observer = PrometheusObserver()
+    group = ObserverGroup([observer])
+    store = Audited(InMemoryEventStore(), group.direct)
+    await execute(store, Deposit("alice", 1), codec=bank_codec, observer=group)
+    assert seen == ["append"]
+    count = "eventcore_store_operation_duration_seconds_count"
+    assert value(observer.registry, count, operation="append") == 1

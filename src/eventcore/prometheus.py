@@ -30,8 +30,18 @@ stays for the next fold. The hooks that are not per command update their numbers
 under the lock, and a scrape folds and copies under it too, which gives it a
 consistent view (a histogram's count always equals its +Inf bucket).
 
-Timestamps stay exact: an append is stamped with the monotonic clock when it is
-reported (active streams count from it), not when it is folded. A series' created
+Timestamps stay exact: an append is stamped with ``time.perf_counter`` (a
+monotonic clock) when it is reported (active streams count from it), not when it
+is folded.
+
+When it is an application's only observer, the executor reports a successful
+command in one call (``_record_command``, see ``ObserverGroup.recorder``)
+carrying what ``command_executed``, ``events_appended`` and the command's own
+``store_operation`` reports would, with the command's reads and appends timed by
+the executor instead of a store wrapper. That call counts at once, under the
+lock (buffering the record for the fold measured no cheaper).
+
+A series' created
 time is when it was first folded, which is never after the scrape that first
 shows it.
 """
@@ -55,7 +65,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from eventcore.observe import CommandReport, Observer, RecentStreams
+from eventcore.observe import CommandReport, Observer, RecentStreams, StoreCall
 from eventcore.performance import process_memory_bytes
 
 __all__ = ["PrometheusObserver"]
@@ -140,11 +150,16 @@ class PrometheusObserver(Observer):
         max_tracked_streams: int = 100_000,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._recent = RecentStreams(active_window, max_tracked_streams, time.monotonic)
+        # perf_counter: the executor's clock, so a recorded command's end time stamps
+        # its streams without another clock read (it is monotonic too).
+        self._recent = RecentStreams(active_window, max_tracked_streams, _clock)
         self._lock = threading.Lock()
         # Series by label values, created when first reported (the values are bounded).
         self._commands: dict[tuple[str, str], tuple[_Counter, _Histogram]] = {}
         self._command_seconds: dict[str, _Histogram] = {}
+        # The "success" series of _commands by command type alone: a recorded
+        # command is a success, and its fold skips building the key.
+        self._successes: dict[str, tuple[_Counter, _Histogram]] = {}
         self._store_seconds: dict[str, _Histogram] = {}
         self._store_errors: dict[str, _Counter] = {}
         self._projection_failures: dict[str, _Counter] = {}
@@ -169,7 +184,7 @@ class PrometheusObserver(Observer):
 
     def events_appended(self, stream_ids: tuple[str, ...], count: int) -> None:
         appends = self._appends
-        appends.append((stream_ids, count, _monotonic()))
+        appends.append((stream_ids, count, _clock()))
         if len(appends) >= _FOLD_AT:
             self._fold()
 
@@ -179,6 +194,31 @@ class PrometheusObserver(Observer):
         calls.append((operation, seconds, error is not None))
         if len(calls) >= _FOLD_AT:
             self._fold()
+
+    def _record_command(
+        self, command_type: str, start: float, end: float, calls: list[StoreCall]
+    ) -> None:
+        # A successful command with its reads and appends, in one call from the
+        # executor (see ObserverGroup.recorder), counted at once under the lock.
+        # Buffering the record for the scrape's fold measured the same (callgrind,
+        # memory store: 234.3k vs 235.1k instructions per command); counting at
+        # once keeps no record alive between scrapes and the fold short.
+        seconds = end - start
+        bounds = LATENCY_BUCKETS
+        with self._lock:
+            counter, histogram = self._successes.get(command_type) or self._success_series(
+                command_type
+            )
+            counter.value += 1
+            histogram.counts[bisect_left(bounds, seconds)] += 1
+            histogram.sum += seconds
+            for operation, call_seconds, streams, count in calls:
+                latency = self._store_seconds.get(operation) or self._store_series(operation)
+                latency.counts[bisect_left(bounds, call_seconds)] += 1
+                latency.sum += call_seconds
+                if streams is not None:  # an append
+                    self._events.value += count
+                    self._recent.touch_at(streams, end)
 
     def conflict_retried(self, stream_id: str, attempt: int, delay: float) -> None:
         with self._lock:
@@ -224,13 +264,21 @@ class PrometheusObserver(Observer):
         self._recent.touch_each(touches)
         series = self._store_seconds
         for operation, seconds, failed in _take(self._store_calls):
-            latency = series.get(operation)
-            if latency is None:
-                latency = series[operation] = _Histogram(LATENCY_BUCKETS)
+            latency = series.get(operation) or self._store_series(operation)
             latency.counts[bisect_left(bounds, seconds)] += 1
             latency.sum += seconds
             if failed:
                 _counter(self._store_errors, operation).value += 1
+
+    def _success_series(self, command_type: str) -> tuple[_Counter, _Histogram]:
+        key = (command_type, "success")
+        series = self._commands.get(key) or self._command_series(key)
+        self._successes[command_type] = series
+        return series
+
+    def _store_series(self, operation: str) -> _Histogram:
+        histogram = self._store_seconds[operation] = _Histogram(LATENCY_BUCKETS)
+        return histogram
 
     def _command_series(self, key: tuple[str, str]) -> tuple[_Counter, _Histogram]:
         # The latency histogram is by command type only: outcomes share it.
@@ -241,7 +289,7 @@ class PrometheusObserver(Observer):
         return series
 
 
-_monotonic = time.monotonic
+_clock = time.perf_counter
 
 
 def _take(entries: list[T]) -> list[T]:
