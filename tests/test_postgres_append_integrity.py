@@ -232,3 +232,38 @@ async def test_a_lock_timeout_on_an_unmoved_stream_is_store_unavailable(pg_schem
         assert await store.stream_version("a") == 1
         result = await store.append(AppendRequest.create({"a": 1}, [_event("a")]))
         assert result.positions == (2,)
+
+
+# -- what one append reads ----------------------------------------------------------
+
+
+async def _streams_index_entries_read(raw: Any, schema: str) -> int:
+    await raw.execute("SELECT pg_stat_force_next_flush()")
+    read = await raw.fetchval(
+        "SELECT idx_tup_read FROM pg_stat_user_indexes"
+        " WHERE schemaname = $1 AND indexrelname = 'streams_pkey'",
+        schema,
+    )
+    return int(read)
+
+
+async def test_a_one_stream_append_probes_the_streams_index_not_walks_it(pg_schema: str) -> None:
+    # A session whose first appends were big commands keeps a generic plan for the
+    # version check; as a merge join along streams_pkey it read every entry up to
+    # the appended stream's id (5,000 per append here) instead of one.
+    async with _store_and_raw(pg_schema) as (_store, raw):
+        await raw.execute("SET stats_fetch_consistency = none")
+        for k in range(5):
+            streams = [f"s-{k}-{i:04d}" for i in range(1000)]
+            expect = [(1, stream, 0) for stream in streams]
+            await _call_batch(raw, pg_schema, expect, [1000], [(1, streams[0])], [1])
+        await raw.execute(f'ANALYZE "{pg_schema}".streams')
+        before = await _streams_index_entries_read(raw, pg_schema)
+        last = "s-4-0999"  # the greatest stream id: a walk would pass every other one
+        for version in range(10):
+            [outcome] = await _call_batch(
+                raw, pg_schema, [(1, last, version)], [1], [(1, last)], [1]
+            )
+            assert outcome["first_position"] is not None
+        read = await _streams_index_entries_read(raw, pg_schema) - before
+        assert read < 200, f"10 one-stream appends read {read} streams_pkey entries"
