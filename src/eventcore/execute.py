@@ -86,7 +86,7 @@ async def _drive(  # noqa: C901 - one loop for every way of reporting, see below
     calls: list[StoreCall] | None = None,
 ) -> ExecutionResult:
     """Run ``plan`` against ``store``. With ``timed`` and ``calls`` (``store`` is
-    then the store ``timed`` wraps, see _recording), reads and appends are timed
+    then the store ``timed`` wraps, see execute), reads and appends are timed
     here and listed in ``calls`` for a recorder (see ObserverGroup.recorder);
     their failures are reported through ``timed``, and the other steps go through
     it. Timing them here rather than in a coroutine of their own (the wrapper's)
@@ -114,16 +114,14 @@ async def _drive(  # noqa: C901 - one loop for every way of reporting, see below
             started = 0.0 if calls is None else _clock()
             try:
                 reply = await store.append(step.request)
-            except (VersionConflict, ValidationError) as exc:
-                # The plan decides: a conflict is retried; a refused append may be
-                # the duplicate event id of a replayed command id.
-                refused = exc
-                if timed is not None:
-                    timed._failed("append", started, exc, _streams_of(step))
             except Exception as exc:
                 if timed is not None:
                     timed._failed("append", started, exc, _streams_of(step))
-                raise
+                if not isinstance(exc, (VersionConflict, ValidationError)):
+                    raise
+                # The plan decides: a conflict is retried; a refused append may be
+                # the duplicate event id of a replayed command id.
+                refused = exc
             else:
                 if calls is not None:
                     seconds = _clock() - started
@@ -171,11 +169,7 @@ async def _read(
     from_versions: Mapping[str, int] | None = (
         None if starts.count(1) == len(starts) else dict(zip(step.stream_ids, starts, strict=True))
     )
-    if calls is None:
-        return await store.read_streams(
-            step.stream_ids, from_versions=from_versions, limit=step.limit
-        )
-    started = _clock()
+    started = 0.0 if calls is None else _clock()
     try:
         read = await store.read_streams(
             step.stream_ids, from_versions=from_versions, limit=step.limit
@@ -184,7 +178,8 @@ async def _read(
         if timed is not None:
             timed._failed("read_streams", started, exc, f"streams {list(step.stream_ids)!r}")
         raise
-    calls.append(("read_streams", _clock() - started, None, 0))
+    if calls is not None:
+        calls.append(("read_streams", _clock() - started, None, 0))
     return read
 
 
