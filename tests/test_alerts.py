@@ -65,9 +65,12 @@ async def test_an_alert_type_is_silent_during_its_cooldown_and_fires_again_after
     assert latency_alerts(await alerting.check_once()) == []
     clock.now = 300.0  # the default cooldown is 5 minutes
     assert len(latency_alerts(await alerting.check_once())) == 1
-    assert len(latency_alerts(sink.alerts)) == 2
-    assert "latency_p50_ms" in sink.alerts[0].message
-    assert "< 10 ms" in sink.alerts[0].message
+    sent = latency_alerts(sink.alerts)
+    assert len(sent) == 2
+    # Other targets may be missed too (events/s depends on how long the check took
+    # to come), so the latency alert is picked out, not assumed to be first.
+    assert "latency_p50_ms" in sent[0].message
+    assert "< 10 ms" in sent[0].message
 
 
 async def test_alerting_switched_off_at_run_time_sends_nothing() -> None:

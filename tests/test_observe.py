@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eventcore import (
     Application,
@@ -291,7 +293,7 @@ def test_recent_streams_count_a_touch_from_the_time_it_was_recorded() -> None:
     now = [100.0]
     recent = RecentStreams(window=10, clock=lambda: now[0])
     # Timed earlier, recorded late: "a" is already outside the window.
-    recent.touch_each([(["a"], 85.0), (["b", "c"], 95.0)])
+    recent.touch_each([["a"], ["b", "c"]], [85.0, 95.0])
     assert recent.count() == 2
     recent.touch(["a"])
     assert recent.count() == 3
@@ -321,3 +323,28 @@ def test_the_executors_quick_report_equals_the_one_its_constructor_builds() -> N
     assert quick == CommandReport(*args)  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         quick.outcome = "error"  # type: ignore[misc]  # still frozen
+
+
+@given(
+    writes=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=3),
+            st.floats(min_value=0, max_value=5, allow_nan=False),
+        ),
+        max_size=60,
+    ),
+    capacity=st.integers(min_value=1, max_value=10),
+)
+def test_recent_streams_touched_in_bulk_end_as_touched_one_by_one(
+    writes: list[tuple[list[str], float]], capacity: int
+) -> None:
+    writes = sorted(writes, key=lambda write: write[1])  # in the order they were timed
+    bulk = RecentStreams(window=10, capacity=capacity)
+    bulk.touch_each([streams for streams, _ in writes], [when for _, when in writes])
+    now = [0.0]
+    single = RecentStreams(window=10, capacity=capacity, clock=lambda: now[0])
+    for streams, when in writes:
+        now[0] = when
+        single.touch(streams)
+    # The same streams, with the same times, oldest touch first.
+    assert list(bulk._seen.items()) == list(single._seen.items())

@@ -30,7 +30,7 @@ from eventcore.demo.bank import Deposit, Transfer, bank_codec
 from eventcore.execute import execute
 from eventcore.observe import CommandReport, ObserverGroup
 from eventcore.observed_store import ObservedStore, observe_store
-from eventcore.prometheus import LATENCY_BUCKETS, PrometheusObserver
+from eventcore.prometheus import _FOLD_AT, LATENCY_BUCKETS, PrometheusObserver, _Histogram
 from eventcore.testing.faults import FaultInjectingStore
 from eventcore.types import AppendRequest, AppendResult
 
@@ -359,7 +359,7 @@ async def test_a_subclass_of_the_prometheus_observer_is_still_guarded() -> None:
     }
 
 
-# -- the executor's one-call report (ObserverGroup.recorder) --------------------
+# -- the executor's recording of a successful command (ObserverGroup.recording) ---
 
 
 class _HookedPrometheus(PrometheusObserver):
@@ -399,8 +399,8 @@ async def _mixed_work(observer: PrometheusObserver) -> None:
 
 async def test_the_one_call_report_counts_what_the_hooks_count() -> None:
     recorded, hooked = PrometheusObserver(), _HookedPrometheus()
-    assert ObserverGroup([recorded]).recorder is not None
-    assert ObserverGroup([hooked]).recorder is None
+    assert ObserverGroup([recorded]).recording is not None
+    assert ObserverGroup([hooked]).recording is None
     await _mixed_work(recorded)
     await _mixed_work(hooked)
     counts = _counts(recorded.registry)
@@ -465,3 +465,32 @@ async def test_an_observed_store_subclass_that_changes_append_is_called_as_it_is
     assert seen == ["append"]
     count = "eventcore_store_operation_duration_seconds_count"
     assert value(observer.registry, count, operation="append") == 1
+
+
+@given(
+    latencies=st.lists(st.floats(min_value=0, max_value=20, allow_nan=False), max_size=300),
+    bounds=st.sampled_from([LATENCY_BUCKETS, (1.0, 2.0, 4.0)]),
+)
+def test_a_histogram_counts_the_same_in_bulk_as_value_by_value(
+    latencies: list[float], bounds: tuple[float, ...]
+) -> None:
+    bulk, single = _Histogram(bounds), _Histogram(bounds)
+    bulk.observe_all(list(latencies))
+    for latency in latencies:
+        single.observe(latency)
+    assert bulk.counts == single.counts
+    assert bulk.sum == pytest.approx(single.sum)
+
+
+async def test_the_recording_is_folded_once_it_holds_a_fold_s_worth() -> None:
+    observer = PrometheusObserver()
+    app = Application(InMemoryEventStore(), codec=bank_codec, observers=[observer])
+    recording = observer._recording
+    for n in range(_FOLD_AT):
+        await app.execute(Deposit(f"account-{n}", 1))
+        assert len(recording.successes) == (n + 1) % _FOLD_AT  # folded at the last
+    assert (recording.read_seconds, recording.append_seconds) == ([], [])
+    assert recording.appends == []
+    [[counter, histogram]] = observer._successes.values()
+    assert counter.value == _FOLD_AT
+    assert sum(histogram.counts) == _FOLD_AT

@@ -43,9 +43,9 @@ from eventcore.errors import (
     VersionConflict,
 )
 from eventcore.observe import (
+    CommandRecording,
     Observer,
     Outcome,
-    StoreCall,
     as_observer,
     report_command,
 )
@@ -83,13 +83,13 @@ async def _drive(  # noqa: C901 - one loop for every way of reporting, see below
     observer: Observer | None,
     tally: _Tally | None,
     timed: ObservedStore | None = None,
-    calls: list[StoreCall] | None = None,
+    recording: CommandRecording | None = None,
 ) -> ExecutionResult:
-    """Run ``plan`` against ``store``. With ``timed`` and ``calls`` (``store`` is
-    then the store ``timed`` wraps, see execute), reads and appends are timed
-    here and listed in ``calls`` for a recorder (see ObserverGroup.recorder);
-    their failures are reported through ``timed``, and the other steps go through
-    it. Timing them here rather than in a coroutine of their own (the wrapper's)
+    """Run ``plan`` against ``store``. With ``timed`` and ``recording`` (``store``
+    is then the store ``timed`` wraps, see execute), reads and appends are timed
+    here and written to ``recording`` (see ObserverGroup.recording); their
+    failures are reported through ``timed``, and the other steps go through it.
+    Timing them here rather than in a coroutine of their own (the wrapper's)
     saves a frame per store call (about 0.5 µs each, measured)."""
     reply: Any = None
     refused: VersionConflict | ValidationError | None = None
@@ -107,11 +107,11 @@ async def _drive(  # noqa: C901 - one loop for every way of reporting, see below
         reply, refused = None, None
         if type(step) is ReadStreams:
             reads += 1
-            reply = await _read(store, step, reads == 1, timed, calls)
+            reply = await _read(store, step, reads == 1, timed, recording)
         elif type(step) is AppendEvents:
             # Inline rather than a helper coroutine: one frame and one tuple fewer
             # per command.
-            started = 0.0 if calls is None else _clock()
+            started = 0.0 if recording is None else _clock()
             try:
                 reply = await store.append(step.request)
             except Exception as exc:
@@ -123,10 +123,14 @@ async def _drive(  # noqa: C901 - one loop for every way of reporting, see below
                 # the duplicate event id of a replayed command id.
                 refused = exc
             else:
-                if calls is not None:
-                    seconds = _clock() - started
-                    streams = _streams_written(step.request.events)
-                    calls.append(("append", seconds, streams, len(reply.positions)))
+                if recording is not None:
+                    ended = _clock()
+                    recording.append_seconds.append(ended - started)
+                    events = step.request.events
+                    streams = (
+                        (events[0].stream_id,) if len(events) == 1 else _streams_written(events)
+                    )
+                    recording.appends.append((streams, len(reply.positions), ended))
                 elif observer is not None:
                     observer.events_appended(
                         _streams_written(step.request.events), len(reply.positions)
@@ -156,7 +160,7 @@ async def _read(
     step: ReadStreams,
     first: bool,
     timed: ObservedStore | None = None,
-    calls: list[StoreCall] | None = None,
+    recording: CommandRecording | None = None,
 ) -> dict[str, list[RecordedEvent]]:
     if not first:
         # A long fold (many pages, many discovered streams) must not hold the event
@@ -169,7 +173,7 @@ async def _read(
     from_versions: Mapping[str, int] | None = (
         None if starts.count(1) == len(starts) else dict(zip(step.stream_ids, starts, strict=True))
     )
-    started = 0.0 if calls is None else _clock()
+    started = 0.0 if recording is None else _clock()
     try:
         read = await store.read_streams(
             step.stream_ids, from_versions=from_versions, limit=step.limit
@@ -178,8 +182,8 @@ async def _read(
         if timed is not None:
             timed._failed("read_streams", started, exc, f"streams {list(step.stream_ids)!r}")
         raise
-    if calls is not None:
-        calls.append(("read_streams", _clock() - started, None, 0))
+    if recording is not None:
+        recording.read_seconds.append(_clock() - started)
     return read
 
 
@@ -285,7 +289,7 @@ def _check_ids(correlation_id: object, causation_id: object) -> None:
         check_storable_text(value, name)
 
 
-async def execute(
+async def execute(  # noqa: C901 - checks, then one of three ways to observe
     store: EventStore,
     command: Command[Any, Any],
     *,
@@ -366,8 +370,10 @@ async def execute(
     # every suspension of the command (several per database round trip) would pass
     # through on its way down and back.
     reporter, tally, start = group.direct, [0], _clock()
-    recorder = group.recorder
-    if recorder is None or not _times_for(store, reporter):
+    recording = group.recording
+    # Only a store wrapped by observe_store for this same observer says so (see
+    # ObservedStore._executor_reports_to).
+    if recording is None or getattr(store, "_executor_reports_to", None) is not reporter:
         try:
             result = await _drive(plan, store, reporter, tally)
         except Exception as exc:
@@ -375,17 +381,21 @@ async def execute(
             raise
         _report_success(reporter, type(command).__qualname__, result, start)
         return result
-    # The recorder's path: the store wraps the store to call and reports to the
+    # The recording's path: the store wraps the store to call and reports to the
     # same observer, so timing the command's reads and appends here replaces,
-    # not doubles, the wrapper's reports.
-    calls: list[StoreCall] = []
+    # not doubles, the wrapper's reports. What succeeded is in the recording even
+    # if the command fails later; the failure itself goes through the hooks.
+    # What the check above established, said to the type checker without a call.
+    timed: ObservedStore = store  # type: ignore[assignment]
     try:
-        result = await _drive(plan, store._inner, reporter, tally, store, calls)
+        result = await _drive(plan, timed._inner, reporter, tally, timed, recording)
     except Exception as exc:
-        _report_calls(reporter, calls)
         _report_failure(reporter, type(command).__qualname__, exc, tally, start)
         raise
-    recorder(type(command).__qualname__, start, _clock(), calls)
+    successes = recording.successes
+    successes.append((type(command).__qualname__, _clock() - start))
+    if len(successes) >= recording.fold_at:
+        recording.fold()
     return result
 
 
@@ -421,37 +431,11 @@ def _report_retry(
         observer.conflict_retried(conflict.stream_id, attempt, delay)
 
 
-def _times_for(store: EventStore, observer: Observer) -> TypeGuard[ObservedStore]:
-    """Whether ``store`` is eventcore's own wrapper reporting to ``observer``, with
-    its ``append`` and ``read_streams`` as written here: only then may the executor
-    call the wrapped store and time those calls itself (a subclass that changes them
-    is called as it is)."""
-    cls = type(store)
-    return (
-        isinstance(store, ObservedStore)
-        and store._observer is observer
-        and cls.append is _OBSERVED_APPEND
-        and cls.read_streams is _OBSERVED_READ_STREAMS
-    )
-
-
-_OBSERVED_APPEND = ObservedStore.append
-_OBSERVED_READ_STREAMS = ObservedStore.read_streams
-
-
 def _streams_written(events: tuple[NewEvent, ...]) -> tuple[str, ...]:
     """The streams ``events`` are for, each once, in order."""
     if len(events) == 1:  # most commands: nothing to de-duplicate, no generator
         return (events[0].stream_id,)
     return tuple(dict.fromkeys(event.stream_id for event in events))
-
-
-def _report_calls(observer: Observer, calls: list[StoreCall]) -> None:
-    """Report, hook by hook, the store calls that succeeded before a command failed."""
-    for operation, seconds, streams, count in calls:
-        observer.store_operation(operation, seconds, None)
-        if streams is not None:
-            observer.events_appended(streams, count)
 
 
 def _streams_of(step: AppendEvents) -> Callable[[], list[str]]:

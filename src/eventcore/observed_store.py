@@ -57,6 +57,15 @@ class ObservedStore:
     def __init__(self, inner: EventStore, observer: Observer) -> None:
         self._inner: Any = inner
         self._observer = observer
+        # Whom the executor may report this store's appends and reads to itself,
+        # calling the wrapped store directly (see execute): the observer, unless a
+        # subclass changes append or read_streams, which must then run as written.
+        # Decided once here, not per command.
+        cls = type(self)
+        as_written = (
+            cls.append is ObservedStore.append and cls.read_streams is ObservedStore.read_streams
+        )
+        self._executor_reports_to = observer if as_written else None
 
     @property
     def inner(self) -> EventStore:
