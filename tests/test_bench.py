@@ -355,3 +355,26 @@ async def test_sqlite_scenario_runs_with_its_insert_baseline() -> None:
     assert result.summary.mean_batch is not None
     assert result.summary.mean_batch >= 1
     assert result.params.store_options == {"synchronous": "NORMAL"}
+
+
+@pytest.mark.postgres
+async def test_postgres_batch_appends_are_measured_against_a_copy_of_as_many_rows() -> None:
+    await pg.require_server()
+    result = await _run("append", "postgres", dsn=pg.PG_URL, max_connections=4, min_connections=1)
+
+    _assert_plausible(result)
+    assert result.baseline is not None
+    assert result.baseline.kind == "asyncpg COPY"
+    assert "COPY of 10 rows" in result.baseline.description
+    # The baseline's runs wrote whole batches: events are 10 per operation.
+    for run in result.baseline.runs:
+        assert run.events == run.operations * 10
+    [target] = [t for t in TARGETS if t.scenario == "append" and t.metric == "ratio"]
+    assert target.batch_size == 1000
+
+
+async def test_batch_appends_elsewhere_keep_the_backend_s_insert_baseline() -> None:
+    result = await _run("append", "sqlite", synchronous="NORMAL")
+
+    assert result.baseline is not None
+    assert result.baseline.kind == "sqlite3 INSERT"

@@ -13,17 +13,25 @@ interleaved with the scenario's, so a noisy machine slows both alike.
   so this measures the harness's own ceiling (task switches, timing, counting):
   the ratio says what fraction of the harness's maximum rate a command reaches.
 
-A scenario that reads rather than writes may ask for another yardstick:
-``walk_log`` is a bare ``iter_all`` walk of the scenario's own log, on any
-backend (the replay scenario compares a projection rebuild with it).
+A scenario may ask for another yardstick:
+
+- ``walk_log``: a bare ``iter_all`` walk of the scenario's own log, on any
+  backend (the replay scenario compares a projection rebuild with it);
+- ``copy``: on PostgreSQL, one ``COPY`` of as many rows as the scenario's batch
+  (asyncpg ``copy_records_to_table``, positions and versions made by the client)
+  into a scratch table with the events table's columns and no constraint or
+  index: the floor of any way of storing a batch (the append scenario compares
+  its batches with it). On other backends it is the backend's own insert.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sqlite3
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,8 +45,12 @@ from eventcore.store import EventStore
 if TYPE_CHECKING:
     import asyncpg
 
+    from eventcore.backends.postgres import PostgresConfig
+
 # About the size of an encoded bank event, so both sides move similar bytes.
 _ROW: Final = b'{"amount":1,"reference":""}'
+# About the size of an event's encoded metadata (a correlation id).
+_METADATA: Final = b'{"correlation_id":"0c6b3e8e-6f33-4b8a-9d51-6a1d7e1f2b3c"}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +62,19 @@ class BaselineOperation:
 
 @contextlib.asynccontextmanager
 async def open_baseline(
-    backend: str, store: EventStore, options: Mapping[str, Any], kind: str = "insert"
+    backend: str,
+    store: EventStore,
+    options: Mapping[str, Any],
+    kind: str = "insert",
+    batch_size: int | None = None,
 ) -> AsyncIterator[BaselineOperation]:
-    """The baseline for ``backend``, set up to match ``store`` (opened with ``options``)."""
+    """The baseline for ``backend``, set up to match ``store`` (opened with ``options``);
+    ``batch_size`` is the rows one ``copy`` operation writes."""
     if kind == "walk_log":
         yield _walk_log(store)
+    elif kind == "copy" and backend == "postgres":
+        async with _postgres_copy(store, batch_size or 1) as baseline:
+            yield baseline
     elif backend == "memory":
         yield _list_append()
     elif backend == "sqlite":
@@ -152,11 +172,7 @@ async def _sqlite_insert(options: Mapping[str, Any]) -> AsyncIterator[BaselineOp
 async def _postgres_insert(store: EventStore) -> AsyncIterator[BaselineOperation]:
     import asyncpg
 
-    from eventcore.backends.postgres import PostgresEventStore
-
-    if not isinstance(store, PostgresEventStore):
-        raise BenchSetupError(f"the postgres baseline needs a PostgresEventStore, got {store!r}")
-    config = store.config
+    config = _postgres_config(store)
     table = f"{config.quoted_schema}.bench_baseline"
     pool = await asyncpg.create_pool(
         config.resolved_dsn(),
@@ -180,6 +196,59 @@ async def _postgres_insert(store: EventStore) -> AsyncIterator[BaselineOperation
         )
     finally:
         await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def _postgres_copy(store: EventStore, batch_size: int) -> AsyncIterator[BaselineOperation]:
+    import asyncpg
+
+    config = _postgres_config(store)
+    table = "bench_copy_baseline"
+    conn = await asyncpg.connect(config.resolved_dsn())
+    try:
+        await conn.execute(
+            f"CREATE TABLE {config.quoted_schema}.{table} (position bigint, event_id uuid, "
+            "stream_id text, stream_version bigint, event_type text, payload bytea, "
+            "metadata bytea, recorded_at timestamptz NOT NULL DEFAULT now())"
+        )
+        columns = (
+            "position",
+            "event_id",
+            "stream_id",
+            "stream_version",
+            "event_type",
+            "payload",
+            "metadata",
+        )
+        positions = itertools.count(1)
+
+        async def copy_batch() -> Done:
+            # One stream per batch, versions 1..n, like the scenario's appends.
+            stream = f"copy-{uuid.uuid4().hex}"
+            rows = [
+                (next(positions), uuid.uuid4(), stream, version, "bench.Copied", _ROW, _METADATA)
+                for version in range(1, batch_size + 1)
+            ]
+            await conn.copy_records_to_table(
+                table, records=rows, columns=columns, schema_name=config.schema
+            )
+            return Done(batch_size)
+
+        yield BaselineOperation(
+            "asyncpg COPY",
+            f"COPY of {batch_size} rows with the events table's columns, no index, one connection",
+            copy_batch,
+        )
+    finally:
+        await conn.close()
+
+
+def _postgres_config(store: EventStore) -> PostgresConfig:
+    from eventcore.backends.postgres import PostgresEventStore
+
+    if not isinstance(store, PostgresEventStore):
+        raise BenchSetupError(f"the postgres baseline needs a PostgresEventStore, got {store!r}")
+    return store.config
 
 
 async def _no_reset(_conn: asyncpg.Connection) -> None:

@@ -31,8 +31,9 @@ T = TypeVar("T")
 DESCRIPTION = """\
 Benchmark eventcore on the memory, SQLite and PostgreSQL stores. Each scenario is
 warmed up, then repeated, interleaved with a baseline (a bare one-row INSERT on
-the same driver at the same concurrency; list.append for memory), and reported
-as medians and as a ratio to that baseline. A table goes to stdout, progress to
+the same driver at the same concurrency; list.append for memory; for PostgreSQL
+batch appends, a plain COPY of as many rows), and reported as medians and as a
+ratio to that baseline. A table goes to stdout, progress to
 stderr; --json writes every figure."""
 
 

@@ -131,7 +131,7 @@ async def run_scenario(
     rss_is_scoped = reset_peak_rss()
     async with (
         open_backend(backend, options) as store,
-        open_baseline(backend, store, options, spec.baseline) as baseline,
+        open_baseline(backend, store, options, spec.baseline, spec.batch_size) as baseline,
     ):
         operation = await prepare_workload(spec, store, settings.sizes, settings.repeat)
         await run_load(operation, spec.warmup)

@@ -92,7 +92,7 @@ class ScenarioSpec:
     ratio_basis: RatioBasis
     trace_heap: bool = False
     batch_size: int | None = None
-    baseline: Literal["insert", "walk_log"] = "insert"  # see eventcore.bench.baselines
+    baseline: Literal["insert", "walk_log", "copy"] = "insert"  # see eventcore.bench.baselines
 
     @property
     def concurrency(self) -> int | None:
@@ -148,9 +148,10 @@ def _closed(
 
 
 def _append_spec(sizes: Sizes, batch_size: int) -> ScenarioSpec:
-    # One writer: the cost of an append of this size, back to back.
+    # One writer: the cost of an append of this size, back to back, against a
+    # plain COPY of as many rows (on PostgreSQL; elsewhere the backend's insert).
     spec = _closed(sizes, "append", "append", 1, "events", f"append batch={batch_size}")
-    return replace(spec, batch_size=batch_size)
+    return replace(spec, batch_size=batch_size, baseline="copy")
 
 
 def _transfers_spec(sizes: Sizes) -> ScenarioSpec:
