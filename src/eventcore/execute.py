@@ -126,10 +126,7 @@ async def _drive(  # noqa: C901 - one loop for every way of reporting, see below
                 if recording is not None:
                     ended = _clock()
                     recording.append_seconds.append(ended - started)
-                    events = step.request.events
-                    streams = (
-                        (events[0].stream_id,) if len(events) == 1 else _streams_written(events)
-                    )
+                    streams = _streams_written(step.request.events)
                     recording.appends.append((streams, len(reply.positions), ended))
                 elif observer is not None:
                     observer.events_appended(

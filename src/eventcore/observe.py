@@ -352,8 +352,8 @@ class RecentStreams:
         writes costs about a third of touching them one by one)."""
         seen = self._seen
         streams = list(chain.from_iterable(stream_ids))
-        if len(streams) == len(times) and set(map(len, stream_ids)) <= {1}:
-            seen.update(zip(streams, times, strict=True))  # one stream per write, the usual case
+        if set(map(len, stream_ids)) <= {1}:  # one stream per write, the usual case
+            seen.update(zip(streams, times, strict=True))
         else:
             writes = zip(stream_ids, times, strict=True)
             seen.update((stream, when) for written, when in writes for stream in written)
