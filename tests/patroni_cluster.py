@@ -231,6 +231,10 @@ class PatroniCluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, killed as one
                 env={**os.environ, "HOME": str(self.root)},
+                # Not the test run's directory, which the postgres user may not be
+                # allowed into (a checkout under a 0700 mktemp directory): Patroni's
+                # multiprocessing children chdir to their parent's directory at start.
+                cwd=self.root,
                 **kwargs,
             )
         self._processes.append(process)
