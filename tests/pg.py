@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
+from eventcore.backends.postgres._sql import Statements
 
 PG_URL = os.environ.get("EVENTCORE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _reachable: bool | None = None
@@ -70,3 +71,8 @@ async def schema_fixture() -> AsyncIterator[str]:
         yield schema
     finally:
         await drop_schema(schema)
+
+
+def test_statements(schema: str) -> Statements:
+    """The store's SQL for ``schema``, to call its functions from a raw connection."""
+    return Statements.for_schema(f'"{schema}"')

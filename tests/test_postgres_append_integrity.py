@@ -213,24 +213,36 @@ def test_each_request_of_a_batch_that_hit_a_lock_error_gets_its_own_outcome() ->
     assert all(isinstance(o, Exception) and o.__cause__ is cause for o in outcomes)
 
 
-async def test_a_lock_timeout_on_an_unmoved_stream_is_store_unavailable(pg_schema: str) -> None:
+# One stream's append goes through append_to_stream, a two-stream one through
+# append_batch: both take the stream's lock, and both time out on it the same way.
+_LOCK_TIMEOUT_SIGNATURES = (
+    "append_to_stream(text, bigint, uuid[], text[], bytea[], bytea[])",
+    "append_batch(int[], int[], text[], bigint[], int[], int[], uuid[], text[], text[],"
+    " bytea[], bytea[])",
+)
+
+
+@pytest.mark.parametrize("expected", [{"a": 1}, {"a": 1, "b": 0}], ids=["one", "two"])
+async def test_a_lock_timeout_on_an_unmoved_stream_is_store_unavailable(
+    pg_schema: str, expected: dict[str, int]
+) -> None:
     async with _store_and_raw(pg_schema) as (store, raw):
         await store.append(AppendRequest.create({"a": 0}, [_event("a")]))
-        # A short lock wait, set on this schema's function only.
-        await raw.execute(
-            f'ALTER FUNCTION "{pg_schema}".append_batch(int[], int[], text[], bigint[], int[],'
-            " int[], uuid[], text[], text[], bytea[], bytea[]) SET lock_timeout = '100ms'"
-        )
+        # A short lock wait, set on this schema's functions only.
+        for signature in _LOCK_TIMEOUT_SIGNATURES:
+            await raw.execute(
+                f"ALTER FUNCTION \"{pg_schema}\".{signature} SET lock_timeout = '100ms'"
+            )
         async with raw.transaction():
             await raw.execute(
                 f'SELECT 1 FROM "{pg_schema}".streams WHERE stream_id = $1 FOR UPDATE', "a"
             )
             with pytest.raises(StoreUnavailable, match="lock timeout") as caught:
-                await store.append(AppendRequest.create({"a": 1}, [_event("a")]))
+                await store.append(AppendRequest.create(expected, [_event("a")]))
         assert any(isinstance(e, asyncpg.LockNotAvailableError) for e in _causes(caught.value))
         # Nothing was written, and the append goes through once the lock is free.
         assert await store.stream_version("a") == 1
-        result = await store.append(AppendRequest.create({"a": 1}, [_event("a")]))
+        result = await store.append(AppendRequest.create(expected, [_event("a")]))
         assert result.positions == (2,)
 
 

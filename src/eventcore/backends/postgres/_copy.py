@@ -59,8 +59,12 @@ async def append_rows(
     conn: Connection, sql: Statements, arrays: BatchArrays, copy_threshold: int | None
 ) -> list[Any]:
     """The ``append_outcome`` rows of one batch, one per command in order, by COPY
-    when the batch is big enough, else by one call of ``append_batch``."""
+    when the batch is big enough, else by one call of ``append_to_stream`` (one
+    command on one stream) or of ``append_batch``."""
     if not uses_copy(len(arrays.event_ids), copy_threshold):
+        one_stream = arrays.one_stream_parameters()
+        if one_stream is not None:
+            return await conn.fetch(sql.append_to_stream, *one_stream)
         return await conn.fetch(sql.append_batch, *arrays.parameters())
     async with conn.transaction():
         await conn.execute(_CREATE_STAGING)

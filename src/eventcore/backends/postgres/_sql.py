@@ -23,6 +23,7 @@ class Statements:
 
     schema: str
     append_batch: str
+    append_to_stream: str
     append_staged: str
     read_stream: str
     read_streams: str
@@ -55,6 +56,8 @@ class Statements:
             append_batch=(
                 f"SELECT * FROM {s}.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ),
+            # one command on one stream, the common case (migrations/0008)
+            append_to_stream=f"SELECT * FROM {s}.append_to_stream($1, $2, $3, $4, $5, $6)",
             # append_batch with the events staged by COPY (see _copy)
             append_staged=f"SELECT * FROM {s}.append_staged($1, $2, $3, $4, $5)",
             read_stream=(

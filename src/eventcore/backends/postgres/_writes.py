@@ -104,6 +104,23 @@ class BatchArrays:
             self.metadata,
         )
 
+    def one_stream_parameters(self) -> tuple[Any, ...] | None:
+        """``append_to_stream``'s parameters when the batch is one command that
+        expects one stream and writes only to it; otherwise None (``append_batch``)."""
+        if len(self.expect_streams) != 1 or len(self.expect_end) != 1:
+            return None
+        stream = self.expect_streams[0]
+        if self.event_streams.count(stream) != len(self.event_streams):
+            return None  # an event for another stream: append_batch refuses it
+        return (
+            stream,
+            self.expect_versions[0],
+            self.event_ids,
+            self.event_types,
+            self.payloads,
+            self.metadata,
+        )
+
     def all_streams(self) -> list[str]:
         return sorted(set(self.expect_streams))
 

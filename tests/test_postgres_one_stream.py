@@ -1,0 +1,333 @@
+"""One command on one stream: ``append_to_stream`` (migrations/0008), the short
+path the PostgreSQL store takes for it, against ``append_batch``, which takes
+every other append.
+
+The two must be indistinguishable: the same answers and the same rows for the
+same requests (compared across two schemas of the real server), the same
+waits on a stream another transaction holds, and nothing lost, doubled or
+checked against a stale version when writer processes mix both paths on a few
+hot streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventcore import StreamId
+from eventcore.backends.postgres import PostgresEventStore
+from eventcore.backends.postgres._writes import BatchArrays, outcome_of
+from eventcore.errors import StoreError, VersionConflict
+from eventcore.store import AppendOutcome
+from eventcore.types import AppendRequest, AppendResult, EventMetadata, NewEvent
+from tests import pg
+from tests.pg_tally_proc import tally_codec
+
+pytestmark = pytest.mark.postgres
+REPO = Path(__file__).resolve().parent.parent
+
+_EVENT_COLUMNS = "position, event_id, stream_id, stream_version, event_type, payload, metadata"
+
+
+def _event(stream: str, n: int, metadata: EventMetadata | None = None) -> NewEvent:
+    payload = b'{"n":%d}' % n
+    if metadata is None:
+        return NewEvent(StreamId(stream), "Happened", payload)
+    return NewEvent(StreamId(stream), "Happened", payload, metadata)
+
+
+async def _tables(schema: str) -> tuple[list[Any], list[Any], int]:
+    """Every row of events (but recorded_at), every stream that has events, and
+    the log head. (append_batch also leaves a version-0 row for a stream it only
+    checked; both mean "no events", and no read tells them apart.)"""
+    conn = await asyncpg.connect(pg.PG_URL, timeout=5)
+    try:
+        s = f'"{schema}"'
+        events = await conn.fetch(f"SELECT {_EVENT_COLUMNS} FROM {s}.events ORDER BY position")
+        streams = await conn.fetch(
+            f"SELECT stream_id, version FROM {s}.streams WHERE version > 0 ORDER BY 1"
+        )
+        head = await conn.fetchval(f"SELECT position FROM {s}.log_head")
+    finally:
+        await conn.close()
+    return [tuple(r) for r in events], [tuple(r) for r in streams], int(head)
+
+
+def _comparable(outcome: AppendOutcome) -> object:
+    if isinstance(outcome, Exception):
+        return (type(outcome), str(outcome), vars(outcome))
+    return outcome
+
+
+# -- the same requests, both paths ---------------------------------------------------
+
+# (stream index, events, expectation): the stored version, one below or above it,
+# or 0 (a new stream, or a stale one).
+_command = st.tuples(
+    st.integers(0, 2),
+    st.lists(st.booleans(), max_size=4),  # one event each; True: with metadata
+    st.sampled_from(["current", "current", "current", "below", "above", "zero"]),
+)
+_commands = st.lists(_command, min_size=1, max_size=12)
+
+
+@pytest.fixture(scope="module")
+def migrated_schemas() -> Iterator[tuple[str, str]]:
+    """Two migrated schemas for the whole module: examples differ by stream prefix."""
+    names = (pg.new_schema_name(), pg.new_schema_name())
+
+    async def migrate() -> bool:
+        try:
+            for name in names:
+                async with await PostgresEventStore.open(pg.test_config(name)):
+                    pass
+            return True
+        except OSError:
+            return False
+
+    if not asyncio.run(migrate()):
+        pytest.skip(f"no PostgreSQL server at {pg.PG_URL}")
+    try:
+        yield names
+    finally:
+        for name in names:
+            asyncio.run(pg.drop_schema(name))
+
+
+_examples = itertools.count()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commands=_commands)
+def test_one_stream_appends_answer_and_store_as_append_batch_does(
+    migrated_schemas: tuple[str, str], commands: list[Any]
+) -> None:
+    """The store (one command, one stream: append_to_stream) in one schema, the
+    same requests as calls of append_batch in the other."""
+    prefix = f"x{next(_examples)}-{uuid.uuid4().hex[:6]}-"
+    short, batch = migrated_schemas
+    counter = itertools.count()
+    traced = EventMetadata("corr", "cause", {"user": "ann"})
+
+    async def run() -> None:
+        versions: dict[str, int] = {}
+        raw = await asyncpg.connect(pg.PG_URL, timeout=5)
+        try:
+            async with await PostgresEventStore.open(pg.test_config(short), migrate=False) as store:
+                append_batch = pg.test_statements(batch).append_batch
+                for index, events, expectation in commands:
+                    stream = f"{prefix}{index}"
+                    stored = versions.get(stream, 0)
+                    expected = {
+                        "current": stored,
+                        "below": max(0, stored - 1),
+                        "above": stored + 1,
+                        "zero": 0,
+                    }[expectation]
+                    new = [
+                        _event(stream, next(counter), traced if with_metadata else None)
+                        for with_metadata in events
+                    ]
+                    request = AppendRequest.create({stream: expected}, new)
+                    (by_short,) = await store.append_many([request])
+                    rows = await raw.fetch(
+                        append_batch, *BatchArrays.build([request], 1 << 20).parameters()
+                    )
+                    by_batch = outcome_of(rows[0], request)
+                    assert _comparable(by_short) == _comparable(by_batch)
+                    if isinstance(by_short, AppendResult):
+                        versions.update(by_short.stream_versions)
+        finally:
+            await raw.close()
+
+    asyncio.run(run())
+    # Compared once per example: the tables hold every example so far.
+    assert asyncio.run(_tables(short)) == asyncio.run(_tables(batch))
+
+
+async def test_only_one_command_on_one_stream_takes_the_short_path(pg_schema: str) -> None:
+    async with await pg.fresh_store(pg_schema) as store:
+        raw = await asyncpg.connect(pg.PG_URL, timeout=5)
+        try:
+            await raw.execute(f'ALTER FUNCTION "{pg_schema}".append_batch RENAME TO gone')
+        finally:
+            await raw.close()
+        one = await store.append(AppendRequest.create({"a": 0}, [_event("a", 1)]))
+        assert one.positions == (1,)
+        checks_only = await store.append(AppendRequest.create({"a": 1}))
+        assert checks_only.stream_versions == {"a": 1}
+        with pytest.raises(StoreError, match="append_batch"):
+            await store.append(AppendRequest.create({"a": 1, "b": 0}, [_event("a", 2)]))
+        with pytest.raises(StoreError, match="append_batch"):
+            await store.append_many(
+                [
+                    AppendRequest.create({"a": 1}, [_event("a", 3)]),
+                    AppendRequest.create({"c": 0}, [_event("c", 4)]),
+                ]
+            )
+
+
+async def test_a_stream_with_a_row_but_no_events_takes_its_first_append(pg_schema: str) -> None:
+    async with await pg.fresh_store(pg_schema) as store:
+        # A check-only append leaves the stream a row at version 0.
+        await store.append(AppendRequest.create({"quiet": 0}))
+        result = await store.append(AppendRequest.create({"quiet": 0}, [_event("quiet", 1)]))
+        assert result.stream_versions == {"quiet": 1}
+        outcome = (await store.append_many([AppendRequest.create({"quiet": 0})]))[0]
+        assert isinstance(outcome, VersionConflict)
+        assert (outcome.expected, outcome.actual) == (0, 1)
+
+
+# -- waiting on a stream another transaction holds -------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _holding(schema: str, stream: str, expected: int) -> AsyncIterator[Any]:
+    """A raw transaction that has appended one event to ``stream`` (so holds its
+    row) and has not committed; the caller commits or rolls it back."""
+    raw = await asyncpg.connect(pg.PG_URL, timeout=5)
+    try:
+        transaction = raw.transaction()
+        await transaction.start()
+        request = AppendRequest.create({stream: expected}, [_event(stream, 100)])
+        (row,) = await raw.fetch(
+            pg.test_statements(schema).append_to_stream,
+            *_one_stream_parameters(request),
+        )
+        assert isinstance(outcome_of(row, request), AppendResult)
+        yield transaction
+    finally:
+        await raw.close()
+
+
+def _one_stream_parameters(request: AppendRequest) -> tuple[Any, ...]:
+    parameters = BatchArrays.build([request], 1 << 20).one_stream_parameters()
+    assert parameters is not None
+    return parameters
+
+
+async def _waiting(store: PostgresEventStore, request: AppendRequest) -> asyncio.Task[Any]:
+    task = asyncio.create_task(store.append_many([request]))
+    await asyncio.sleep(0.3)
+    assert not task.done(), "the append did not wait for the row's lock"
+    return task
+
+
+@pytest.mark.parametrize("created_by_holder", [False, True], ids=["existing", "new"])
+async def test_an_append_waiting_on_a_writer_that_commits_is_a_conflict(
+    pg_schema: str, created_by_holder: bool
+) -> None:
+    async with await pg.fresh_store(pg_schema) as store:
+        before = 0
+        if not created_by_holder:
+            await store.append(AppendRequest.create({"s": 0}, [_event("s", 1)]))
+            before = 1
+        async with _holding(pg_schema, "s", before) as transaction:
+            task = await _waiting(store, AppendRequest.create({"s": before}, [_event("s", 2)]))
+            await transaction.commit()
+        (outcome,) = await task
+        assert isinstance(outcome, VersionConflict)
+        assert (outcome.stream_id, outcome.expected, outcome.actual) == ("s", before, before + 1)
+        assert [e.stream_version for e in await store.read_stream("s")] == list(
+            range(1, before + 2)
+        )
+
+
+@pytest.mark.parametrize("created_by_holder", [False, True], ids=["existing", "new"])
+async def test_an_append_waiting_on_a_writer_that_rolls_back_goes_through(
+    pg_schema: str, created_by_holder: bool
+) -> None:
+    async with await pg.fresh_store(pg_schema) as store:
+        before = 0
+        if not created_by_holder:
+            await store.append(AppendRequest.create({"s": 0}, [_event("s", 1)]))
+            before = 1
+        async with _holding(pg_schema, "s", before) as transaction:
+            task = await _waiting(store, AppendRequest.create({"s": before}, [_event("s", 2)]))
+            await transaction.rollback()
+        (outcome,) = await task
+        assert isinstance(outcome, AppendResult)
+        assert outcome.stream_versions == {"s": before + 1}
+        assert outcome.positions == (before + 1,)  # the rolled-back position is not a gap
+        assert [e.global_position for e in await store.read_all()] == list(range(1, before + 2))
+
+
+# -- writer processes mixing both paths on hot streams ---------------------------------
+
+WRITERS = 4
+COMMANDS_PER_WRITER = 300
+STREAMS = 6
+
+
+async def _start_writer(schema: str, writer: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.pg_tally_proc",
+        pg.PG_URL,
+        schema,
+        str(writer),
+        str(COMMANDS_PER_WRITER),
+        str(7000 + writer),
+        str(STREAMS),
+        "on" if writer % 2 else "off",  # alone, and in group commits
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert (await proc.stdout.readline()).strip() == b"ready"
+    return proc
+
+
+@pytest.mark.slow
+async def test_writer_processes_mixing_one_and_two_stream_appends_lose_nothing(
+    pg_schema: str,
+) -> None:
+    async with await pg.fresh_store(pg_schema) as store:
+        writers = [await _start_writer(pg_schema, w) for w in range(WRITERS)]
+        for proc in writers:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+        reports = []
+        for proc in writers:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
+            assert proc.returncode == 0
+            reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+
+        log = await store.read_all()
+        assert [e.global_position for e in log] == list(range(1, len(log) + 1)), "gaps"
+        committed = Counter(tag for r in reports for tag in r["committed"])
+        assert set(committed.values()) == {1}
+        assert sum(committed.values()) + sum(r["exhausted"] for r in reports) == (
+            WRITERS * COMMANDS_PER_WRITER
+        )
+        assert sum(r["retries"] for r in reports) > 0, "the writers must really conflict"
+        written: Counter[str] = Counter()
+        widths: Counter[int] = Counter()
+        for n in range(STREAMS):
+            events = await store.read_stream(f"tally-{n}")
+            for record in events:
+                counted = tally_codec.decode(record)
+                # The command saw every event before this one: no stale check passed.
+                assert counted.seen == record.stream_version - 1, (record, counted)
+                written[counted.tag] += 1
+        widths.update(written.values())
+        assert set(written) == set(committed)
+        # Both paths were taken: one-stream commands wrote one event, the others two.
+        assert widths[1] > 0
+        assert widths[2] > 0
+        assert set(widths) == {1, 2}
