@@ -204,6 +204,13 @@ class GroupCommitter:
             while self._waiting or sending:
                 if self._waiting and len(sending) < self._settings.max_in_flight:
                     batch = await self._next_batch()
+                    if batch and self._settings.max_in_flight == 1:
+                        # Nothing else may be sent until this batch is done, so
+                        # the flusher commits it itself: a task of its own, and
+                        # the wait for it or for an arrival, cost a lone append
+                        # three more turns of the event loop.
+                        await self._commit(batch)
+                        continue
                     if batch:
                         sending.add(asyncio.get_running_loop().create_task(self._commit(batch)))
                         continue
