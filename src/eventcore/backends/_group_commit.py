@@ -206,9 +206,16 @@ class GroupCommitter:
                     batch = await self._next_batch()
                     if batch and self._settings.max_in_flight == 1:
                         # Nothing else may be sent until this batch is done, so
-                        # the flusher commits it itself: a task of its own, and
-                        # the wait for it or for an arrival, cost a lone append
-                        # three more turns of the event loop.
+                        # the flusher commits it itself. Then it is back here in
+                        # the loop turn the batch's answers arrive, and sends the
+                        # appends that queued meanwhile before this batch's
+                        # callers run: their work overlaps the next commit, and
+                        # under a closed loop the callers settle into two halves
+                        # taking turns. (Committed by a task of its own, the
+                        # flusher woke only after those callers had run and
+                        # queued again: one big batch, the client and the server
+                        # idle in turn; and a lone append paid three more loop
+                        # turns.)
                         await self._commit(batch)
                         continue
                     if batch:
