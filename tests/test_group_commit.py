@@ -27,6 +27,7 @@ from eventcore.backends.sqlite import SQLiteEventStore
 from eventcore.backends.sqlite import _store as sqlite_store
 from eventcore.store import AppendOutcome, BatchAppender, EventStore
 from eventcore.types import AppendRequest, AppendResult, NewEvent
+from tests import pg
 from tests.sql_storage import REFUSED_TYPE, SQL_KINDS, SqlStorage, sql_storage
 
 
@@ -467,3 +468,33 @@ async def test_appends_to_one_stream_reach_the_store_in_the_order_they_were_made
     results = await asyncio.gather(first, *later)
     assert appends.sent == [["a"], ["b"], ["a"], ["a"]]
     assert [r.stream_versions for r in results] == [{"a": 1}, {"a": 2}, {"b": 1}, {"a": 3}]
+
+
+@pytest.mark.postgres
+async def test_appends_queued_during_a_commit_go_out_as_it_ends_before_its_callers_return(
+    pg_schema: str,
+) -> None:
+    """A closed loop of writers in two groups: while one group's batch commits, the
+    other's appends queue, and they are sent the moment that batch is answered,
+    before its callers run again. So the groups keep taking turns (the client's
+    work for one overlaps the server's commit of the other) instead of merging
+    into one batch that leaves the client and the server idle in turn."""
+    rounds, per_group = 12, 16
+    async with await pg.fresh_store(pg_schema) as store:
+        committer = _committer(store)
+        assert committer is not None
+
+        async def writer(stream: str) -> None:
+            for version in range(rounds):
+                await store.append(_request({stream: version}, stream))
+
+        sent = asyncio.Event()
+        committer.batch_listeners.append(lambda _size: sent.set())
+        first = [asyncio.create_task(writer(f"first-{n}")) for n in range(per_group)]
+        await sent.wait()  # the first group's batch is under way
+        second = [asyncio.create_task(writer(f"second-{n}")) for n in range(per_group)]
+        await asyncio.gather(*first, *second)
+        mean_batch = committer.batched_appends / committer.batches
+    # Taking turns: about one group a batch. Merged, the groups would make
+    # batches of both after the first two.
+    assert mean_batch <= per_group * 1.25, (committer.batches, committer.batched_appends)
