@@ -1,0 +1,165 @@
+"""A batch whose commands share streams (``append_batch`` cuts it into runs of
+commands that share none, migrations/0009) answers and stores exactly what the
+same requests made one after another do.
+
+Each example sends the same requests (same event ids) to two schemas of the real
+server: as one ``append_many`` batch to one, one request per call to the other,
+and compares every outcome and every row: ``events`` but ``recorded_at``, the
+streams that have events, and ``log_head``."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventcore import StreamId
+from eventcore.backends.postgres import PostgresEventStore
+from eventcore.store import AppendOutcome
+from eventcore.types import AppendRequest, AppendResult, NewEvent
+from tests import pg
+
+pytestmark = pytest.mark.postgres
+
+_EVENT_COLUMNS = "position, event_id, stream_id, stream_version, event_type, payload, metadata"
+_STREAMS = "abcdef"
+
+# (streams, events as stream indexes into them, expectation)
+_command = st.tuples(
+    st.lists(st.sampled_from(_STREAMS), min_size=1, max_size=3, unique=True),
+    st.lists(st.integers(0, 2), max_size=3),
+    st.sampled_from(["after_batch", "after_batch", "stored", "stale"]),
+)
+_batch = st.lists(_command, min_size=2, max_size=10)
+
+
+async def _tables(schema: str) -> tuple[list[Any], list[Any], int]:
+    conn = await asyncpg.connect(pg.PG_URL, timeout=5)
+    try:
+        s = f'"{schema}"'
+        events = await conn.fetch(f"SELECT {_EVENT_COLUMNS} FROM {s}.events ORDER BY position")
+        streams = await conn.fetch(
+            f"SELECT stream_id, version FROM {s}.streams WHERE version > 0 ORDER BY 1"
+        )
+        head = await conn.fetchval(f"SELECT position FROM {s}.log_head")
+    finally:
+        await conn.close()
+    return [tuple(r) for r in events], [tuple(r) for r in streams], int(head)
+
+
+def _comparable(outcome: AppendOutcome) -> object:
+    if isinstance(outcome, Exception):
+        return (type(outcome), str(outcome), vars(outcome))
+    return outcome
+
+
+def _requests(
+    batch: list[Any], stored: dict[str, int], prefix: str, counter: Iterator[int]
+) -> list[AppendRequest]:
+    """Expected versions that are mostly right: what the commands before it in the
+    batch leave if they all succeed, or what is stored, or one off."""
+    pending: dict[str, int] = {}
+    requests = []
+    for streams, events, expectation in batch:
+        names = [f"{prefix}{s}" for s in streams]
+        expected = {}
+        for name in names:
+            version = stored.get(name, 0)
+            if expectation == "after_batch":
+                version += pending.get(name, 0)
+            elif expectation == "stale":
+                version = version - 1 if version else 1
+            expected[name] = version
+        new = []
+        for index in events:
+            name = names[index % len(names)]
+            new.append(NewEvent(StreamId(name), "Happened", b'{"n":%d}' % next(counter)))
+            pending[name] = pending.get(name, 0) + 1
+        requests.append(AppendRequest.create(expected, new))
+    return requests
+
+
+@pytest.fixture(scope="module")
+def migrated_schemas() -> Iterator[tuple[str, str]]:
+    names = (pg.new_schema_name(), pg.new_schema_name())
+
+    async def migrate() -> bool:
+        try:
+            for name in names:
+                async with await PostgresEventStore.open(pg.test_config(name)):
+                    pass
+            return True
+        except OSError:
+            return False
+
+    if not asyncio.run(migrate()):
+        pytest.skip(f"no PostgreSQL server at {pg.PG_URL}")
+    try:
+        yield names
+    finally:
+        for name in names:
+            asyncio.run(pg.drop_schema(name))
+
+
+_examples = itertools.count()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(_batch, min_size=1, max_size=3))
+def test_a_batch_of_commands_sharing_streams_is_as_one_after_another(
+    migrated_schemas: tuple[str, str], batches: list[list[Any]]
+) -> None:
+    prefix = f"x{next(_examples)}-{uuid.uuid4().hex[:6]}-"
+    counter = itertools.count()
+    batched, one_by_one = migrated_schemas
+
+    async def run() -> None:
+        stored: dict[str, int] = {}
+        async with (
+            await PostgresEventStore.open(pg.test_config(batched), migrate=False) as together,
+            await PostgresEventStore.open(pg.test_config(one_by_one), migrate=False) as apart,
+        ):
+            for batch in batches:
+                requests = _requests(batch, stored, prefix, counter)
+                in_one = await together.append_many(requests)
+                in_turn = [(await apart.append_many([r]))[0] for r in requests]
+                assert [_comparable(o) for o in in_one] == [_comparable(o) for o in in_turn]
+                for outcome in in_one:
+                    if isinstance(outcome, AppendResult):
+                        stored.update(outcome.stream_versions)
+
+    asyncio.run(run())
+    assert asyncio.run(_tables(batched)) == asyncio.run(_tables(one_by_one))
+
+
+async def test_runs_of_independent_commands_take_positions_in_command_order(
+    pg_schema: str,
+) -> None:
+    """Runs a, b | a, c | c: each run sees what the one before it wrote."""
+
+    def request(expected: dict[str, int], *streams: str) -> AppendRequest:
+        return AppendRequest.create(
+            expected, [NewEvent(StreamId(s), "Happened", b"{}") for s in streams]
+        )
+
+    async with await pg.fresh_store(pg_schema) as store:
+        outcomes = await store.append_many(
+            [
+                request({"a": 0}, "a"),
+                request({"b": 0}, "b", "b"),
+                request({"a": 1, "c": 0}, "a", "c"),
+                request({"c": 0}, "c"),  # stale: the command before wrote c
+                request({"c": 1, "b": 2}, "c"),
+            ]
+        )
+    results = [o.positions if isinstance(o, AppendResult) else o for o in outcomes]
+    assert results[:3] == [(1,), (2, 3), (4, 5)]
+    assert not isinstance(results[3], tuple)
+    assert results[4] == (6,)
