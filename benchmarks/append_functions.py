@@ -1,7 +1,8 @@
-"""One-stream appends on PostgreSQL, server functions called bare.
+"""The store's append functions on PostgreSQL, called bare.
 
     python benchmarks/append_functions.py [--calls 1000] [--rounds 5]
                                           [--streams 10000] [--dsn postgresql://...]
+    python benchmarks/append_functions.py --batch 32 [--calls 100] [--rounds 5]
 
 Three ways of storing one event, each run ``--calls`` times in a row from one
 asyncpg connection (no pool, no eventcore client code), the three interleaved
@@ -13,7 +14,13 @@ asyncpg connection (no pool, no eventcore client code), the three interleaved
 
 Each event goes to a random stream of ``--streams`` at the version the stream is
 at (no conflicts). Prints calls/s per round, the medians, and each median as a
-ratio to the insert's. The scratch schema is dropped afterwards.
+ratio to the insert's.
+
+With ``--batch N``, ``append_batch`` with N commands a call instead, as group
+commit sends them, three ways interleaved: N one-stream commands, N two-stream
+commands that share no stream (both set-based in one go), and the same with two
+commands sharing one stream (cut into two runs of independent commands). Prints
+milliseconds per call. The scratch schema is dropped afterwards.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
+from asyncpg import Connection
 
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 from eventcore.backends.postgres._sql import Statements
@@ -35,13 +44,18 @@ _PAYLOAD = b'{"amount":100,"reference":""}'
 _METADATA = b"{}"
 
 
-async def main(dsn: str, calls: int, rounds: int, stream_count: int) -> None:
+async def main(
+    dsn: str, calls: int, rounds: int, stream_count: int, batch_size: int | None
+) -> None:
     schema = f"bench_fn_{uuid.uuid4().hex[:8]}"
     async with await PostgresEventStore.open(PostgresConfig(dsn=dsn, schema=schema)):
         pass  # migrated
     sql = Statements.for_schema(f'"{schema}"')
     conn = await asyncpg.connect(dsn)
     try:
+        if batch_size is not None:
+            await batches(conn, sql, batch_size, calls, rounds, stream_count)
+            return
         await conn.execute(
             f'CREATE TABLE "{schema}".bare '
             "(id bigserial PRIMARY KEY, stream_id text, payload bytea)"
@@ -100,11 +114,79 @@ async def main(dsn: str, calls: int, rounds: int, stream_count: int) -> None:
         await conn.close()
 
 
+def _batch_parameters(
+    chosen: list[str], size: int, width: int, versions: dict[str, int]
+) -> tuple[list[Any], dict[str, int]]:
+    """``append_batch``'s arrays for ``size`` commands of ``width`` streams each
+    (one event per stream), expecting the versions each leaves for the next;
+    and how many events each stream gets."""
+    expect_end, expect_cmd, expect_streams, expect_versions = [], [], [], []
+    event_end, event_cmd, ids, event_streams = [], [], [], []
+    written: dict[str, int] = {}
+    for command in range(1, size + 1):
+        mine = sorted(set(chosen[(command - 1) * width : command * width]))
+        for stream in mine:
+            expect_cmd.append(command)
+            expect_streams.append(stream)
+            expect_versions.append(versions.get(stream, 0) + written.get(stream, 0))
+            event_cmd.append(command)
+            ids.append(uuid.uuid4())
+            event_streams.append(stream)
+        for stream in mine:
+            written[stream] = written.get(stream, 0) + 1
+        expect_end.append(len(expect_streams))
+        event_end.append(len(ids))
+    count = len(ids)
+    parameters: list[Any] = [
+        expect_end, expect_cmd, expect_streams, expect_versions, event_end, event_cmd,
+        ids, event_streams, ["Deposited"] * count, [_PAYLOAD] * count, [_METADATA] * count,
+    ]  # fmt: skip
+    return parameters, written
+
+
+async def batches(
+    conn: Connection, sql: Statements, size: int, calls: int, rounds: int, stream_count: int
+) -> None:
+    streams = [f"account-{n}" for n in range(stream_count)]
+    versions: dict[str, int] = {}
+    rng = random.Random(2)
+
+    async def call(width: int, shared: bool) -> None:
+        chosen = rng.sample(streams, width * size)
+        if shared:
+            chosen[width] = chosen[0]  # the second command expects the first's stream
+        parameters, written = _batch_parameters(chosen, size, width, versions)
+        rows = await conn.fetch(sql.append_batch, *parameters)
+        assert all(row["first_position"] is not None for row in rows), rows
+        for stream, added in written.items():
+            versions[stream] = versions.get(stream, 0) + added
+
+    ways = {
+        f"{size} one-stream commands": (1, False),
+        f"{size} two-stream, independent": (2, False),
+        f"{size} two-stream, one shared": (2, True),
+    }
+    for _ in range(calls):  # every stream opened, the plans warm
+        await call(1, False)
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, (width, shared) in ways.items():
+            started = time.perf_counter()
+            for _ in range(calls):
+                await call(width, shared)
+            times[name].append((time.perf_counter() - started) / calls * 1000)
+    for name, measured in times.items():
+        runs = ", ".join(f"{ms:.2f}" for ms in measured)
+        print(f"{name:34} {statistics.median(measured):6.2f} ms a call  ({runs})")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--calls", type=int, help="calls a round (1000; 100 with --batch)")
+    parser.add_argument("--batch", type=int, help="commands a call of append_batch")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--streams", type=int, default=10_000)
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     options = parser.parse_args()
-    asyncio.run(main(options.dsn, options.calls, options.rounds, options.streams))
+    calls = options.calls or (100 if options.batch else 1000)
+    asyncio.run(main(options.dsn, calls, options.rounds, options.streams, options.batch))

@@ -27,15 +27,16 @@ one stream reach the store in the order they were made, so batching never
 reorders them. Cancelled callers and lost connections keep every invariant of a
 single batch in flight (tests/test_group_commit_pipelined.py).
 
-It stays off by default because it is not clearly better. On PostgreSQL at 64
-tasks (``eventcore bench --scenario steady,commands``, 1 and 2 in flight
-interleaved, 15-16 pairs on a busy shared machine, see docs/benchmarks.md), two
-in flight made commands that mostly miss the state cache faster (0.39x against
-0.24x of the bare-INSERT baseline, faster in 14 pairs of 15) but cached commands
-only 13% faster (0.54x against 0.47x, faster in 12 of 16) for 10% more client
-CPU per command (119 against 108 us: half-size batches); an earlier run on a
-quieter machine found 8,788 against 8,767 cached commands/s. Worth opting into
-where most commands miss the cache.
+It stays off by default because it trades one workload for another. With one
+batch in flight the flusher sends the appends that queued during a commit the
+moment that commit is answered, so the client's work for one half of the
+writers already overlaps the server's commit of the other half (see
+``_flush``). On PostgreSQL at 64 tasks (``eventcore bench --scenario
+steady,commands --concurrency 64``, 1 and 2 in flight interleaved, two pairs,
+docs/benchmarks.md): two in flight made commands that often read first faster
+(0.80-0.83x the bare-INSERT baseline against 0.50-0.56x) and cached commands
+slower (0.81-0.86x against 1.03-1.10x). Worth opting into where most commands
+miss the cache.
 
 ``close()`` takes no new appends, waits up to ``close_timeout`` for those already
 accepted, and fails what is left saying whether it may have been written.
