@@ -8,9 +8,10 @@ EVENTCORE_REQUIRE_POSTGRES is set (CI), where a skip is turned into a failure.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -76,3 +77,50 @@ async def schema_fixture() -> AsyncIterator[str]:
 def test_statements(schema: str) -> Statements:
     """The store's SQL for ``schema``, to call its functions from a raw connection."""
     return Statements.for_schema(f'"{schema}"')
+
+
+_EVENT_COLUMNS = "position, event_id, stream_id, stream_version, event_type, payload, metadata"
+
+
+async def stored_rows(
+    schema: str, *, empty_streams: bool = True
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+    """Every row of ``events`` but ``recorded_at`` (the transaction's clock), every
+    row of ``streams``, and the log head: what two ways of appending the same
+    requests must leave alike. ``empty_streams=False`` leaves out the version-0
+    rows a stream gets when an append only checked it (no read tells them from
+    no row at all)."""
+    conn = await asyncpg.connect(PG_URL, timeout=5)
+    try:
+        s = f'"{schema}"'
+        events = await conn.fetch(f"SELECT {_EVENT_COLUMNS} FROM {s}.events ORDER BY position")
+        where = "" if empty_streams else " WHERE version > 0"
+        streams = await conn.fetch(f"SELECT stream_id, version FROM {s}.streams{where} ORDER BY 1")
+        head = await conn.fetchval(f"SELECT position FROM {s}.log_head")
+    finally:
+        await conn.close()
+    return [tuple(r) for r in events], [tuple(r) for r in streams], int(head)
+
+
+def migrated_schema_pair() -> Iterator[tuple[str, str]]:
+    """Two migrated schemas, dropped afterwards: for a module-scoped fixture of tests
+    that append the same requests two ways (each example with streams of its own).
+    Skips when no server answers."""
+    names = (new_schema_name(), new_schema_name())
+
+    async def migrate() -> bool:
+        try:
+            for name in names:
+                async with await PostgresEventStore.open(test_config(name)):
+                    pass
+            return True
+        except OSError:
+            return False
+
+    if not asyncio.run(migrate()):
+        pytest.skip(f"no PostgreSQL server at {PG_URL}")
+    try:
+        yield names
+    finally:
+        for name in names:
+            asyncio.run(drop_schema(name))

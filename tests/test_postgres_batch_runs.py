@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,7 +27,6 @@ from tests import pg
 
 pytestmark = pytest.mark.postgres
 
-_EVENT_COLUMNS = "position, event_id, stream_id, stream_version, event_type, payload, metadata"
 _STREAMS = "abcdef"
 
 # (streams, events as stream indexes into them, expectation)
@@ -38,20 +36,6 @@ _command = st.tuples(
     st.sampled_from(["after_batch", "after_batch", "stored", "stale"]),
 )
 _batch = st.lists(_command, min_size=2, max_size=10)
-
-
-async def _tables(schema: str) -> tuple[list[Any], list[Any], int]:
-    conn = await asyncpg.connect(pg.PG_URL, timeout=5)
-    try:
-        s = f'"{schema}"'
-        events = await conn.fetch(f"SELECT {_EVENT_COLUMNS} FROM {s}.events ORDER BY position")
-        streams = await conn.fetch(
-            f"SELECT stream_id, version FROM {s}.streams WHERE version > 0 ORDER BY 1"
-        )
-        head = await conn.fetchval(f"SELECT position FROM {s}.log_head")
-    finally:
-        await conn.close()
-    return [tuple(r) for r in events], [tuple(r) for r in streams], int(head)
 
 
 def _comparable(outcome: AppendOutcome) -> object:
@@ -88,24 +72,7 @@ def _requests(
 
 @pytest.fixture(scope="module")
 def migrated_schemas() -> Iterator[tuple[str, str]]:
-    names = (pg.new_schema_name(), pg.new_schema_name())
-
-    async def migrate() -> bool:
-        try:
-            for name in names:
-                async with await PostgresEventStore.open(pg.test_config(name)):
-                    pass
-            return True
-        except OSError:
-            return False
-
-    if not asyncio.run(migrate()):
-        pytest.skip(f"no PostgreSQL server at {pg.PG_URL}")
-    try:
-        yield names
-    finally:
-        for name in names:
-            asyncio.run(pg.drop_schema(name))
+    yield from pg.migrated_schema_pair()
 
 
 _examples = itertools.count()
@@ -136,7 +103,9 @@ def test_a_batch_of_commands_sharing_streams_is_as_one_after_another(
                         stored.update(outcome.stream_versions)
 
     asyncio.run(run())
-    assert asyncio.run(_tables(batched)) == asyncio.run(_tables(one_by_one))
+    assert asyncio.run(pg.stored_rows(batched, empty_streams=False)) == asyncio.run(
+        pg.stored_rows(one_by_one, empty_streams=False)
+    )
 
 
 async def test_runs_of_independent_commands_take_positions_in_command_order(

@@ -28,7 +28,6 @@ from eventcore.store import AppendOutcome
 from eventcore.types import AppendRequest, AppendResult, EventMetadata, NewEvent, StreamId
 from tests import pg
 
-_EVENT_COLUMNS = "position, event_id, stream_id, stream_version, event_type, payload, metadata"
 _COPY_USED = "SELECT to_regclass('pg_temp.eventcore_staged_events') IS NOT NULL"
 
 
@@ -41,19 +40,6 @@ def _event(stream: str, n: int = 0, metadata: EventMetadata | None = None) -> Ne
 
 def _request(expected: dict[str, int], *events: NewEvent) -> AppendRequest:
     return AppendRequest.create(expected, events)
-
-
-async def _tables(schema: str) -> tuple[list[Any], list[Any], int]:
-    """Every row of events (but recorded_at) and streams, and the log head."""
-    conn = await asyncpg.connect(pg.PG_URL, timeout=5)
-    try:
-        s = f'"{schema}"'
-        events = await conn.fetch(f"SELECT {_EVENT_COLUMNS} FROM {s}.events ORDER BY position")
-        streams = await conn.fetch(f"SELECT stream_id, version FROM {s}.streams ORDER BY 1")
-        head = await conn.fetchval(f"SELECT position FROM {s}.log_head")
-    finally:
-        await conn.close()
-    return [tuple(r) for r in events], [tuple(r) for r in streams], int(head)
 
 
 def _comparable(outcome: AppendOutcome) -> object:
@@ -130,7 +116,7 @@ async def test_copy_path_stores_every_column_as_the_array_path_does(
         for batch in _mixed_batches():
             by_copy, by_arrays = await _append_both(stores, batch)
             assert by_copy == by_arrays
-    copied, arrayed = await _tables(schemas[0]), await _tables(schemas[1])
+    copied, arrayed = await pg.stored_rows(schemas[0]), await pg.stored_rows(schemas[1])
     assert copied == arrayed
     assert copied[2] == 40 + 3 + 4 + 3  # log_head: every event written, once
 
@@ -170,7 +156,7 @@ async def test_a_conflict_on_the_copy_path_raises_as_on_the_array_path_and_store
         first = _request({"a": 0}, _event("a"))
         for store in (copying, arrays):
             await store.append(first)
-        before = await _tables(schemas[0])
+        before = await pg.stored_rows(schemas[0])
         stale = _request({"a": 0, "b": 0}, *(_event("b", n) for n in range(20)))
         with pytest.raises(VersionConflict) as by_copy:
             await copying.append(stale)
@@ -178,10 +164,10 @@ async def test_a_conflict_on_the_copy_path_raises_as_on_the_array_path_and_store
             await arrays.append(stale)
     assert _comparable(by_copy.value) == _comparable(by_arrays.value)
     assert (by_copy.value.stream_id, by_copy.value.expected, by_copy.value.actual) == ("a", 0, 1)
-    after = await _tables(schemas[0])
+    after = await pg.stored_rows(schemas[0])
     assert (after[0], after[2]) == (before[0], before[2])  # no event, no position
     # (both paths leave the row, at version 0, of a stream the append named)
-    assert after == await _tables(schemas[1])
+    assert after == await pg.stored_rows(schemas[1])
 
 
 @pytest.mark.postgres
@@ -192,15 +178,15 @@ async def test_a_stored_event_id_on_the_copy_path_raises_duplicate_and_stores_no
     async with _two_stores(*schemas) as (copying, arrays):
         for store in (copying, arrays):
             await store.append(_request({"a": 0}, first))
-        before = await _tables(schemas[0])
+        before = await pg.stored_rows(schemas[0])
         again = [_request({"b": 0}, _event("b")), _request({"a": 1}, first)]
         with pytest.raises(DuplicateEventId) as by_copy:
             await copying.append_many(again)
         with pytest.raises(DuplicateEventId) as by_arrays:
             await arrays.append_many(again)
     assert by_copy.value.event_ids == by_arrays.value.event_ids == (first.event_id,)
-    assert await _tables(schemas[0]) == before
-    assert await _tables(schemas[1]) == before
+    assert await pg.stored_rows(schemas[0]) == before
+    assert await pg.stored_rows(schemas[1]) == before
 
 
 @pytest.mark.postgres
@@ -310,23 +296,7 @@ def _requests(
 
 @pytest.fixture(scope="module")
 def migrated_schemas() -> Iterator[tuple[str, str]]:
-    """Two migrated schemas for the whole module: examples differ by stream prefix."""
-    names = (pg.new_schema_name(), pg.new_schema_name())
-
-    async def migrate() -> bool:
-        try:
-            async with _two_stores(*names):
-                return True
-        except OSError:
-            return False
-
-    if not asyncio.run(migrate()):
-        pytest.skip(f"no PostgreSQL server at {pg.PG_URL}")
-    try:
-        yield names
-    finally:
-        for name in names:
-            asyncio.run(pg.drop_schema(name))
+    yield from pg.migrated_schema_pair()
 
 
 _examples = itertools.count()
@@ -351,6 +321,8 @@ def test_random_batches_store_the_same_by_copy_as_by_arrays(
                 for outcome in by_copy:
                     if isinstance(outcome, AppendResult):
                         versions.update(outcome.stream_versions)
-        assert await _tables(migrated_schemas[0]) == await _tables(migrated_schemas[1])
+        assert await pg.stored_rows(migrated_schemas[0]) == await pg.stored_rows(
+            migrated_schemas[1]
+        )
 
     asyncio.run(run())

@@ -38,31 +38,12 @@ from tests.pg_tally_proc import tally_codec
 pytestmark = pytest.mark.postgres
 REPO = Path(__file__).resolve().parent.parent
 
-_EVENT_COLUMNS = "position, event_id, stream_id, stream_version, event_type, payload, metadata"
-
 
 def _event(stream: str, n: int, metadata: EventMetadata | None = None) -> NewEvent:
     payload = b'{"n":%d}' % n
     if metadata is None:
         return NewEvent(StreamId(stream), "Happened", payload)
     return NewEvent(StreamId(stream), "Happened", payload, metadata)
-
-
-async def _tables(schema: str) -> tuple[list[Any], list[Any], int]:
-    """Every row of events (but recorded_at), every stream that has events, and
-    the log head. (append_batch also leaves a version-0 row for a stream it only
-    checked; both mean "no events", and no read tells them apart.)"""
-    conn = await asyncpg.connect(pg.PG_URL, timeout=5)
-    try:
-        s = f'"{schema}"'
-        events = await conn.fetch(f"SELECT {_EVENT_COLUMNS} FROM {s}.events ORDER BY position")
-        streams = await conn.fetch(
-            f"SELECT stream_id, version FROM {s}.streams WHERE version > 0 ORDER BY 1"
-        )
-        head = await conn.fetchval(f"SELECT position FROM {s}.log_head")
-    finally:
-        await conn.close()
-    return [tuple(r) for r in events], [tuple(r) for r in streams], int(head)
 
 
 def _comparable(outcome: AppendOutcome) -> object:
@@ -85,25 +66,7 @@ _commands = st.lists(_command, min_size=1, max_size=12)
 
 @pytest.fixture(scope="module")
 def migrated_schemas() -> Iterator[tuple[str, str]]:
-    """Two migrated schemas for the whole module: examples differ by stream prefix."""
-    names = (pg.new_schema_name(), pg.new_schema_name())
-
-    async def migrate() -> bool:
-        try:
-            for name in names:
-                async with await PostgresEventStore.open(pg.test_config(name)):
-                    pass
-            return True
-        except OSError:
-            return False
-
-    if not asyncio.run(migrate()):
-        pytest.skip(f"no PostgreSQL server at {pg.PG_URL}")
-    try:
-        yield names
-    finally:
-        for name in names:
-            asyncio.run(pg.drop_schema(name))
+    yield from pg.migrated_schema_pair()
 
 
 _examples = itertools.count()
@@ -154,7 +117,9 @@ def test_one_stream_appends_answer_and_store_as_append_batch_does(
 
     asyncio.run(run())
     # Compared once per example: the tables hold every example so far.
-    assert asyncio.run(_tables(short)) == asyncio.run(_tables(batch))
+    assert asyncio.run(pg.stored_rows(short, empty_streams=False)) == asyncio.run(
+        pg.stored_rows(batch, empty_streams=False)
+    )
 
 
 async def test_only_one_command_on_one_stream_takes_the_short_path(pg_schema: str) -> None:
@@ -225,10 +190,13 @@ async def _waiting(store: PostgresEventStore, request: AppendRequest) -> asyncio
     return task
 
 
+@pytest.mark.parametrize("holder_ends", ["commit", "rollback"])
 @pytest.mark.parametrize("created_by_holder", [False, True], ids=["existing", "new"])
-async def test_an_append_waiting_on_a_writer_that_commits_is_a_conflict(
-    pg_schema: str, created_by_holder: bool
+async def test_an_append_waiting_on_another_writer_sees_how_it_ended(
+    pg_schema: str, created_by_holder: bool, holder_ends: str
 ) -> None:
+    """The other writer committed: a conflict on the version it left. It rolled
+    back: the append goes through, at the position the other had taken."""
     async with await pg.fresh_store(pg_schema) as store:
         before = 0
         if not created_by_holder:
@@ -236,32 +204,22 @@ async def test_an_append_waiting_on_a_writer_that_commits_is_a_conflict(
             before = 1
         async with _holding(pg_schema, "s", before) as transaction:
             task = await _waiting(store, AppendRequest.create({"s": before}, [_event("s", 2)]))
-            await transaction.commit()
+            await (transaction.commit() if holder_ends == "commit" else transaction.rollback())
         (outcome,) = await task
-        assert isinstance(outcome, VersionConflict)
-        assert (outcome.stream_id, outcome.expected, outcome.actual) == ("s", before, before + 1)
-        assert [e.stream_version for e in await store.read_stream("s")] == list(
-            range(1, before + 2)
-        )
-
-
-@pytest.mark.parametrize("created_by_holder", [False, True], ids=["existing", "new"])
-async def test_an_append_waiting_on_a_writer_that_rolls_back_goes_through(
-    pg_schema: str, created_by_holder: bool
-) -> None:
-    async with await pg.fresh_store(pg_schema) as store:
-        before = 0
-        if not created_by_holder:
-            await store.append(AppendRequest.create({"s": 0}, [_event("s", 1)]))
-            before = 1
-        async with _holding(pg_schema, "s", before) as transaction:
-            task = await _waiting(store, AppendRequest.create({"s": before}, [_event("s", 2)]))
-            await transaction.rollback()
-        (outcome,) = await task
-        assert isinstance(outcome, AppendResult)
-        assert outcome.stream_versions == {"s": before + 1}
-        assert outcome.positions == (before + 1,)  # the rolled-back position is not a gap
-        assert [e.global_position for e in await store.read_all()] == list(range(1, before + 2))
+        if holder_ends == "commit":
+            assert isinstance(outcome, VersionConflict)
+            assert (outcome.stream_id, outcome.expected, outcome.actual) == (
+                "s",
+                before,
+                before + 1,
+            )
+        else:
+            assert isinstance(outcome, AppendResult)
+            assert outcome.stream_versions == {"s": before + 1}
+            assert outcome.positions == (before + 1,)  # the rolled-back one left no gap
+        log = await store.read_all()
+        assert [e.global_position for e in log] == list(range(1, before + 2))
+        assert [e.stream_version for e in log] == list(range(1, before + 2))
 
 
 # -- writer processes mixing both paths on hot streams ---------------------------------

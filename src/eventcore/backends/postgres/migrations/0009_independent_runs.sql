@@ -1,19 +1,20 @@
 -- append_batch takes the set-based path for every run of consecutive commands
 -- that share no stream, not only when the whole batch shares none. Before, one
 -- pair of commands on a common stream anywhere in a batch sent all of its
--- commands through append_one, one after another: 32 two-stream commands took
--- about 12 ms that way against 4 ms set-based (measured with sequential calls
--- from one connection). Group commit at 64 tasks makes such batches often:
--- 64 random accounts of 10,000 share one about one batch in five.
+-- commands through append_one, one after another: a call for 32 two-stream
+-- commands took 12.0-12.3 ms that way against 4.5-4.9 ms set-based
+-- (benchmarks/append_functions.py --batch 32). Group commit at 64 tasks makes
+-- such batches often: 64 random accounts of 10,000 share one about one batch
+-- in five.
 --
 -- A batch whose commands share no stream at all is still one set-based call.
--- Otherwise the commands are cut into maximal runs, in order: a run ends before the first
--- command that expects a stream an earlier command of the run expects. Within a
--- run no command can see another's effects, so checking and writing them all at
--- once (append_independent) gives what one after another would; the runs go one
--- after another, each seeing the versions and positions the runs before it
--- left. A run of one command goes through append_one. Everything else (checks,
--- stream rows, the lock order) is as in 0003.
+-- Otherwise the commands are cut into maximal runs, in order: a run ends before
+-- the first command that expects a stream an earlier command of the run
+-- expects. Within a run no command can see another's effects, so checking and
+-- writing them all at once (append_independent) gives what one after another
+-- would; the runs go one after another, each seeing the versions and positions
+-- the runs before it left. A run of one command goes through append_one.
+-- Everything else (checks, stream rows, the lock order) is as in 0003.
 
 -- Commands p_first .. p_last of a batch (a run: no two share a stream), as
 -- append_independent numbers them 1 .. n, renumbered back.
