@@ -215,8 +215,8 @@ class GroupCommitter:
                         # taking turns. (Committed by a task of its own, the
                         # flusher woke only after those callers had run and
                         # queued again: one big batch, the client and the server
-                        # idle in turn; and a lone append paid three more loop
-                        # turns.)
+                        # idle in turn; and a lone append took one more turn
+                        # of the event loop, 8 against 7.)
                         await self._commit(batch)
                         continue
                     if batch:
