@@ -145,6 +145,54 @@ async def test_append_one_refuses_to_number_events_it_did_not_insert(pg_schema: 
         assert await _log_state(raw, pg_schema) == (0, 0)
 
 
+_ONE_EVENT = (["Forged"], [b"{}"], [b"{}"])
+
+
+@pytest.mark.parametrize(
+    ("stream", "version", "ids", "rest"),
+    [
+        ("a", 0, [uuid.uuid4(), uuid.uuid4()], _ONE_EVENT),  # two ids, one event
+        ("a", 0, [uuid.uuid4()], (["Forged"], [b"{}", b"{}"], [b"{}"])),  # two payloads
+        ("a", 0, [uuid.uuid4()], (["Forged"], [b"{}"], None)),  # no metadata
+        (None, 0, [uuid.uuid4()], _ONE_EVENT),  # no stream
+        ("a", None, [uuid.uuid4()], _ONE_EVENT),  # no version
+    ],
+    ids=["ids", "payloads", "metadata", "stream", "version"],
+)
+async def test_append_to_stream_refuses_arrays_that_do_not_describe_its_events(
+    pg_schema: str, stream: str | None, version: int | None, ids: list[uuid.UUID], rest: Any
+) -> None:
+    async with _store_and_raw(pg_schema) as (_store, raw):
+        # Without the check a missing version never matches nor conflicts: the
+        # function would retry forever. Bounded, that fails the test instead.
+        await raw.execute("SET statement_timeout = '5s'")
+        refused = r"append_to_stream: stream .*, version .*: the event arrays"
+        with pytest.raises(asyncpg.RaiseError, match=refused):
+            await raw.fetch(
+                pg.test_statements(pg_schema).append_to_stream, stream, version, ids, *rest
+            )
+        assert await _log_state(raw, pg_schema) == (0, 0)
+        assert await raw.fetchval(f'SELECT count(*) FROM "{pg_schema}".streams') == 0
+
+
+async def test_append_to_stream_stores_nothing_of_an_event_with_a_missing_value(
+    pg_schema: str,
+) -> None:
+    async with _store_and_raw(pg_schema) as (_store, raw):
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await raw.fetch(
+                pg.test_statements(pg_schema).append_to_stream,
+                "a",
+                0,
+                [uuid.uuid4(), None],
+                ["Forged", "Forged"],
+                [b"{}", b"{}"],
+                [b"{}", b"{}"],
+            )
+        assert await _log_state(raw, pg_schema) == (0, 0)
+        assert await raw.fetchval(f'SELECT count(*) FROM "{pg_schema}".streams') == 0
+
+
 async def test_well_formed_arrays_still_append(pg_schema: str) -> None:
     async with _store_and_raw(pg_schema) as (store, raw):
         rows = await _call_batch(
