@@ -9,9 +9,12 @@ EVENTCORE_REQUIRE_POSTGRES is set (CI), where a skip is turned into a failure.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -124,3 +127,46 @@ def migrated_schema_pair() -> Iterator[tuple[str, str]]:
     finally:
         for name in names:
             asyncio.run(drop_schema(name))
+
+
+# -- writer processes -----------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def start_writer(module: str, *args: object) -> asyncio.subprocess.Process:
+    """``python -m module DSN args...`` from the checkout, returned once it says
+    ``ready`` (connected); it starts on a line on its stdin (``release_writers``)
+    and ends by printing one JSON line (``writer_reports``)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        PG_URL,
+        *(str(arg) for arg in args),
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert (await proc.stdout.readline()).strip() == b"ready"
+    return proc
+
+
+async def release_writers(writers: Sequence[asyncio.subprocess.Process]) -> None:
+    """Let writers started by ``start_writer`` go, as nearly together as can be."""
+    for proc in writers:
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+
+
+async def writer_reports(writers: Sequence[asyncio.subprocess.Process]) -> list[Any]:
+    """Each writer's last line of output, as JSON, once it has exited with 0
+    (within 4 minutes)."""
+    reports = []
+    for proc in writers:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
+        assert proc.returncode == 0
+        reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+    return reports

@@ -6,7 +6,6 @@ All against the real server; each test has a schema of its own.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import tracemalloc
 from collections import Counter
@@ -59,26 +58,6 @@ ACCOUNTS = 20
 OPENING = 100
 
 
-async def _start_writer(schema: str, writer: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.pg_transfer_proc",
-        pg.PG_URL,
-        schema,
-        str(writer),
-        str(TRANSFERS_PER_WRITER),
-        str(1000 + writer),
-        str(ACCOUNTS),
-        cwd=REPO,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    assert (await proc.stdout.readline()).strip() == b"ready"
-    return proc
-
-
 async def _check_bank(store: EventStore, committed: set[str]) -> None:
     log = await store.read_all()
     assert [e.global_position for e in log] == list(range(1, len(log) + 1)), "gaps in the log"
@@ -107,18 +86,16 @@ async def test_eight_writer_processes_and_a_tailing_reader_agree_on_the_whole_lo
     async with await pg.fresh_store(pg_schema) as store:
         for n in range(ACCOUNTS):
             await execute(store, Deposit(f"account-{n}", OPENING), codec=bank_codec)
-        writers = [await _start_writer(pg_schema, w) for w in range(WRITERS)]
+        writers = [
+            await pg.start_writer(
+                "tests.pg_transfer_proc", pg_schema, w, TRANSFERS_PER_WRITER, 1000 + w, ACCOUNTS
+            )
+            for w in range(WRITERS)
+        ]
         stop = asyncio.Event()
         reader = asyncio.create_task(_tail_until(store, stop))
-        for proc in writers:
-            assert proc.stdin is not None
-            proc.stdin.write(b"go\n")
-            await proc.stdin.drain()
-        reports = []
-        for proc in writers:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
-            assert proc.returncode == 0
-            reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+        await pg.release_writers(writers)
+        reports = await pg.writer_reports(writers)
         stop.set()
         seen = await reader
 

@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -36,7 +33,6 @@ from tests import pg
 from tests.pg_tally_proc import tally_codec
 
 pytestmark = pytest.mark.postgres
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _event(stream: str, n: int, metadata: EventMetadata | None = None) -> NewEvent:
@@ -229,42 +225,25 @@ COMMANDS_PER_WRITER = 300
 STREAMS = 6
 
 
-async def _start_writer(schema: str, writer: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.pg_tally_proc",
-        pg.PG_URL,
-        schema,
-        str(writer),
-        str(COMMANDS_PER_WRITER),
-        str(7000 + writer),
-        str(STREAMS),
-        "on" if writer % 2 else "off",  # alone, and in group commits
-        cwd=REPO,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    assert (await proc.stdout.readline()).strip() == b"ready"
-    return proc
-
-
 @pytest.mark.slow
 async def test_writer_processes_mixing_one_and_two_stream_appends_lose_nothing(
     pg_schema: str,
 ) -> None:
     async with await pg.fresh_store(pg_schema) as store:
-        writers = [await _start_writer(pg_schema, w) for w in range(WRITERS)]
-        for proc in writers:
-            assert proc.stdin is not None
-            proc.stdin.write(b"go\n")
-            await proc.stdin.drain()
-        reports = []
-        for proc in writers:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
-            assert proc.returncode == 0
-            reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+        writers = [
+            await pg.start_writer(
+                "tests.pg_tally_proc",
+                pg_schema,
+                w,
+                COMMANDS_PER_WRITER,
+                7000 + w,
+                STREAMS,
+                "on" if w % 2 else "off",  # alone, and in group commits
+            )
+            for w in range(WRITERS)
+        ]
+        await pg.release_writers(writers)
+        reports = await pg.writer_reports(writers)
 
         log = await store.read_all()
         assert [e.global_position for e in log] == list(range(1, len(log) + 1)), "gaps"
