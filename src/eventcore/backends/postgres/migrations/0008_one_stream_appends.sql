@@ -1,6 +1,6 @@
 -- append_to_stream: the append of one command that expects one stream and writes
--- only to it (the common case: a command on one aggregate), in a third of the
--- statements append_batch needs for it. append_batch spends about 1 ms on such a
+-- only to it (the common case: a command on one aggregate), in five SQL
+-- statements where append_batch needs twelve, in three nested function calls. append_batch spends about 1 ms on such a
 -- call: two slice checks, a stray-event check, the stream row's insert, its lock,
 -- a separate version check, and the loop into append_one, each statement with
 -- PL/pgSQL's own cost. Here the version check, the lock and the new version are
