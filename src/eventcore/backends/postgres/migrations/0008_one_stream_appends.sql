@@ -1,9 +1,9 @@
 -- append_to_stream: the append of one command that expects one stream and writes
 -- only to it (the common case: a command on one aggregate), in five SQL
--- statements where append_batch needs twelve, in three nested function calls. append_batch spends about 1 ms on such a
--- call: two slice checks, a stray-event check, the stream row's insert, its lock,
--- a separate version check, and the loop into append_one, each statement with
--- PL/pgSQL's own cost. Here the version check, the lock and the new version are
+-- statements where append_batch needs twelve, in three nested function calls.
+-- append_batch spends about 1 ms on such a call: two slice checks, a stray-event
+-- check, the stream row's insert, its lock, a separate version check, and the
+-- loop into append_one, each statement with PL/pgSQL's own cost. Here the version check, the lock and the new version are
 -- one UPDATE.
 --
 -- Locks: the stream's row, then the position counter, the order append_batch
