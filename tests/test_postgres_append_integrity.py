@@ -127,11 +127,11 @@ async def test_append_batch_refuses_event_commands_that_disagree_with_the_slices
         assert await _log_state(raw, pg_schema) == (0, 0)
 
 
-async def test_append_one_refuses_to_number_events_it_did_not_insert(pg_schema: str) -> None:
+async def test_append_one_refuses_a_stream_without_a_row(pg_schema: str) -> None:
     # append_one trusts append_batch to have created and locked the stream rows;
-    # called on its own with a stream that has none, it inserts nothing.
+    # called on its own with a stream that has none, it stores nothing.
     async with _store_and_raw(pg_schema) as (_store, raw):
-        with pytest.raises(asyncpg.RaiseError, match="inserted 0"):
+        with pytest.raises(asyncpg.RaiseError, match="'ghost' has no row to lock"):
             await raw.fetch(
                 f'SELECT * FROM "{pg_schema}".append_one(1, $1, $2, $3, $4, $5, $6, $7)',
                 ["ghost"],
@@ -143,6 +143,26 @@ async def test_append_one_refuses_to_number_events_it_did_not_insert(pg_schema: 
                 [b"{}"],
             )
         assert await _log_state(raw, pg_schema) == (0, 0)
+
+
+async def test_append_independent_refuses_a_stream_without_a_row(pg_schema: str) -> None:
+    async with _store_and_raw(pg_schema) as (_store, raw):
+        await _call_batch(raw, pg_schema, [(1, "real", 0)], [1], [(1, "real")], [1])
+        with pytest.raises(asyncpg.RaiseError, match="'ghost' has no row to lock"):
+            await raw.fetch(
+                f'SELECT * FROM "{pg_schema}".append_independent('
+                "2, $1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                [1, 2],
+                ["real", "ghost"],
+                [1, 0],
+                [1, 2],
+                [uuid.uuid4(), uuid.uuid4()],
+                ["real", "ghost"],
+                ["Forged", "Forged"],
+                [b"{}", b"{}"],
+                [b"{}", b"{}"],
+            )
+        assert await _log_state(raw, pg_schema) == (1, 1)
 
 
 _ONE_EVENT = (["Forged"], [b"{}"], [b"{}"])
