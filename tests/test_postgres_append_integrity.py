@@ -347,3 +347,37 @@ async def test_a_one_stream_append_probes_the_streams_index_not_walks_it(pg_sche
             assert outcome["first_position"] is not None
         read = await _streams_index_entries_read(raw, pg_schema) - before
         assert read < 200, f"10 one-stream appends read {read} streams_pkey entries"
+
+
+@pytest.mark.parametrize("copy_threshold", [None, 1])
+async def test_a_later_version_of_a_stream_without_a_row_is_a_conflict_that_leaves_no_row(
+    pg_schema: str, copy_threshold: int | None
+) -> None:
+    # Rows are made only for streams expected empty (looking up every expected
+    # stream for an insert that does nothing cost a tenth of a batch's server CPU);
+    # a stream expected at a later version without one is at version 0.
+    async with (
+        await pg.fresh_store(pg_schema, copy_threshold=copy_threshold) as store,
+        _raw_connection() as raw,
+    ):
+        await store.append(AppendRequest.create({"kept": 0}, [_event("kept")]))
+        outcomes = await store.append_many(
+            [
+                AppendRequest.create({"kept": 1}, [_event("kept")]),
+                AppendRequest.create({"ghost": 3, "kept": 2}, [_event("ghost")]),
+                AppendRequest.create({"fresh": 0}, [_event("fresh")]),
+            ]
+        )
+        assert [type(o).__name__ for o in outcomes] == [
+            "AppendResult",
+            "VersionConflict",
+            "AppendResult",
+        ]
+        conflict = outcomes[1]
+        assert isinstance(conflict, VersionConflict)
+        assert (conflict.stream_id, conflict.expected, conflict.actual) == ("ghost", 3, 0)
+        rows = await raw.fetch(
+            f'SELECT stream_id, version FROM "{pg_schema}".streams ORDER BY stream_id'
+        )
+        assert [(r["stream_id"], r["version"]) for r in rows] == [("fresh", 1), ("kept", 2)]
+        assert await _log_state(raw, pg_schema) == (3, 3)
