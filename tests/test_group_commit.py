@@ -336,8 +336,9 @@ async def test_a_batch_whose_outcome_is_unknown_is_never_sent_again(max_in_fligh
         return_exceptions=True,
     )
     # Sent again one by one, each would meet its own events (a conflict, or a
-    # second copy in a store that checks no ids) though it was written.
-    assert sent == [3]
+    # second copy in a store that checks no ids) though it was written. (With two
+    # in flight the three go as two batches, 2 and 1: each append is sent once.)
+    assert sum(sent) == 3, sent
     assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
     assert len(await store.read_all()) == 3
 
@@ -422,6 +423,23 @@ async def test_the_next_batch_is_sent_while_the_one_before_commits() -> None:
     assert [r.positions for r in await asyncio.gather(first, second)] in (
         [(1,), (2,)],
         [(2,), (1,)],
+    )
+
+
+async def test_appends_queued_together_are_split_evenly_among_the_batches_that_may_go() -> None:
+    # One batch of all of them would hold every writer until it is answered, so
+    # the next batch could never be built while the server commits.
+    appends = _GatedAppends()
+    committer = GroupCommitter(appends, GroupCommitSettings(max_in_flight=3))
+    streams = [f"s{n}" for n in range(10)]
+    calls = [asyncio.ensure_future(committer.append(_request({s: 0}, s))) for s in streams]
+    await asyncio.wait_for(appends.wait_for_calls(3), timeout=10)  # one batch: never
+    assert [len(sent) for sent in appends.sent] == [4, 3, 3]
+    assert [s for sent in appends.sent for s in sent] == streams  # in arrival order
+    for gate in appends.gates:
+        gate.set()
+    assert sorted(p for r in await asyncio.gather(*calls) for p in r.positions) == list(
+        range(1, 11)
     )
 
 

@@ -258,8 +258,9 @@ class GroupCommitter:
             task.result()  # a bug in _commit surfaces here, as it did in the flusher
 
     async def _next_batch(self) -> list[_Waiting]:
-        """Take the next batch off the queue: in arrival order, up to ``max_batch``,
-        leaving behind every append that touches a stream of a batch under way or
+        """Take the next batch off the queue: in arrival order, up to ``max_batch``
+        (and, while more than one batch may be sent, up to an even share of the
+        queue among them), leaving behind every append that touches a stream of a batch under way or
         of an append left behind (so one stream's appends keep their order)."""
         if (
             self._settings.max_wait
@@ -273,6 +274,15 @@ class GroupCommitter:
             for request, _ in batch
             for stream, _ in request.expected
         }
+        limit = self._settings.max_batch
+        free = self._settings.max_in_flight - len(self._in_flight)
+        if free > 1:
+            # What is queued is split evenly among the batches that may go now. One
+            # batch of everything would hold every writer, and the next batch
+            # could only form once it is answered: the client idle while the
+            # server commits, then the server idle while the client works. Split,
+            # the writers take turns and the two overlap (docs/benchmarks.md).
+            limit = min(limit, -(-len(self._waiting) // free))
         batch: list[_Waiting] = []
         left: list[_Waiting] = []
         for waiting in self._waiting:
@@ -281,7 +291,7 @@ class GroupCommitter:
                 # must not be written behind its back: drop it.
                 continue
             streams = [stream for stream, _ in waiting[0].expected]
-            if len(batch) < self._settings.max_batch and busy.isdisjoint(streams):
+            if len(batch) < limit and busy.isdisjoint(streams):
                 batch.append(waiting)
             else:
                 left.append(waiting)
