@@ -2,6 +2,7 @@
 
     python benchmarks/append_server_cpu.py [--appends 20000] [--tasks 64]
                                            [--streams 10000] [--analyze]
+                                           [--max-in-flight N] [--max-batch N]
                                            [--dsn postgresql://...]
 
 ``--tasks`` tasks append one event each, again and again, to random streams of
@@ -14,6 +15,13 @@ live ones' own time plus what the postmaster has collected from children that
 exited). ``--analyze`` runs ANALYZE on the streams table before the measured
 part, as autovacuum would on a store that has run a while.
 
+``--max-in-flight`` and ``--max-batch`` change the store's group-commit
+settings (:class:`~eventcore.backends.GroupCommitSettings`; by default one
+batch under way, 256 appends at most each). It also prints the batches'
+median size, how long a batch was under way (``append_many`` called to answered,
+the client's encoding included), and how long after one batch was answered the
+next was sent: the time the server had nothing to do.
+
 Server CPU is read from ``/proc``, so the server must run on this machine
 (Linux); the figure includes whatever else the server did meanwhile.
 """
@@ -22,15 +30,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import random
+import statistics
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
 
+from eventcore.backends import GroupCommitSettings
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
+from eventcore.store import AppendOutcome
 from eventcore.types import AppendRequest, NewEvent, StreamId
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
@@ -58,12 +72,48 @@ def server_cpu_seconds(postmaster: int) -> float:
     return ticks / _TICKS_PER_SECOND
 
 
-async def main(dsn: str, appends: int, tasks: int, stream_count: int, analyze: bool) -> None:
+class _TimedBatches(PostgresEventStore):
+    """The store, noting when each ``append_many`` (one group-commit batch) was
+    called and answered, and its size."""
+
+    batches: list[tuple[float, float, int]]
+
+    async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        called = time.perf_counter()
+        try:
+            return await super().append_many(requests)
+        finally:
+            self.batches.append((called, time.perf_counter(), len(requests)))
+
+
+def _batch_report(batches: list[tuple[float, float, int]]) -> str:
+    if len(batches) < 2:
+        return "fewer than two batches"
+    sizes = statistics.median(size for _, _, size in batches)
+    under_way = statistics.median(answered - called for called, answered, _ in batches)
+    gaps = [later[0] - earlier[1] for earlier, later in itertools.pairwise(batches)]
+    return (
+        f"batches: median {sizes:g} appends, under way {under_way * 1e3:.2f} ms,"
+        f" next sent {statistics.median(gaps) * 1e3:.2f} ms after an answer (medians)"
+    )
+
+
+async def main(
+    dsn: str,
+    appends: int,
+    tasks: int,
+    stream_count: int,
+    analyze: bool,
+    group_commit: GroupCommitSettings,
+) -> None:
     schema = f"bench_cpu_{uuid.uuid4().hex[:8]}"
     raw = await asyncpg.connect(dsn)
     backend = await raw.fetchval("SELECT pg_backend_pid()")
     postmaster = int(_stat_fields(backend)[1])
-    store = await PostgresEventStore.open(PostgresConfig(dsn=dsn, schema=schema))
+    config = PostgresConfig(dsn=dsn, schema=schema, group_commit=group_commit)
+    store = await _TimedBatches.open(config)
+    assert isinstance(store, _TimedBatches)
+    store.batches = []
     try:
         streams = [StreamId(f"account-{n}") for n in range(stream_count)]
         versions = dict.fromkeys(streams, 0)
@@ -101,6 +151,7 @@ async def main(dsn: str, appends: int, tasks: int, stream_count: int, analyze: b
             f"{done / wall:8,.0f} appends/s   client {client / done * 1e6:6.1f} µs/append"
             f"   server {server / done * 1e6:6.1f} µs/append   ({done:,} appends, {tasks} tasks)"
         )
+        print(_batch_report(store.batches))
     finally:
         await store.close()
         await raw.execute(f'DROP SCHEMA "{schema}" CASCADE')
@@ -113,6 +164,22 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=64)
     parser.add_argument("--streams", type=int, default=10_000)
     parser.add_argument("--analyze", action="store_true")
+    parser.add_argument("--max-in-flight", type=int, help="the store's default: 1")
+    parser.add_argument("--max-batch", type=int, help="the store's default: 256")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     options = parser.parse_args()
-    asyncio.run(main(options.dsn, options.appends, options.tasks, options.streams, options.analyze))
+    settings = PostgresConfig().group_commit
+    if options.max_in_flight is not None:
+        settings = replace(settings, max_in_flight=options.max_in_flight)
+    if options.max_batch is not None:
+        settings = replace(settings, max_batch=options.max_batch)
+    asyncio.run(
+        main(
+            options.dsn,
+            options.appends,
+            options.tasks,
+            options.streams,
+            options.analyze,
+            settings,
+        )
+    )

@@ -21,22 +21,23 @@ Every caller then gets an exception of its own, chained to the shared cause.
 With ``max_in_flight`` above 1 (opt-in), that many batches may be under way at
 once: the next batch is built and sent while the one before it commits
 (PostgreSQL still commits them one after another, in the order they take the
-log's lock). An append that touches a stream of a batch under way waits for that
-batch to finish, and so does every later append touching its streams: appends to
-one stream reach the store in the order they were made, so batching never
-reorders them. Cancelled callers and lost connections keep every invariant of a
-single batch in flight (tests/test_group_commit_pipelined.py).
+log's lock). What is queued is split evenly among the batches that may go, so
+the writers take turns and the client's work for one batch overlaps the
+server's for the other; one batch of everything would hold every writer until
+it is answered. An append that touches a stream of a batch under way waits for
+that batch to finish, and so does every later append touching its streams:
+appends to one stream reach the store in the order they were made, so batching
+never reorders them. Cancelled callers and lost connections keep every
+invariant of a single batch in flight (tests/test_group_commit_pipelined.py).
 
-It stays off by default because it trades one workload for another. With one
-batch in flight the flusher sends the appends that queued during a commit the
-moment that commit is answered, so the client's work for one half of the
-writers already overlaps the server's commit of the other half (see
-``_flush``). On PostgreSQL at 64 tasks (``eventcore bench --scenario
-steady,commands --concurrency 64``, 1 and 2 in flight interleaved, two pairs,
-docs/benchmarks.md): two in flight made commands that often read first faster
-(0.80-0.83x the bare-INSERT baseline against 0.50-0.56x) and cached commands
-slower (0.81-0.86x against 1.03-1.10x). Worth opting into where most commands
-miss the cache.
+With one batch in flight (the default) the flusher sends the appends that
+queued during a commit the moment that commit is answered (see ``_flush``). On
+PostgreSQL at 64 tasks, two in flight with the split measured faster than one
+for cached commands (``eventcore bench --scenario steady --concurrency 64``,
+four interleaved pairs, docs/benchmarks.md), but each batch then goes out in a
+task of its own, and a lone writer's command costs the client about a fifth
+more instructions (``benchmarks/hot_path.py --tasks 1 --instructions``). So it
+stays opt-in: worth it where many writers append at once.
 
 ``close()`` takes no new appends, waits up to ``close_timeout`` for those already
 accepted, and fails what is left saying whether it may have been written.
