@@ -137,11 +137,9 @@ async def main(
         if analyze:
             await raw.execute(f'ANALYZE "{schema}".streams')
         each = appends // tasks
-        server, client, wall = (
-            server_cpu_seconds(postmaster),
-            time.process_time(),
-            time.perf_counter(),
-        )
+        server = server_cpu_seconds(postmaster)
+        client = time.process_time()
+        wall = time.perf_counter()
         await asyncio.gather(*(worker(task, each) for task in range(tasks)))
         wall = time.perf_counter() - wall
         client = time.process_time() - client
@@ -158,16 +156,28 @@ async def main(
         await raw.close()
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--appends", type=int, default=20_000)
-    parser.add_argument("--tasks", type=int, default=64)
-    parser.add_argument("--streams", type=int, default=10_000)
+    parser.add_argument("--appends", type=_positive, default=20_000)
+    parser.add_argument("--tasks", type=_positive, default=64)
+    parser.add_argument("--streams", type=_positive, default=10_000)
     parser.add_argument("--analyze", action="store_true")
     parser.add_argument("--max-in-flight", type=int, help="the store's default: 1")
     parser.add_argument("--max-batch", type=int, help="the store's default: 256")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     options = parser.parse_args()
+    if options.appends < options.tasks or options.streams < options.tasks:
+        parser.error(
+            f"--appends ({options.appends}) and --streams ({options.streams}) must be at "
+            f"least --tasks ({options.tasks}): each task appends to streams of its own"
+        )
     settings = PostgresConfig().group_commit
     if options.max_in_flight is not None:
         settings = replace(settings, max_in_flight=options.max_in_flight)

@@ -261,8 +261,9 @@ class GroupCommitter:
     async def _next_batch(self) -> list[_Waiting]:
         """Take the next batch off the queue: in arrival order, up to ``max_batch``
         (and, while more than one batch may be sent, up to an even share of the
-        queue among them), leaving behind every append that touches a stream of a batch under way or
-        of an append left behind (so one stream's appends keep their order)."""
+        queue among them), leaving behind every append that touches a stream of a
+        batch under way or of an append left behind (so one stream's appends keep
+        their order)."""
         if (
             self._settings.max_wait
             and not self._closing
