@@ -215,8 +215,8 @@ async def test_cancelling_the_flusher_while_it_retries_one_by_one_leaves_nobody_
         asyncio.ensure_future(committer.append(_request({f"s{i}": 0}, f"s{i}"))) for i in range(3)
     ]
     await retrying.wait()
-    assert committer._flusher is not None
-    committer._flusher.cancel()
+    (flusher,) = committer._flushers
+    flusher.cancel()
     done, pending = await asyncio.wait(waiters, timeout=1)
     assert not pending, "every caller must be answered (cancelled), none left hanging"
     assert all(w.cancelled() for w in done)
@@ -408,6 +408,25 @@ class _GatedAppends:
     async def wait_for_calls(self, count: int) -> None:
         async with self.started:
             await self.started.wait_for(lambda: len(self.sent) >= count)
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 2, 4])
+async def test_a_writer_appending_again_the_moment_it_is_answered_is_never_stranded(
+    max_in_flight: int,
+) -> None:
+    # The writer runs before the flusher that answered it has finished: that
+    # flusher must already count as gone, or the next append waits for nobody.
+    store = InMemoryEventStore()
+    committer = GroupCommitter(store.append_many, GroupCommitSettings(max_in_flight=max_in_flight))
+
+    async def writer(stream: str) -> int:
+        for version in range(20):
+            await committer.append(_request({stream: version}, stream))
+        return await store.stream_version(stream)
+
+    assert await asyncio.wait_for(writer("lone"), timeout=10) == 20
+    together = asyncio.gather(*(writer(f"w{n}") for n in range(8)))
+    assert await asyncio.wait_for(together, timeout=10) == [20] * 8
 
 
 async def test_the_next_batch_is_sent_while_the_one_before_commits() -> None:

@@ -97,3 +97,61 @@ async def test_appends_still_unfinished_when_close_gives_up_fail_saying_so() -> 
 def test_a_bad_close_timeout_is_refused(value: object) -> None:
     with pytest.raises(ValidationError, match="close_timeout"):
         GroupCommitSettings(close_timeout=value)  # type: ignore[arg-type]
+
+
+async def test_close_waits_for_every_batch_under_way_when_several_may_be() -> None:
+    store = InMemoryEventStore()
+    gates: list[asyncio.Event] = []
+    three_under_way = asyncio.Event()
+
+    async def gated(requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        gate = asyncio.Event()
+        gates.append(gate)
+        if len(gates) == 3:
+            three_under_way.set()
+        await gate.wait()
+        return await store.append_many(requests)
+
+    committer = GroupCommitter(gated, GroupCommitSettings(max_in_flight=3))
+    appends = [asyncio.ensure_future(committer.append(_request(f"s{i}"))) for i in range(10)]
+    await asyncio.wait_for(three_under_way.wait(), timeout=5)
+    closing = asyncio.ensure_future(committer.close())
+    for gate in gates[:2]:
+        gate.set()
+    await asyncio.sleep(0.01)
+    assert not closing.done(), "one batch is still under way"
+    gates[2].set()
+    await asyncio.wait_for(closing, timeout=5)
+    assert all(a.done() and not a.exception() for a in appends)
+    assert len(await store.read_all()) == 10
+
+
+async def test_close_giving_up_with_several_batches_under_way_says_which_may_be_written() -> None:
+    store = InMemoryEventStore()
+    never = asyncio.Event()
+    sent: list[Sequence[AppendRequest]] = []
+    both_sent = asyncio.Event()
+
+    async def stuck(requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        sent.append(requests)
+        if len(sent) == 2:
+            both_sent.set()
+        await never.wait()  # the database never answers
+        return await store.append_many(requests)
+
+    committer = GroupCommitter(stuck, GroupCommitSettings(max_in_flight=2, close_timeout=0))
+    first = asyncio.ensure_future(committer.append(_request("a")))
+    second = asyncio.ensure_future(committer.append(_request("b")))
+    await asyncio.wait_for(both_sent.wait(), timeout=5)
+    # Behind the first, on its stream: held back until that batch is answered.
+    behind = asyncio.ensure_future(
+        committer.append(AppendRequest.create({"a": 1}, [NewEvent(StreamId("a"), "T", b"{}")]))
+    )
+    await asyncio.sleep(0)
+    await asyncio.wait_for(committer.close(), timeout=5)
+    for under_way in (first, second):
+        with pytest.raises(StoreUnavailable, match="may or may not have been written"):
+            await under_way
+    with pytest.raises(StoreUnavailable, match="was not written"):
+        await behind
+    assert len(sent) == 2

@@ -18,26 +18,22 @@ and so does any failure after which the batch may have been written
 whatever ``store_wide`` says, since sending it again could write it twice.
 Every caller then gets an exception of its own, chained to the shared cause.
 
-With ``max_in_flight`` above 1 (opt-in), that many batches may be under way at
-once: the next batch is built and sent while the one before it commits
-(PostgreSQL still commits them one after another, in the order they take the
-log's lock). What is queued is split evenly among the batches that may go, so
-the writers take turns and the client's work for one batch overlaps the
-server's for the other; one batch of everything would hold every writer until
-it is answered. An append that touches a stream of a batch under way waits for
-that batch to finish, and so does every later append touching its streams:
-appends to one stream reach the store in the order they were made, so batching
-never reorders them. Cancelled callers and lost connections keep every
-invariant of a single batch in flight (tests/test_group_commit_pipelined.py).
-
-With one batch in flight (the default) the flusher sends the appends that
-queued during a commit the moment that commit is answered (see ``_flush``). On
-PostgreSQL at 64 tasks, two in flight with the split measured faster than one
-for cached commands (``eventcore bench --scenario steady --concurrency 64``,
-four interleaved pairs, docs/benchmarks.md), but each batch then goes out in a
-task of its own, and a lone writer's command costs the client about a fifth
-more instructions (``benchmarks/hot_path.py --tasks 1 --instructions``). So it
-stays opt-in: worth it where many writers append at once.
+With ``max_in_flight`` above 1, that many batches may be under way at once: the
+next batch is built and sent while the one before it commits (PostgreSQL still
+commits them one after another, in the order they take the log's lock). Each
+batch is sent by a flusher task that commits it itself; while every flusher is
+committing, a new append starts another, up to ``max_in_flight``. So a lone
+writer costs the same whatever the setting (one task an append), and when a
+batch is answered its flusher sends what queued meanwhile before the answered
+callers run. What is queued when a flusher looks is split evenly among the
+batches that may still go, so the writers take turns and the client's work for
+one batch overlaps the server's for another; one batch of everything would hold
+every writer until it is answered. An append that touches a stream of a batch
+under way waits for that batch to finish, and so does every later append
+touching its streams: appends to one stream reach the store in the order they
+were made, so batching never reorders them. Cancelled callers and lost
+connections keep every invariant of a single batch in flight
+(tests/test_group_commit_pipelined.py).
 
 ``close()`` takes no new appends, waits up to ``close_timeout`` for those already
 accepted, and fails what is left saying whether it may have been written.
@@ -51,7 +47,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from eventcore.errors import (
     EventCoreError,
@@ -144,8 +140,9 @@ class GroupCommitter:
         self._store_wide = store_wide
         self._waiting: list[_Waiting] = []
         self._in_flight: list[list[_Waiting]] = []  # the batches under way
-        self._arrived: asyncio.Event | None = None  # set by append(): more to send
-        self._flusher: asyncio.Task[None] | None = None
+        # The tasks sending batches: at most max_in_flight, each committing one
+        # batch at a time (see _flush).
+        self._flushers: set[asyncio.Task[None]] = set()
         self._closing = False
         self.batches = 0  # how many append_many calls were made (for tests and metrics)
         self.batched_appends = 0  # the appends they carried (mean batch: this / batches)
@@ -158,29 +155,38 @@ class GroupCommitter:
             raise StoreClosed(self._store_name)
         future: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
         self._waiting.append((request, future))
-        if self._arrived is not None:
-            self._arrived.set()
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        if len(self._flushers) <= len(self._in_flight):
+            self._start_flusher()  # every flusher is busy committing (or there is none)
         outcome = await future
         if isinstance(outcome, EventCoreError):
             raise outcome
         return outcome
 
+    def _start_flusher(self) -> None:
+        """Start one more flusher, if fewer than ``max_in_flight`` are running."""
+        if len(self._flushers) < self._settings.max_in_flight:
+            flusher = asyncio.get_running_loop().create_task(self._flush())
+            self._flushers.add(flusher)
+            # Also when it is cancelled before it ever ran (its finally never runs).
+            flusher.add_done_callback(self._flushers.discard)
+
     async def close(self) -> None:
         """Take no new appends; wait up to ``close_timeout`` for the accepted ones
         to be committed, then fail those still waiting."""
         self._closing = True
-        flusher = self._flusher
-        if flusher is None:
-            return
         timeout = self._settings.close_timeout
-        await asyncio.wait({flusher}, timeout=timeout)
-        if flusher.done():
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # A flusher may start another while it works: wait until none is left.
+        while self._flushers and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._flushers), timeout=left)
+        if not self._flushers:
             return
         self._give_up(timeout)
-        flusher.cancel()
-        await asyncio.wait({flusher}, timeout=timeout)
+        flushers = set(self._flushers)
+        for flusher in flushers:
+            flusher.cancel()
+        await asyncio.wait(flushers, timeout=timeout)
 
     def _give_up(self, timeout: float) -> None:
         waited = f"{self._store_name} was closed after waiting close_timeout={timeout} s"
@@ -200,63 +206,39 @@ class GroupCommitter:
         self._waiting.clear()
 
     async def _flush(self) -> None:
-        _flushing.set(True)  # in this task's own context, and so its batches' tasks
-        sending: set[asyncio.Task[None]] = set()
+        """Send batches until nothing is left that this flusher may send.
+
+        Each flusher commits its batch itself, not in a task of its own: a lone
+        append then costs one task, whatever ``max_in_flight`` says. And when a
+        batch is answered, its flusher is back in this loop in that same turn of
+        the event loop, and sends the appends that queued meanwhile before the
+        answered callers run: their work overlaps the next commit, and under a
+        closed loop the callers settle into groups taking turns. (Committed by a
+        task of its own, the flusher woke only after those callers had run and
+        queued again: one big batch, the client and the server idle in turn.)
+        While a flusher commits, ``append`` starts another if ``max_in_flight``
+        allows, and so does a flusher that leaves appends queued behind its
+        batch."""
+        _flushing.set(True)  # in this task's own context
         try:
-            while self._waiting or sending:
-                if self._waiting and len(sending) < self._settings.max_in_flight:
-                    batch = await self._next_batch()
-                    if batch and self._settings.max_in_flight == 1:
-                        # Nothing else may be sent until this batch is done, so
-                        # the flusher commits it itself. Then it is back here in
-                        # the loop turn the batch's answers arrive, and sends the
-                        # appends that queued meanwhile before this batch's
-                        # callers run: their work overlaps the next commit, and
-                        # under a closed loop the callers settle into two halves
-                        # taking turns. (Committed by a task of its own, the
-                        # flusher woke only after those callers had run and
-                        # queued again: one big batch, the client and the server
-                        # idle in turn; and a lone append took one more turn
-                        # of the event loop, 8 against 7.)
-                        await self._commit(batch)
-                        continue
-                    if batch:
-                        sending.add(asyncio.get_running_loop().create_task(self._commit(batch)))
-                        continue
-                    if not sending:
-                        continue  # what was queued had been cancelled: nothing is left
-                await self._wait_for_work(sending)
+            while self._waiting:
+                batch = await self._next_batch()
+                if not batch:
+                    # All that is queued waits on streams of batches under way, and
+                    # their flushers take it when they are done (or it was cancelled).
+                    return
+                if self._waiting and len(self._flushers) <= len(self._in_flight):
+                    self._start_flusher()
+                await self._commit(batch)
         except asyncio.CancelledError:
-            self._arrived = None
-            for task in sending:
-                task.cancel()  # each cancels its callers once it runs...
-            for _, future in [*self._waiting, *(w for batch in self._in_flight for w in batch)]:
-                future.cancel()  # ...but one that never ran cannot: no-op for answered ones
+            for _, future in self._waiting:
+                future.cancel()  # a no-op for those already answered
             self._waiting.clear()
-            if sending:
-                await asyncio.wait(sending)
             raise
         finally:
-            self._flusher = None
-
-    async def _wait_for_work(self, sending: set[asyncio.Task[None]]) -> None:
-        """Until a batch under way finishes (dropped from ``sending``) or, while
-        another batch could be sent, a new append arrives."""
-        waits: set[asyncio.Future[Any]] = set(sending)
-        arrival = None
-        if len(sending) < self._settings.max_in_flight:
-            self._arrived = asyncio.Event()
-            arrival = asyncio.ensure_future(self._arrived.wait())
-            waits.add(arrival)
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._arrived = None
-            if arrival is not None:
-                arrival.cancel()
-        for task in sending & done:
-            sending.discard(task)
-            task.result()  # a bug in _commit surfaces here, as it did in the flusher
+            # At once, not in a done callback a turn later: an append made in
+            # between would count this flusher as about to take it.
+            self._flushers.discard(asyncio.current_task())
 
     async def _next_batch(self) -> list[_Waiting]:
         """Take the next batch off the queue: in arrival order, up to ``max_batch``
