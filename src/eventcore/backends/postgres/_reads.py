@@ -15,7 +15,7 @@ they were checked on the way in.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -88,26 +88,32 @@ class PostgresReads(PagedReads):
         limit: int | None = None,
     ) -> dict[str, list[RecordedEvent]]:
         starts, limit = check_streams_read(stream_ids, from_versions, limit)
-        if self._group_reader is None and len(starts) == 1:
-            ((stream, start),) = starts
+        streams = [s for s, _ in starts]
+        firsts = [v for _, v in starts]
+        if self._group_reader is not None:
+            return await self._group_reader.read(streams, firsts, limit)
+        return await self._read_streams_now(streams, firsts, limit)
+
+    async def _read_streams_now(
+        self, streams: list[StreamId], firsts: list[int], limit: int | None
+    ) -> dict[str, list[RecordedEvent]]:
+        """One query for these streams: the single-stream one for one stream."""
+        if len(streams) == 1:
+            stream = streams[0]
             rows = await self._rows(
                 "read_streams",
                 self._sql.read_stream,
                 stream,
-                start,
+                firsts[0],
                 limit,
                 pool=self._reads.command,
             )
             return {stream: decode_rows(rows, stream)}
-        streams: list[str] = [s for s, _ in starts]
-        firsts = [v for _, v in starts]
-        if self._group_reader is not None:
-            return await self._group_reader.read(streams, firsts, limit)
         slots = await self._fetch_slots(streams, firsts, limit)
         return {stream: slots.get(n, []) for n, stream in enumerate(streams, 1)}
 
     async def _fetch_slots(
-        self, streams: list[str], firsts: list[int], limit: int | None
+        self, streams: Sequence[str], firsts: list[int], limit: int | None
     ) -> dict[int, list[RecordedEvent]]:
         rows = await self._rows(
             "read_streams", self._sql.read_streams, streams, firsts, limit, pool=self._reads.command

@@ -147,7 +147,9 @@ class PostgresEventStore(PostgresReads):
             if settings.enabled
             else None
         )
-        self._group_reader = GroupReader(self._fetch_slots) if config.group_reads else None
+        self._group_reader = (
+            GroupReader(self._fetch_slots, self._read_streams_now) if config.group_reads else None
+        )
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
 
