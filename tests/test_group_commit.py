@@ -93,7 +93,9 @@ async def test_appends_queued_together_see_each_others_effects(any_store: EventS
     assert [r.positions for r in results] == [(1, 2), (3,), (4,)]
     committer = _committer(any_store)
     if committer is not None:
-        assert committer.batches == 1
+        # One batch; where two may be in flight (PostgreSQL's default) the queue
+        # is split between two, the first carrying both appends to "s".
+        assert committer.batches == {1: 1, 2: 2}[committer._settings.max_in_flight]
     assert [e.stream_version for e in await any_store.read_stream("s")] == [1, 2, 3]
 
 
