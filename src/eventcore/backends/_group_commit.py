@@ -169,10 +169,7 @@ class GroupCommitter:
     def _start_flusher(self) -> None:
         """Start one more flusher, if fewer than ``max_in_flight`` are running."""
         if len(self._flushers) < self._settings.max_in_flight:
-            flusher = asyncio.get_running_loop().create_task(self._flush())
-            self._flushers.add(flusher)
-            # Also when it is cancelled before it ever ran (its finally never runs).
-            flusher.add_done_callback(self._flushers.discard)
+            self._flushers.add(asyncio.get_running_loop().create_task(self._flush()))
 
     async def close(self) -> None:
         """Take no new appends; wait up to ``close_timeout`` for the accepted ones
@@ -191,6 +188,8 @@ class GroupCommitter:
         for flusher in flushers:
             flusher.cancel()
         await asyncio.wait(flushers, timeout=timeout)
+        # One cancelled before it ever ran never reached its finally to leave.
+        self._flushers -= {flusher for flusher in flushers if flusher.done()}
 
     def _give_up(self, timeout: float) -> None:
         waited = f"{self._store_name} was closed after waiting close_timeout={timeout} s"
