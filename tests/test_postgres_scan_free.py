@@ -9,8 +9,9 @@ cached generic plan after five), through the array path and the COPY path.
 Two statements find stream rows by ``stream_id = ANY (array)``: the lock and the
 version update. Left to the planner, they scanned the table once a batch named a
 good share of it (64 two-stream commands, 128 streams of these 6,000: ten scans
-in eight calls), so the append functions run with sequential scans off
-(migration 0011).
+in eight calls), so the array path's append functions run with sequential scans
+off (migration 0011). The COPY path's do not (see there), and still scan for
+such a batch.
 """
 
 from __future__ import annotations
@@ -134,8 +135,20 @@ _STORES: dict[str, dict[str, object]] = {
 }
 
 
-@pytest.mark.parametrize("path", list(_STORES))
-@pytest.mark.parametrize("name", _NAMES)
+# The COPY path keeps the planner's choice (migration 0011), which scans the
+# streams table for a batch naming 128 of its 6,000 streams.
+_SCANNED_ON_PURPOSE = {("64 two-stream commands", "copy")}
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        (name, path)
+        for path in _STORES
+        for name in _NAMES
+        if (name, path) not in _SCANNED_ON_PURPOSE
+    ],
+)
 async def test_an_operation_reads_no_table_from_end_to_end(
     populated: tuple[str, _Streams], name: str, path: str
 ) -> None:
@@ -156,3 +169,31 @@ async def test_an_operation_reads_no_table_from_end_to_end(
         await raw.close()
     scanned = {table: after[table] - before[table] for table in after}
     assert scanned == {"streams": 0, "events": 0}, f"{_CALLS} calls scanned {scanned}"
+
+
+async def test_every_append_function_runs_with_sequential_scans_off(pg_schema: str) -> None:
+    # CREATE OR REPLACE FUNCTION drops the setting: a migration that replaces one
+    # of them and forgets to set it again fails here.
+    async with await pg.fresh_store(pg_schema):
+        pass
+    raw = await asyncpg.connect(pg.test_config(pg_schema).dsn)
+    try:
+        rows = await raw.fetch(
+            "SELECT proname, proconfig FROM pg_proc"
+            " WHERE pronamespace = $1::regnamespace AND proname LIKE 'append%'",
+            pg_schema,
+        )
+    finally:
+        await raw.close()
+    settings = {row["proname"]: row["proconfig"] for row in rows}
+    never_scan = ["enable_seqscan=off"]
+    assert settings == {
+        "append_batch": never_scan,
+        "append_to_stream": never_scan,
+        "append_one": never_scan,
+        "append_independent": never_scan,
+        "append_run": None,  # slices its arrays for the two above: reads no table
+        # The COPY path reads its staging table, which has no index (migration 0011).
+        "append_staged": None,
+        "append_independent_staged": None,
+    }
