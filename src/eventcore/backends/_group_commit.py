@@ -35,8 +35,8 @@ were made, so batching never reorders them. Cancelled callers and lost
 connections keep every invariant of a single batch in flight
 (tests/test_group_commit_pipelined.py). ``GroupCommitSettings`` defaults to one
 batch in flight; PostgreSQL's store defaults to two (``PostgresConfig``), where
-it measured faster at 64 tasks, with lower open-loop latency, and no slower for
-a lone writer (docs/benchmarks.md). SQLite writes through one connection, so a
+it measured lower open-loop latency, 64 writers as fast or faster, and a lone
+writer no slower (docs/benchmarks.md). SQLite writes through one connection, so a
 second batch would only queue behind the first.
 
 ``close()`` takes no new appends, waits up to ``close_timeout`` for those already

@@ -21,7 +21,8 @@ _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 _DSNS: Final = ("dsn", "listen_dsn", "read_dsn")
 _SECRET_FIELDS: Final = frozenset(_DSNS)
 # Two batches in flight: the next is built and sent while one commits. Measured
-# faster than one at 64 writers and no slower for one (docs/benchmarks.md).
+# against one: lower open-loop latency, 64 writers as fast or faster, a lone
+# writer no slower (docs/benchmarks.md).
 PIPELINED_GROUP_COMMIT: Final = GroupCommitSettings(max_in_flight=2)
 _DURATIONS: Final = (
     "acquire_timeout",
