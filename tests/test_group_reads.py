@@ -84,6 +84,17 @@ async def _read(
     return await reader.read([StreamId(s) for s in streams], [first] * len(streams), None)
 
 
+async def _one_read_under_way(
+    max_in_flight: int = 4,
+) -> tuple[_FakeReads, GroupReader, asyncio.Future[dict[str, list[RecordedEvent]]]]:
+    """A reader whose first read, of stream "first", waits at its gate."""
+    reads = _FakeReads(gated=True)
+    reader = _reader(reads, max_in_flight)
+    first = asyncio.ensure_future(_read(reader, "first"))
+    await reads.called.wait()
+    return reads, reader, first
+
+
 async def test_a_lone_read_goes_at_once_by_the_stores_plain_read() -> None:
     reads = _FakeReads()
     reader = _reader(reads)
@@ -95,10 +106,7 @@ async def test_a_lone_read_goes_at_once_by_the_stores_plain_read() -> None:
 
 
 async def test_reads_made_while_one_is_in_flight_share_the_next_query() -> None:
-    reads = _FakeReads(gated=True)
-    reader = _reader(reads)
-    first = asyncio.ensure_future(_read(reader, "first"))
-    await reads.called.wait()
+    reads, reader, first = await _one_read_under_way()
     others = [asyncio.ensure_future(_read(reader, f"s{n}", first=n + 1)) for n in range(10)]
     await reads.wait_for_gates(2)
     assert reads.queries == [[f"s{n}" for n in range(10)]]  # one query for all ten
@@ -127,10 +135,7 @@ async def test_no_more_than_max_in_flight_reads_are_under_way() -> None:
 
 
 async def test_each_caller_of_a_failed_query_gets_an_exception_of_its_own() -> None:
-    reads = _FakeReads(gated=True)
-    reader = _reader(reads)
-    first = asyncio.ensure_future(_read(reader, "first"))
-    await reads.called.wait()
+    reads, reader, first = await _one_read_under_way()
     cause = StoreUnavailable("the connection was lost")
     reads.fail_with = cause
     queued = [asyncio.ensure_future(_read(reader, f"s{n}")) for n in range(3)]
@@ -149,10 +154,7 @@ async def test_each_caller_of_a_failed_query_gets_an_exception_of_its_own() -> N
 
 
 async def test_a_queued_caller_cancelled_is_dropped_and_the_rest_are_answered() -> None:
-    reads = _FakeReads(gated=True)
-    reader = _reader(reads, max_in_flight=1)
-    first = asyncio.ensure_future(_read(reader, "first"))
-    await reads.called.wait()
+    reads, reader, first = await _one_read_under_way(max_in_flight=1)
     gone = asyncio.ensure_future(_read(reader, "gone"))
     kept = asyncio.ensure_future(_read(reader, "kept"))
     await asyncio.sleep(0)
@@ -166,10 +168,7 @@ async def test_a_queued_caller_cancelled_is_dropped_and_the_rest_are_answered() 
 
 
 async def test_a_lone_read_cancelled_frees_its_place() -> None:
-    reads = _FakeReads(gated=True)
-    reader = _reader(reads, max_in_flight=1)
-    first = asyncio.ensure_future(_read(reader, "first"))
-    await reads.called.wait()
+    reads, reader, first = await _one_read_under_way(max_in_flight=1)
     queued = asyncio.ensure_future(_read(reader, "queued"))
     await asyncio.sleep(0)
     first.cancel()
@@ -178,3 +177,22 @@ async def test_a_lone_read_cancelled_frees_its_place() -> None:
     assert await asyncio.wait_for(queued, timeout=5) == {"queued": [_marker("queued", 1)]}
     reads.gated = False
     assert await _read(reader, "later") == {"later": []}  # alone again: nothing in flight
+
+
+async def test_a_driver_error_reaches_each_caller_as_a_failed_read_of_its_own() -> None:
+    reads, reader, first = await _one_read_under_way()
+    cause = ConnectionResetError("reset by peer")  # escaped the store's mapping
+    reads.fail_with = cause
+    queued = [asyncio.ensure_future(_read(reader, f"s{n}")) for n in range(2)]
+    await reads.wait_for_gates(2)
+    for gate in reads.gates:
+        gate.set()
+    with pytest.raises(ConnectionResetError):
+        await first  # the store's plain read raises what it raises
+    raised = []
+    for caller in queued:
+        with pytest.raises(StoreUnavailable, match="failed to read: ConnectionResetError") as info:
+            await caller
+        raised.append(info.value)
+    assert raised[0] is not raised[1]
+    assert all(exc.__cause__ is cause for exc in raised)

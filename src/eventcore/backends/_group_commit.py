@@ -51,7 +51,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from eventcore.errors import (
     EventCoreError,
@@ -159,16 +159,17 @@ class GroupCommitter:
             raise StoreClosed(self._store_name)
         future: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
         self._waiting.append((request, future))
-        if len(self._flushers) <= len(self._in_flight):
-            self._start_flusher()  # every flusher is busy committing (or there is none)
+        self._start_flusher_if_all_busy()
         outcome = await future
         if isinstance(outcome, EventCoreError):
             raise outcome
         return outcome
 
-    def _start_flusher(self) -> None:
-        """Start one more flusher, if fewer than ``max_in_flight`` are running."""
-        if len(self._flushers) < self._settings.max_in_flight:
+    def _start_flusher_if_all_busy(self) -> None:
+        """Start one more flusher if every one is committing (or there is none)
+        and fewer than ``max_in_flight`` are running."""
+        running = len(self._flushers)
+        if running <= len(self._in_flight) and running < self._settings.max_in_flight:
             self._flushers.add(asyncio.get_running_loop().create_task(self._flush()))
 
     async def close(self) -> None:
@@ -230,8 +231,8 @@ class GroupCommitter:
                     # All that is queued waits on streams of batches under way, and
                     # their flushers take it when they are done (or it was cancelled).
                     return
-                if self._waiting and len(self._flushers) <= len(self._in_flight):
-                    self._start_flusher()
+                if self._waiting:
+                    self._start_flusher_if_all_busy()
                 await self._commit(batch)
         except asyncio.CancelledError:
             for _, future in self._waiting:
@@ -345,7 +346,7 @@ class GroupCommitter:
 def _outcome_unknown(exc: Exception) -> bool:
     """Whether a failed ``append_many`` may have committed all the same (the
     connection dropped after the server committed, say): its callers are told
-    StoreUnavailable (see ``own_copy``), and the batch is never sent again."""
+    StoreUnavailable (see ``_own_copy``), and the batch is never sent again."""
     return isinstance(exc, StoreUnavailable | OSError | TimeoutError)
 
 
@@ -359,18 +360,26 @@ def _log_batch_failure(batch: Sequence[_Waiting], exc: Exception) -> None:
 
 
 def _fail_each(batch: Sequence[_Waiting], cause: Exception) -> None:
-    """Fail every caller still waiting: with ``cause`` itself if it is an eventcore
-    error and they are alone, else each with an exception of its own, chained to it
-    (one object raised in many tasks would gather all their tracebacks)."""
-    waiting = [future for _, future in batch if not future.done()]
+    fail_callers([future for _, future in batch], cause)
+
+
+def fail_callers(
+    futures: Sequence[asyncio.Future[Any]], cause: Exception, operation: str = "append"
+) -> None:
+    """Fail every caller still waiting on ``futures``: with ``cause`` itself if it
+    is an eventcore error and they are alone, else each with an exception of its
+    own, chained to it (one object raised in many tasks would gather all their
+    tracebacks). ``operation`` names what failed in the message of a driver
+    exception that escaped the backend's mapping."""
+    waiting = [future for future in futures if not future.done()]
     for future in waiting:
         if len(waiting) == 1 and isinstance(cause, EventCoreError):
             future.set_exception(cause)
         else:
-            future.set_exception(own_copy(cause))
+            future.set_exception(_own_copy(cause, operation))
 
 
-def own_copy(cause: Exception) -> EventCoreError:
+def _own_copy(cause: Exception, operation: str) -> EventCoreError:
     fresh: EventCoreError
     if isinstance(cause, EventCoreError):
         # Same class, message and attributes, built without calling __init__ (whose
@@ -380,10 +389,7 @@ def own_copy(cause: Exception) -> EventCoreError:
         fresh.__dict__.update(vars(cause))
     else:  # a driver exception that escaped the backend's mapping: never leaked raw
         kind = StoreUnavailable if isinstance(cause, OSError | TimeoutError) else StoreError
-        fresh = kind(f"the store failed to append: {type(cause).__name__}: {cause}")
+        fresh = kind(f"the store failed to {operation}: {type(cause).__name__}: {cause}")
     fresh.__cause__ = cause
     fresh.__suppress_context__ = True
     return fresh
-
-
-DEFAULT_GROUP_COMMIT = GroupCommitSettings()

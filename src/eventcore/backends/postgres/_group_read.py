@@ -21,8 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from eventcore.backends._group_commit import own_copy
-from eventcore.errors import EventCoreError
+from eventcore.backends._group_commit import fail_callers
 from eventcore.types import RecordedEvent, StreamId
 
 # (stream ids, first versions, limit) -> events per slot, in slot order
@@ -138,12 +137,7 @@ class GroupReader:
                 waiting.future.cancel()
             raise
         except Exception as exc:
-            callers = [waiting.future for waiting in batch if not waiting.future.done()]
-            for future in callers:
-                # Each its own exception: one object raised in many tasks would
-                # gather all their tracebacks.
-                alone = len(callers) == 1 and isinstance(exc, EventCoreError)
-                future.set_exception(exc if alone else own_copy(exc))
+            fail_callers([waiting.future for waiting in batch], exc, "read")
             return
         slot = 1  # unnest ... WITH ORDINALITY counts from 1
         for waiting in batch:
