@@ -163,8 +163,18 @@ def new_event_id() -> uuid.UUID:
     # set the two slots directly, as UUID.__setstate__ does (a test compares), and
     # through their descriptors rather than object.__setattr__, which looks each
     # name up first (callgrind: 9.2k -> 7.3k instructions per id).
+    # Inline rather than trusted_uuid(_uuid7_int()): a Python call less per event.
     made = _new(uuid.UUID)
     _set_uuid_int(made, _uuid7_int())
+    _set_uuid_is_safe(made, _UNKNOWN_SAFETY)
+    return made
+
+
+def trusted_uuid(value: int) -> uuid.UUID:
+    """``uuid.UUID(int=value)`` for a ``value`` known to be a UUID's 128 bits (one
+    the library made, or read back from a ``UUID.int``): no argument checks."""
+    made = _new(uuid.UUID)
+    _set_uuid_int(made, value)
     _set_uuid_is_safe(made, _UNKNOWN_SAFETY)
     return made
 
