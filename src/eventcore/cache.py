@@ -64,6 +64,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from eventcore._turns import StreamTurns
 from eventcore.command import Command
 from eventcore.errors import ValidationError
 from eventcore.types import StreamId
@@ -163,6 +164,8 @@ class StateCache:
         self._entries: OrderedDict[Hashable, CachedState] = OrderedDict()
         self._store: Callable[[], object | None] | None = None
         self._sampler = random.Random()
+        # Commands that take turns (Command.takes_turns) on this store's streams.
+        self.turns = StreamTurns()
         self.hits = 0
         self.misses = 0
         self.stale = 0

@@ -87,6 +87,17 @@ class Command(ABC, Generic[S, E]):
     cannot discover streams (``resolve_streams``), since what one stream names
     would depend on the others.
 
+    Taking turns (opt-in, needs ``reuses_state``): set ``takes_turns = True`` when
+    a command writes the streams it declares. Commands of such classes run with
+    the same :class:`~eventcore.cache.StateCache` then take turns on their
+    declared streams: one at a time per stream, in the order they arrived,
+    instead of racing to a version conflict that only one of them can win. The
+    next in line decides on the state the one before it left in the cache, with
+    no read and no retry. Commands of other processes still race as usual (the
+    version check settles it). Leave it off for a command that only reads a
+    stream many commands share (a price list, say): every command declaring that
+    stream would then wait for the one before it.
+
     ``max_streams`` bounds the streams one execution reads, declared and
     discovered (see :meth:`resolve_streams`).
 
@@ -95,6 +106,7 @@ class Command(ABC, Generic[S, E]):
 
     reuses_state: ClassVar[bool] = False
     state_per_stream: ClassVar[bool] = False
+    takes_turns: ClassVar[bool] = False
     snapshot_every: ClassVar[int] = 0
     snapshot_name: ClassVar[str | None] = None
     state_type: ClassVar[type[Any] | None] = None
@@ -155,6 +167,11 @@ def _check_class_settings(cls: type[Command[Any, Any]]) -> None:
             f"{name}.reuses_state must be True or False, got {cls.reuses_state!r}"
         )
     _check_per_stream(cls)
+    if not isinstance(cls.takes_turns, bool):
+        raise ValidationError(f"{name}.takes_turns must be True or False, got {cls.takes_turns!r}")
+    if cls.takes_turns and not cls.reuses_state:
+        # Turns are held in the StateCache, which such a class cannot be run with.
+        raise state_reuse_refused(cls, "taking turns (takes_turns)")
     every = cls.snapshot_every
     if type(every) is not int or every < 0:
         raise ValidationError(f"{name}.snapshot_every must be an int >= 0, got {every!r}")

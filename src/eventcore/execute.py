@@ -32,7 +32,9 @@ from eventcore._plan import (
     Step,
     plan_execution,
 )
+from eventcore._plan_fold import unique_streams
 from eventcore._text import check_storable_text
+from eventcore._turns import StreamTurns
 from eventcore.cache import StateCache
 from eventcore.codec import Codec, default_codec, encode_metadata
 from eventcore.command import Command
@@ -56,6 +58,7 @@ from eventcore.types import (
     NewEvent,
     RecordedEvent,
     Snapshot,
+    StreamId,
     check_limit,
     new_correlation_id,
     trusted_metadata,
@@ -348,52 +351,75 @@ async def execute(  # noqa: C901 - checks, then one of three ways to observe
     )
     if metadata:
         encode_metadata(event_metadata)  # fail before any I/O if it is not JSON-encodable
+    turns: StreamTurns | None = None
+    turn_streams: list[StreamId] | None = None
     if cache is not None:
         cache.bind(store)
-    plan = plan_execution(
-        command,
-        codec=codec or default_codec,
-        retry=retry,
-        metadata=event_metadata,
-        cache=cache,
-        page_size=check_limit(fold_page_size),
-    )
-    if command_ids is not None:
-        plan = recognising_replays(plan, command_ids)
-    group = as_observer(observer)
-    if group is None or not group.listening:
-        return await _drive(plan, store, None, None)
-    # Observed, timed and reported here rather than in a coroutine of its own, which
-    # every suspension of the command (several per database round trip) would pass
-    # through on its way down and back.
-    reporter, tally, start = group.direct, [0], _clock()
-    recording = group.recording
-    # Only a store wrapped by observe_store for this same observer says so (see
-    # ObservedStore._executor_reports_to).
-    if recording is None or getattr(store, "_executor_reports_to", None) is not reporter:
+        if type(command).takes_turns:
+            turns, turn_streams = cache.turns, _turn_streams(command)
+            if turn_streams is not None:
+                taken = turns.take_free(turn_streams)  # no await when none is held
+                if taken < len(turn_streams):
+                    await turns.wait_for(turn_streams, taken)
+    try:
+        plan = plan_execution(
+            command,
+            codec=codec or default_codec,
+            retry=retry,
+            metadata=event_metadata,
+            cache=cache,
+            page_size=check_limit(fold_page_size),
+        )
+        if command_ids is not None:
+            plan = recognising_replays(plan, command_ids)
+        group = as_observer(observer)
+        if group is None or not group.listening:
+            return await _drive(plan, store, None, None)
+        # Observed, timed and reported here rather than in a coroutine of its own, which
+        # every suspension of the command (several per database round trip) would pass
+        # through on its way down and back.
+        reporter, tally, start = group.direct, [0], _clock()
+        recording = group.recording
+        # Only a store wrapped by observe_store for this same observer says so (see
+        # ObservedStore._executor_reports_to).
+        if recording is None or getattr(store, "_executor_reports_to", None) is not reporter:
+            try:
+                result = await _drive(plan, store, reporter, tally)
+            except Exception as exc:
+                _report_failure(reporter, type(command).__qualname__, exc, tally, start)
+                raise
+            _report_success(reporter, type(command).__qualname__, result, start)
+            return result
+        # The recording's path: the store wraps the store to call and reports to the
+        # same observer, so timing the command's reads and appends here replaces,
+        # not doubles, the wrapper's reports. What succeeded is in the recording even
+        # if the command fails later; the failure itself goes through the hooks.
+        # What the check above established, said to the type checker without a call.
+        timed: ObservedStore = store  # type: ignore[assignment]
         try:
-            result = await _drive(plan, store, reporter, tally)
+            result = await _drive(plan, timed._inner, reporter, tally, timed, recording)
         except Exception as exc:
             _report_failure(reporter, type(command).__qualname__, exc, tally, start)
             raise
-        _report_success(reporter, type(command).__qualname__, result, start)
+        successes = recording.successes
+        successes.append((type(command).__qualname__, _clock() - start))
+        if len(successes) >= recording.fold_at:
+            recording.fold()
         return result
-    # The recording's path: the store wraps the store to call and reports to the
-    # same observer, so timing the command's reads and appends here replaces,
-    # not doubles, the wrapper's reports. What succeeded is in the recording even
-    # if the command fails later; the failure itself goes through the hooks.
-    # What the check above established, said to the type checker without a call.
-    timed: ObservedStore = store  # type: ignore[assignment]
+    finally:
+        if turn_streams is not None:
+            turns.give_back(turn_streams)  # type: ignore[union-attr]  # set together
+
+
+def _turn_streams(command: Command[Any, Any]) -> list[StreamId] | None:
+    """The streams whose turns ``command`` takes (see Command.takes_turns): its
+    declared ones, in the one sorted order every command takes them in, so that no
+    two commands wait for each other. ``None`` if they are refused, which the plan
+    then raises and reports as for any command."""
     try:
-        result = await _drive(plan, timed._inner, reporter, tally, timed, recording)
-    except Exception as exc:
-        _report_failure(reporter, type(command).__qualname__, exc, tally, start)
-        raise
-    successes = recording.successes
-    successes.append((type(command).__qualname__, _clock() - start))
-    if len(successes) >= recording.fold_at:
-        recording.fold()
-    return result
+        return sorted(unique_streams(command.streams(), "streams()"))
+    except Exception:  # the plan raises it again, and reports it
+        return None
 
 
 # -- observation: kept apart from the executor's logic above -----------------------

@@ -71,6 +71,9 @@ class _AccountCommand(Command[Balances, AccountEvent]):
     # and transfers share one cached state per account.
     reuses_state: ClassVar[bool] = True
     state_per_stream: ClassVar[bool] = True
+    # Every account a command names is one it writes, so two commands on an
+    # account can never both commit: in one process they take turns instead.
+    takes_turns: ClassVar[bool] = True
 
     def initial_state(self) -> Balances:
         return Balances()
