@@ -83,3 +83,19 @@ async def test_a_record_built_on_its_first_read_is_the_one_every_later_read_retu
         second = (await store.read_all(after=1))[0]
         assert second.metadata == EventMetadata()
         assert second.stream_id == "b"
+
+
+async def test_a_filtered_read_builds_only_the_records_it_returns() -> None:
+    async with InMemoryEventStore() as store:
+        for version in range(300):
+            await store.append(_one_event("a", version))
+        await store.append(AppendRequest.create({"b": 0}, [NewEvent(StreamId("b"), "u", b"{}")]))
+        before = _tracked_objects()
+        found = await store.read_all(event_types=["u"])
+        assert [(e.stream_id, e.global_position) for e in found] == [("b", 301)]
+        del found
+        assert _tracked_objects() - before < 20
+        assert [e.global_position for e in await store.read_all(stream_prefix="a", limit=2)] == [
+            1,
+            2,
+        ]

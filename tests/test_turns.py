@@ -19,6 +19,7 @@ from eventcore.errors import (
     BusinessRuleViolation,
     RetriesExhausted,
     StateReuseRefused,
+    TooManyStreams,
     ValidationError,
 )
 from eventcore.execute import ExecutionResult, execute
@@ -161,19 +162,26 @@ def test_a_class_that_takes_turns_must_reuse_state() -> None:
 
 
 def _ids(*names: str) -> list[StreamId]:
-    return sorted(StreamId(n) for n in names)
+    return [StreamId(n) for n in names]
+
+
+async def _take(turns: StreamTurns, streams: list[StreamId]) -> list[StreamId]:
+    mine, ticket = turns.take(streams)
+    if ticket is not None:
+        await turns.wait(ticket)
+    return mine
 
 
 async def test_turns_go_to_the_waiters_first_come_first_served() -> None:
     turns = StreamTurns()
     a = _ids("a")
-    assert turns.take_free(a) == 1
+    await _take(turns, a)
     order: list[int] = []
 
     async def wait(n: int) -> None:
-        await turns.wait_for(a, turns.take_free(a))
+        mine = await _take(turns, a)
         order.append(n)
-        turns.give_back(a)
+        turns.give_back(mine)
 
     waiting = [asyncio.create_task(wait(n)) for n in range(5)]
     await asyncio.sleep(0)
@@ -183,21 +191,42 @@ async def test_turns_go_to_the_waiters_first_come_first_served() -> None:
     assert not turns.holds(a[0])
 
 
+async def test_a_command_waiting_for_one_stream_keeps_its_place_on_the_other() -> None:
+    # {a} runs; {a, b} arrives and waits for a; {b} arrives after it. Taking the
+    # streams one at a time would let {b} overtake {a, b} on b.
+    async with SlowAppends() as store:
+        cache = StateCache()
+        await execute(store, Deposit("a", 100), codec=bank_codec, cache=cache)
+        order: list[str] = []
+
+        async def run(name: str, command: Deposit | Transfer) -> None:
+            await execute(store, command, codec=bank_codec, cache=cache)
+            order.append(name)
+
+        first = asyncio.create_task(run("deposit a", Deposit("a", 1)))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(run("transfer a->b", Transfer("a", "b", 10)))
+        await asyncio.sleep(0)
+        third = asyncio.create_task(run("deposit b", Deposit("b", 5)))
+        await asyncio.wait_for(asyncio.gather(first, second, third), FOREVER)
+        assert order == ["deposit a", "transfer a->b", "deposit b"]
+
+
 async def test_a_waiter_cancelled_before_its_turn_holds_nothing_and_is_skipped() -> None:
     turns = StreamTurns()
+    held_b = await _take(turns, _ids("b"))  # someone else holds b
     ab = _ids("a", "b")
-    assert turns.take_free(_ids("b")) == 1  # someone else holds b
-    cancelled = asyncio.create_task(turns.wait_for(ab, turns.take_free(ab)))
+    cancelled = asyncio.create_task(_take(turns, ab))
     await asyncio.sleep(0)
-    assert turns.holds(ab[0])  # it took a, and waits for b
-    later = asyncio.create_task(turns.wait_for(ab, turns.take_free(ab)))
+    assert turns.holds(ab[0])  # it took a on arrival, and waits for b
+    later = asyncio.create_task(_take(turns, ab))
     await asyncio.sleep(0)
     cancelled.cancel()
     await asyncio.sleep(0)
     assert cancelled.cancelled()
-    turns.give_back(_ids("b"))
-    await asyncio.wait_for(later, FOREVER)  # a came back to it, then b
-    turns.give_back(ab)
+    turns.give_back(held_b)
+    mine = await asyncio.wait_for(later, FOREVER)  # a came back to it, then b
+    turns.give_back(mine)
     assert not turns.holds(ab[0])
     assert not turns.holds(ab[1])
 
@@ -205,16 +234,65 @@ async def test_a_waiter_cancelled_before_its_turn_holds_nothing_and_is_skipped()
 async def test_a_waiter_cancelled_after_being_handed_the_turn_passes_it_on() -> None:
     turns = StreamTurns()
     a = _ids("a")
-    turns.take_free(a)
-    first = asyncio.create_task(turns.wait_for(a, 0))
-    second = asyncio.create_task(turns.wait_for(a, 0))
+    await _take(turns, a)
+    first = asyncio.create_task(_take(turns, a))
+    second = asyncio.create_task(_take(turns, a))
     await asyncio.sleep(0)
     turns.give_back(a)  # the turn is first's now, but it has not run yet
     first.cancel()
-    await asyncio.wait_for(second, FOREVER)
+    mine = await asyncio.wait_for(second, FOREVER)
     assert first.cancelled()
-    turns.give_back(a)
+    turns.give_back(mine)
     assert not turns.holds(a[0])
+
+
+async def test_a_task_does_not_wait_for_a_turn_it_holds() -> None:
+    turns = StreamTurns()
+    outer = await _take(turns, _ids("a"))
+    inner = await _take(turns, _ids("a", "b"))  # in this task (wait_for would start one)
+    assert inner == _ids("b")  # a stays the outer command's to give back
+    turns.give_back(inner)
+    assert turns.holds(outer[0])
+    turns.give_back(outer)
+    assert not turns.holds(outer[0])
+
+
+async def test_a_command_run_from_inside_an_append_on_its_stream_does_not_deadlock() -> None:
+    cache = StateCache()
+
+    class FeeBooking(SlowAppends):
+        """Books a fee with a command of its own when a deposit reaches 'acc'."""
+
+        async def append(self, request: AppendRequest) -> AppendResult:
+            result = await super().append(request)
+            deposits = [e for e in request.events if e.event_type == "bank.MoneyDeposited"]
+            if any(e.stream_id == "acc" for e in deposits):
+                await execute(self, Transfer("acc", "fees", 1), codec=bank_codec, cache=cache)
+            return result
+
+    async with FeeBooking() as store:
+        await asyncio.wait_for(
+            execute(store, Deposit("acc", 10), codec=bank_codec, cache=cache), FOREVER
+        )
+        assert await _balance(store, "acc") == 9
+        assert not cache.turns.holds(StreamId("acc"))
+
+
+async def test_a_command_with_too_many_streams_is_refused_without_waiting_for_turns() -> None:
+    @dataclass(frozen=True, slots=True)
+    class NarrowTransfer(Transfer):
+        max_streams: ClassVar[int] = 1
+
+    async with SlowAppends() as store:
+        cache = StateCache()
+        mine, _ = cache.turns.take(_ids("a"))  # held by this test, never given back here
+        with pytest.raises(TooManyStreams):
+            await asyncio.wait_for(
+                execute(store, NarrowTransfer("a", "b", 1), codec=bank_codec, cache=cache),
+                FOREVER,
+            )
+        cache.turns.give_back(mine)
+        assert not cache.turns.holds(StreamId("b"))
 
 
 class _Holders:
@@ -227,9 +305,7 @@ class _Holders:
         self.holding: dict[StreamId, int] = {}
 
     async def job(self, number: int, streams: list[StreamId]) -> None:
-        taken = self.turns.take_free(streams)
-        if taken < len(streams):
-            await self.turns.wait_for(streams, taken)
+        await _take(self.turns, streams)
         try:
             for stream in streams:
                 assert stream not in self.holding, f"{stream} held by {self.holding[stream]}"

@@ -142,7 +142,7 @@ class _Attempts:
         return self.retry.delay(self.conflicts - 1, self.rng)
 
 
-def _declared(command: Command[Any, Any], cache: StateCache | None) -> tuple[StreamId, ...]:
+def declared_streams(command: Command[Any, Any], cache: StateCache | None) -> tuple[StreamId, ...]:
     """The command's declared streams, refusing (before any I/O) what cannot run."""
     if cache is not None and not type(command).reuses_state:
         raise state_reuse_refused(type(command), "a StateCache")
@@ -150,6 +150,16 @@ def _declared(command: Command[Any, Any], cache: StateCache | None) -> tuple[Str
     if len(declared) > 1:  # max_streams is at least 1 (checked with the class)
         check_stream_count(command, declared)
     return declared
+
+
+def _entries(
+    command: Command[Any, Any], cache: StateCache | None, declared: tuple[StreamId, ...]
+) -> StreamSetEntry | PerStreamEntries:
+    """Where the command's state is cached: one entry per stream, or one for them all."""
+    if cache is not None and type(command).state_per_stream and len(declared) > 1:
+        return PerStreamEntries(command, cache, declared)
+    # One stream (or no cache): a per-stream entry is its stream set's entry.
+    return StreamSetEntry(command, cache, declared)
 
 
 def plan_execution(
@@ -163,12 +173,25 @@ def plan_execution(
     page_size: int | None = DEFAULT_FOLD_PAGE_SIZE,
 ) -> Plan:
     """The pure decision logic of :func:`eventcore.execute`, as a generator of steps."""
-    declared = _declared(command, cache)
-    entries: StreamSetEntry | PerStreamEntries
-    if cache is not None and type(command).state_per_stream and len(declared) > 1:
-        entries = PerStreamEntries(command, cache, declared)
-    else:  # one stream (or no cache): a per-stream entry is its stream set's entry
-        entries = StreamSetEntry(command, cache, declared)
+    return plan_declared(command, None, codec, retry, metadata, rng, cache, page_size)
+
+
+def plan_declared(
+    command: Command[Any, Any],
+    declared: tuple[StreamId, ...] | None,
+    codec: Codec,
+    retry: RetryPolicy,
+    metadata: EventMetadata,
+    rng: random.Random | None,
+    cache: StateCache | None,
+    page_size: int | None,
+) -> Plan:
+    """:func:`plan_execution`, given ``command``'s ``declared`` streams as
+    :func:`declared_streams` returned them, or ``None`` to ask them (then, at the
+    first step, as a plan always has)."""
+    entries = _entries(
+        command, cache, declared_streams(command, cache) if declared is None else declared
+    )
     trust_cache = cache is not None and cache.optimistic
     attempts = _Attempts(retry, rng)
     while True:

@@ -96,7 +96,10 @@ class Command(ABC, Generic[S, E]):
     no read and no retry. Commands of other processes still race as usual (the
     version check settles it). Leave it off for a command that only reads a
     stream many commands share (a price list, say): every command declaring that
-    stream would then wait for the one before it.
+    stream would then wait for the one before it. A turn belongs to the task
+    running the command: a command that task runs meanwhile on the same stream
+    (from a store wrapper, say) goes without that turn, but one started in
+    another task and awaited by the holder would wait for ever.
 
     ``max_streams`` bounds the streams one execution reads, declared and
     discovered (see :meth:`resolve_streams`).

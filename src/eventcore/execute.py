@@ -30,9 +30,9 @@ from eventcore._plan import (
     SaveSnapshot,
     Sleep,
     Step,
-    plan_execution,
+    declared_streams,
+    plan_declared,
 )
-from eventcore._plan_fold import unique_streams
 from eventcore._text import check_storable_text
 from eventcore._turns import StreamTurns
 from eventcore.cache import StateCache
@@ -352,23 +352,27 @@ async def execute(  # noqa: C901 - checks, then one of three ways to observe
     if metadata:
         encode_metadata(event_metadata)  # fail before any I/O if it is not JSON-encodable
     turns: StreamTurns | None = None
-    turn_streams: list[StreamId] | None = None
+    turn_streams: list[StreamId] = []
+    declared: tuple[StreamId, ...] | None = None
     if cache is not None:
         cache.bind(store)
         if type(command).takes_turns:
-            turns, turn_streams = cache.turns, _turn_streams(command)
-            if turn_streams is not None:
-                taken = turns.take_free(turn_streams)  # no await when none is held
-                if taken < len(turn_streams):
-                    await turns.wait_for(turn_streams, taken)
+            declared = _declared_or_none(command, cache)
+            if declared is not None:
+                turns = cache.turns
+                turn_streams, ticket = turns.take(declared)
+                if ticket is not None:  # no await when no other command holds one
+                    await turns.wait(ticket)
     try:
-        plan = plan_execution(
+        plan = plan_declared(
             command,
-            codec=codec or default_codec,
-            retry=retry,
-            metadata=event_metadata,
-            cache=cache,
-            page_size=check_limit(fold_page_size),
+            declared,
+            codec or default_codec,
+            retry,
+            event_metadata,
+            None,
+            cache,
+            check_limit(fold_page_size),
         )
         if command_ids is not None:
             plan = recognising_replays(plan, command_ids)
@@ -407,18 +411,17 @@ async def execute(  # noqa: C901 - checks, then one of three ways to observe
             recording.fold()
         return result
     finally:
-        if turn_streams is not None:
-            turns.give_back(turn_streams)  # type: ignore[union-attr]  # set together
+        if turns is not None:
+            turns.give_back(turn_streams)
 
 
-def _turn_streams(command: Command[Any, Any]) -> list[StreamId] | None:
-    """The streams whose turns ``command`` takes (see Command.takes_turns): its
-    declared ones, in the one sorted order every command takes them in, so that no
-    two commands wait for each other. ``None`` if they are refused, which the plan
-    then raises and reports as for any command."""
+def _declared_or_none(command: Command[Any, Any], cache: StateCache) -> tuple[StreamId, ...] | None:
+    """``command``'s declared streams, checked as the plan checks them; ``None`` if
+    they are refused: the plan then raises the refusal, reported as for any
+    command, before taking any turn."""
     try:
-        return sorted(unique_streams(command.streams(), "streams()"))
-    except Exception:  # the plan raises it again, and reports it
+        return declared_streams(command, cache)
+    except Exception:  # raised again by the plan, which reports it
         return None
 
 

@@ -347,10 +347,18 @@ class InMemoryEventStore(PagedReads):
             if limit is not None:
                 end = min(end, after + limit)
             return self._records(range(after + 1, end + 1))
-        record = self._record
-        tail = (record(p) for p in range(after + 1, end + 1))
-        matching = (e for e in tail if log_filter.matches(e.stream_id, e.event_type))
-        return list(itertools.islice(matching, limit))
+        # Matched on the rows, so that events the filter skips are never built.
+        log, stream_ids, matches = self._log, self._stream_ids, log_filter.matches
+        matching = (
+            p
+            for p in range(after + 1, end + 1)
+            if (
+                matches(stored.stream_id, stored.event_type)
+                if type(stored := log[p - 1]) is RecordedEvent
+                else matches(stream_ids[stored[1]], stored[3])  # type: ignore[index]
+            )
+        )
+        return self._records(itertools.islice(matching, limit))
 
     async def wait_for_append(self, after: int, max_wait: float) -> None:
         """Return once the log is past ``after``, or after ``max_wait`` seconds."""
