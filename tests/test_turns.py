@@ -352,3 +352,12 @@ def test_no_two_holders_of_one_stream_and_every_turn_comes_back(
         assert not any(holders.turns.holds(StreamId(s)) for s in "abcd")
 
     asyncio.run(scenario())
+
+
+async def test_the_cache_counts_the_commands_that_waited_for_a_turn() -> None:
+    async with SlowAppends() as store:
+        cache = StateCache()
+        await _run_all(store, cache, [Deposit("a", 1)])
+        assert cache.stats().turn_waits == 0
+        await _run_all(store, cache, [Deposit("a", 1) for _ in range(5)])
+        assert cache.stats().turn_waits == 4  # all but the first found "a" held

@@ -53,6 +53,7 @@ class StreamTurns:
         # The tickets waiting for a stream, first come first; only for streams
         # that someone waits for (most turns are never contended).
         self._queues: dict[StreamId, deque[Ticket]] = {}
+        self.waits = 0  # commands that had to wait for a turn
 
     def holds(self, stream: StreamId) -> bool:
         """Whether a command holds the turn on ``stream`` now."""
@@ -78,6 +79,7 @@ class StreamTurns:
                 mine.append(stream)
         if not held:
             return mine, None
+        self.waits += 1
         ticket = Ticket(mine, task)
         ticket.missing = len(held)
         queues = self._queues

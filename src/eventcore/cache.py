@@ -101,7 +101,10 @@ class CacheStats:
     ``stale``: optimistic appends refused because a cached stream had moved
     (each costs one catch-up read and a retry); ``rechecks``: refusals or empty
     decisions made on cached state and checked again on fresh state;
-    ``verifications``: hits re-folded by ``verify``; ``entries``: states held now.
+    ``verifications``: hits re-folded by ``verify``; ``entries``: states held now;
+    ``turn_waits``: commands that waited for a turn on a stream another command
+    held (``takes_turns``, see :class:`~eventcore.command.Command`), where
+    without turns they would have raced.
     """
 
     hits: int
@@ -110,6 +113,7 @@ class CacheStats:
     rechecks: int
     verifications: int
     entries: int
+    turn_waits: int = 0
 
     @property
     def hit_rate(self) -> float | None:
@@ -181,6 +185,7 @@ class StateCache:
             self.rechecks,
             self.verifications,
             len(self._entries),
+            self.turns.waits,
         )
 
     async def warm(
