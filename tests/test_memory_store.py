@@ -99,3 +99,15 @@ async def test_a_filtered_read_builds_only_the_records_it_returns() -> None:
             1,
             2,
         ]
+
+
+async def test_the_events_of_one_append_share_their_metadata_when_read() -> None:
+    metadata = EventMetadata("corr", None, {"k": 1})
+    async with InMemoryEventStore() as store:
+        events = [NewEvent(StreamId("a"), "t", b"{}", metadata) for _ in range(3)]
+        await store.append(AppendRequest.create({"a": 0}, events))
+        await store.append(_one_event("a", 3))
+        read = await store.read_stream("a")
+        assert read[0].metadata is read[1].metadata is read[2].metadata
+        assert read[0].metadata == metadata
+        assert read[3].metadata == EventMetadata()

@@ -139,6 +139,14 @@ class InMemoryEventStore(PagedReads):
         # The unique index, keyed by the UUID's int (a UUID hashes in Python code,
         # its int in C), to the event's position.
         self._event_ids: dict[int, int] = {}
+        # The metadata of the record built last, with the row values it was built
+        # from (see _record).
+        self._last_metadata: tuple[object, object, object, EventMetadata] = (
+            None,
+            None,
+            None,
+            _NO_METADATA,
+        )
         self._checkpoints: dict[str, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._leases: dict[str, tuple[str, float, int]] = {}  # holder, expiry, token
@@ -231,11 +239,20 @@ class InMemoryEventStore(PagedReads):
         if isinstance(stored, RecordedEvent):
             return stored
         event_id, number, version, event_type, payload, correlation, causation, user, at = stored
-        metadata = (
-            trusted_metadata(correlation, causation, _NO_USER_METADATA if user is None else user)
-            if correlation is not None or causation is not None or user is not None
-            else _NO_METADATA
-        )
+        last = self._last_metadata
+        if correlation is last[0] and causation is last[1] and user is last[2]:
+            # The rows of one append hold the same objects: they share one
+            # metadata again, as their records did when built at the append.
+            metadata = last[3]
+        else:
+            metadata = (
+                trusted_metadata(
+                    correlation, causation, _NO_USER_METADATA if user is None else user
+                )
+                if correlation is not None or causation is not None or user is not None
+                else _NO_METADATA
+            )
+            self._last_metadata = (correlation, causation, user, metadata)
         # The row's values were checked when written: built through the slots.
         record = trusted_recorded_event(
             trusted_uuid(event_id),
