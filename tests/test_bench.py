@@ -138,6 +138,16 @@ async def test_without_the_cache_the_hit_rate_is_not_reported() -> None:
 
     assert result.summary.cache_hit_rate is None
     assert all(run.cache_hits is None for run in result.runs)
+    assert result.summary.turn_waits is None
+
+
+async def test_transfers_on_hot_accounts_wait_for_their_turns_instead_of_retrying() -> None:
+    # SQLite's appends await, so transfers on the few hot accounts overlap.
+    result = await _run("hot_set", "sqlite", synchronous="NORMAL")
+
+    assert result.summary.turn_waits is not None
+    assert result.summary.turn_waits > 0
+    assert result.summary.retries == 0
 
 
 async def test_counted_runs_do_exactly_the_operations_asked_for() -> None:

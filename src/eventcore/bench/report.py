@@ -20,6 +20,7 @@ _HEADERS: Final = (
     "hit %",
     "batch",
     "retries",
+    "waits",
     "CPU us/op",
     "CPU x base",
     "p50 ms",
@@ -67,6 +68,7 @@ def _row(result: ScenarioResult) -> list[str]:
         _optional(summary.cache_hit_rate, "{:.0%}"),
         _optional(summary.mean_batch, "{:.1f}"),
         str(summary.retries),
+        "-" if summary.turn_waits is None else str(summary.turn_waits),
         _optional(summary.cpu_us_per_op, "{:.0f}"),
         _optional(result.cpu_ratio, "{:.2f}x"),
         _ms(latency.p50),
@@ -135,6 +137,9 @@ def _notes(results: Sequence[ScenarioResult]) -> list[str]:
         "cache: the same for transfers; hot_set: transfers, most of them between a few "
         "hot accounts, the cache filling as it goes.",
         "hit %: command attempts whose every stream's state was in the state cache; "
+        "retries: attempts after a version conflict; waits: commands that waited for "
+        "another command's turn on a stream (Command.takes_turns), where without turns "
+        "they would race (- without a state cache); "
         "batch: appends per group commit (- without group commit); CPU us/op: this "
         "process's CPU time per operation (the client's; SQLite's engine runs in it), "
         "CPU x base: the same over the baseline's.",

@@ -68,9 +68,10 @@ class Run:
 
     ``cpu_seconds`` is the process's CPU time over the run (the client's: for
     SQLite that includes its engine, which runs in-process). The store's counters
-    over the run are set where the store has them: ``cache_hits`` and
-    ``cache_misses`` of its state cache, ``commit_batches`` and
-    ``committed_appends`` of its group committer.
+    over the run are set where the store has them: ``cache_hits``,
+    ``cache_misses`` and ``turn_waits`` (commands that waited for a turn on a
+    stream, see ``Command.takes_turns``) of its state cache, ``commit_batches``
+    and ``committed_appends`` of its group committer.
     """
 
     seconds: float
@@ -88,6 +89,7 @@ class Run:
     cache_misses: int | None = None
     commit_batches: int | None = None
     committed_appends: int | None = None
+    turn_waits: int | None = None
 
     @property
     def cpu_us_per_op(self) -> float | None:
@@ -136,6 +138,7 @@ class Summary:
     cpu_us_per_op: float | None = None
     cache_hit_rate: float | None = None
     mean_batch: float | None = None
+    turn_waits: int | None = None
 
     @classmethod
     def of(cls, runs: Sequence[Run]) -> Summary:
@@ -154,7 +157,13 @@ class Summary:
             cpu_us_per_op=_median_float([r.cpu_us_per_op for r in runs]),
             cache_hit_rate=_share(runs, "cache_hits", "cache_misses"),
             mean_batch=_per(runs, "committed_appends", "commit_batches"),
+            turn_waits=_total([r.turn_waits for r in runs]),
         )
+
+
+def _total(values: Sequence[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 def _median_float(values: Sequence[float | None]) -> float | None:

@@ -190,6 +190,7 @@ async def _interleaved(
             cache_misses=grown.cache_misses,
             commit_batches=grown.commit_batches,
             committed_appends=grown.committed_appends,
+            turn_waits=grown.turn_waits,
         )
 
     async def measure_baseline() -> Run:

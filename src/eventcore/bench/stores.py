@@ -68,12 +68,14 @@ async def run_command(store: EventStore, command: Command[Any, Any]) -> Executio
 @dataclass(frozen=True, slots=True)
 class StoreCounters:
     """The counters a run's figures are taken from: the store's state cache (hits,
-    misses) and group committer (batches, appends), ``None`` where it has none."""
+    misses, commands that waited for a turn) and group committer (batches,
+    appends), ``None`` where it has none."""
 
     cache_hits: int | None
     cache_misses: int | None
     commit_batches: int | None
     committed_appends: int | None
+    turn_waits: int | None = None
 
     def since(self, before: StoreCounters) -> StoreCounters:
         """What each counter grew by since ``before``."""
@@ -82,6 +84,7 @@ class StoreCounters:
             _grown(self.cache_misses, before.cache_misses),
             _grown(self.commit_batches, before.commit_batches),
             _grown(self.committed_appends, before.committed_appends),
+            _grown(self.turn_waits, before.turn_waits),
         )
 
 
@@ -104,6 +107,7 @@ def store_counters(store: EventStore) -> StoreCounters:
         stats.misses if stats is not None else None,
         batches,
         appends,
+        stats.turn_waits if stats is not None else None,
     )
 
 
