@@ -8,8 +8,9 @@ import asyncio
 import tempfile
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -52,10 +53,22 @@ async def _store(kind: str) -> AsyncIterator[EventStore]:
             await store.close()
 
 
-def _command(kind: str, source: int, target: int, amount: int) -> Any:
+@dataclass(frozen=True, slots=True)
+class RacingDeposit(Deposit):
+    """The bank's deposit, without turns: tasks sharing a cache race on a stream."""
+
+    takes_turns: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class RacingTransfer(Transfer):
+    takes_turns: ClassVar[bool] = False
+
+
+def _command(kind: str, source: int, target: int, amount: int, *, turns: bool = True) -> Any:
     if kind == "deposit" or source == target:
-        return Deposit(f"acc-{source}", amount)
-    return Transfer(f"acc-{source}", f"acc-{target}", amount)
+        return (Deposit if turns else RacingDeposit)(f"acc-{source}", amount)
+    return (Transfer if turns else RacingTransfer)(f"acc-{source}", f"acc-{target}", amount)
 
 
 def _caches(cached: bool) -> list[StateCache | None]:
@@ -146,10 +159,12 @@ async def _replayed(commands: list[Any]) -> list[tuple[str, int, str, bytes]]:
     return await _stored(store)
 
 
-async def _overlapping(kind: str, ops: list[Op], wave: int) -> None:
+async def _overlapping(kind: str, ops: list[Op], wave: int, turns: bool) -> None:
     """Commands ``wave`` at a time, overlapping: the committed ones, run uncached
     one after another in commit order, write the same log, and every refusal was
-    true of the log at some moment while it ran."""
+    true of the log at some moment while it ran. With ``turns``, the commands
+    take turns on their streams (the tasks sharing a cache wait for each other;
+    the others still race); without, every task races."""
     async with _store(kind) as store:
         wrapped = FaultInjectingStore(store, latency=0)  # every call yields: they overlap
         caches = _caches(True)
@@ -169,7 +184,7 @@ async def _overlapping(kind: str, ops: list[Op], wave: int) -> None:
 
         for start in range(0, len(ops), wave):
             await asyncio.gather(
-                *(one(op[0], _command(*op[1:])) for op in ops[start : start + wave])
+                *(one(op[0], _command(*op[1:], turns=turns)) for op in ops[start : start + wave])
             )
         log = await _stored(store)
         in_order = [command for _, command in sorted(committed, key=lambda c: c[0])]
@@ -190,8 +205,8 @@ def test_overlapping_cached_commands_are_equivalent_to_uncached_ones_run_in_comm
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
-    @given(operations, st.integers(2, 6))
-    def check(ops: list[Op], wave: int) -> None:
-        asyncio.run(_overlapping(kind, ops, wave))
+    @given(operations, st.integers(2, 6), st.booleans())
+    def check(ops: list[Op], wave: int, turns: bool) -> None:
+        asyncio.run(_overlapping(kind, ops, wave, turns))
 
     check()
