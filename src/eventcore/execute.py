@@ -351,6 +351,7 @@ async def execute(  # noqa: C901 - checks, then one of three ways to observe
     )
     if metadata:
         encode_metadata(event_metadata)  # fail before any I/O if it is not JSON-encodable
+    page_size = check_limit(fold_page_size)  # refused before waiting for any turn
     turns: StreamTurns | None = None
     turn_streams: list[StreamId] = []
     declared: tuple[StreamId, ...] | None = None
@@ -372,7 +373,7 @@ async def execute(  # noqa: C901 - checks, then one of three ways to observe
             event_metadata,
             None,
             cache,
-            check_limit(fold_page_size),
+            page_size,
         )
         if command_ids is not None:
             plan = recognising_replays(plan, command_ids)
