@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -165,7 +166,7 @@ def _ids(*names: str) -> list[StreamId]:
     return [StreamId(n) for n in names]
 
 
-async def _take(turns: StreamTurns, streams: list[StreamId]) -> list[StreamId]:
+async def _take(turns: StreamTurns, streams: list[StreamId]) -> Sequence[StreamId]:
     mine, ticket = turns.take(streams)
     if ticket is not None:
         await turns.wait(ticket)

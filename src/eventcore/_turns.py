@@ -59,7 +59,7 @@ class StreamTurns:
         """Whether a command holds the turn on ``stream`` now."""
         return stream in self._holders
 
-    def take(self, streams: Sequence[StreamId]) -> tuple[list[StreamId], Ticket | None]:
+    def take(self, streams: Sequence[StreamId]) -> tuple[Sequence[StreamId], Ticket | None]:
         """Take the turns on ``streams`` (no duplicates) that are free, and queue
         for the others, in one step. Returns the streams whose turns to give back
         when done (all of them but those this task holds already), and a ticket
@@ -67,6 +67,9 @@ class StreamTurns:
         holders = self._holders
         # A coroutine driven outside any task still needs an owner of its own.
         task = asyncio.current_task() or object()
+        if len(streams) == 1 and streams[0] not in holders:
+            holders[streams[0]] = task  # the usual command: one stream, free
+            return streams, None
         mine: list[StreamId] = []
         held: list[StreamId] = []
         for stream in streams:
@@ -112,8 +115,12 @@ class StreamTurns:
 
     def give_back(self, streams: Sequence[StreamId]) -> None:
         """Give back the turns on ``streams``: each goes to the first in its queue."""
+        queues, holders = self._queues, self._holders
         for stream in streams:
-            self._pass_on(stream)
+            if stream in queues:
+                self._pass_on(stream)
+            else:  # nobody waits: the usual case, without a call
+                del holders[stream]
 
     def _pass_on(self, stream: StreamId) -> None:
         queue = self._queues.get(stream)

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias, TypedDict, TypeGuard
 
 from eventcore._command_ids import CommandEventIds, CommandId, recognising_replays
@@ -353,7 +353,7 @@ async def execute(  # noqa: C901 - checks, then one of three ways to observe
         encode_metadata(event_metadata)  # fail before any I/O if it is not JSON-encodable
     page_size = check_limit(fold_page_size)  # refused before waiting for any turn
     turns: StreamTurns | None = None
-    turn_streams: list[StreamId] = []
+    turn_streams: Sequence[StreamId] = ()
     declared: tuple[StreamId, ...] | None = None
     if cache is not None:
         cache.bind(store)
