@@ -15,12 +15,15 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventcore import StreamId
 from eventcore.backends.postgres import PostgresEventStore
+from eventcore.backends.postgres._writes import BatchArrays
+from eventcore.errors import VersionConflict
 from eventcore.store import AppendOutcome
 from eventcore.types import AppendRequest, AppendResult, NewEvent
 from tests import pg
@@ -132,3 +135,49 @@ async def test_runs_of_independent_commands_take_positions_in_command_order(
     assert results[:3] == [(1,), (2, 3), (4, 5)]
     assert not isinstance(results[3], tuple)
     assert results[4] == (6,)
+
+
+async def test_independent_commands_that_succeed_come_back_without_versions(
+    pg_schema: str,
+) -> None:
+    """append_independent leaves a success's new versions to the client (migration
+    0012): the store adds each command's events to its expected versions, read-only
+    streams included."""
+
+    def request(expected: dict[str, int], *streams: str) -> AppendRequest:
+        return AppendRequest.create(
+            expected, [NewEvent(StreamId(s), "Happened", b"{}") for s in streams]
+        )
+
+    async with await pg.fresh_store(pg_schema) as store:
+        await store.append(request({"a": 0, "r": 0}, "a", "r"))
+        batch = [
+            request({"a": 1, "r": 1}, "a", "a"),  # r is only read
+            request({"b": 0}, "b"),
+            request({"c": 3}, "c"),  # stale: c has no events
+        ]
+        raw = await asyncpg.connect(pg.test_config(pg_schema).dsn)
+        try:
+            async with raw.transaction():
+                rows = await raw.fetch(
+                    pg.test_statements(pg_schema).append_batch,
+                    *BatchArrays.build(batch, 1 << 20).parameters(),
+                )
+                raise _RollBack
+        except _RollBack:
+            pass
+        finally:
+            await raw.close()
+        outcomes = await store.append_many(batch)
+    assert [tuple(row) for row in rows] == [
+        (1, 3, None, None, None, None, None),
+        (2, 5, None, None, None, None, None),
+        (3, None, None, None, "c", 3, 0),
+    ]
+    assert outcomes[0] == AppendResult({StreamId("a"): 3, StreamId("r"): 1}, (3, 4))
+    assert outcomes[1] == AppendResult({StreamId("b"): 1}, (5,))
+    assert isinstance(outcomes[2], VersionConflict)
+
+
+class _RollBack(Exception):
+    """Leaves the raw connection's transaction without committing it."""

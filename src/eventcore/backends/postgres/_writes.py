@@ -151,9 +151,17 @@ def outcome_of(row: Any, request: AppendRequest) -> AppendOutcome:
     _command, first, streams, versions, conflict_stream, expected, actual = row
     if conflict_stream is not None:
         return VersionConflict(trusted_stream_id(conflict_stream), expected, actual)
-    stream_versions: dict[str, int] = {}
-    for stream, version in zip(streams or (), versions or (), strict=True):
-        stream_versions[trusted_stream_id(stream)] = version  # a loop: no comprehension call
+    stream_versions: dict[str, int]
+    if streams is None:
+        # append_independent answers a success without its versions (migration
+        # 0012): it read each stream at the expected version and wrote the events.
+        stream_versions = dict(request.expected)
+        for event in request.events:
+            stream_versions[event.stream_id] += 1
+    else:
+        stream_versions = {}
+        for stream, version in zip(streams, versions, strict=True):
+            stream_versions[trusted_stream_id(stream)] = version  # a loop: no comprehension call
     count = len(request.events)
     positions = tuple(range(first, first + count)) if count else ()
     return trusted_append_result(stream_versions, positions)  # one per command of a batch
