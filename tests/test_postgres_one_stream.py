@@ -132,10 +132,10 @@ async def test_only_one_command_on_one_stream_takes_the_short_path(pg_schema: st
         with pytest.raises(StoreError, match="append_batch"):
             await store.append(AppendRequest.create({"a": 1, "b": 0}, [_event("a", 2)]))
         with pytest.raises(StoreError, match="append_batch"):
-            await store.append_many(
+            await store.append_many(  # two commands on one stream
                 [
                     AppendRequest.create({"a": 1}, [_event("a", 3)]),
-                    AppendRequest.create({"c": 0}, [_event("c", 4)]),
+                    AppendRequest.create({"a": 2}, [_event("a", 4)]),
                 ]
             )
 

@@ -24,6 +24,7 @@ class Statements:
     schema: str
     append_batch: str
     append_to_stream: str
+    append_streams: str
     append_staged: str
     read_stream: str
     read_streams: str
@@ -58,6 +59,8 @@ class Statements:
             ),
             # one command on one stream, the common case (migrations/0008)
             append_to_stream=f"SELECT * FROM {s}.append_to_stream($1, $2, $3, $4, $5, $6)",
+            # commands on one stream each, no two on the same (migrations/0013)
+            append_streams=f"SELECT * FROM {s}.append_streams($1, $2, $3, $4, $5, $6, $7)",
             # append_batch with the events staged by COPY (see _copy)
             append_staged=f"SELECT * FROM {s}.append_staged($1, $2, $3, $4, $5)",
             read_stream=(

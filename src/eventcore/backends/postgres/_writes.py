@@ -121,6 +121,28 @@ class BatchArrays:
             self.metadata,
         )
 
+    def streams_parameters(self) -> tuple[list[Any], ...] | None:
+        """``append_streams``'s parameters when every command expects one stream,
+        writes only to it, and no two commands share one; otherwise None
+        (``append_batch``)."""
+        streams = self.expect_streams
+        commands = len(self.expect_end)
+        if len(streams) != commands or self.expect_end != list(range(1, commands + 1)):
+            return None  # a command expecting no stream, or several
+        if len(set(streams)) != commands:
+            return None
+        if [streams[command - 1] for command in self.event_cmd] != self.event_streams:
+            return None  # an event for another stream: append_batch refuses it
+        return (
+            streams,
+            self.expect_versions,
+            self.event_end,
+            self.event_ids,
+            self.event_types,
+            self.payloads,
+            self.metadata,
+        )
+
     def all_streams(self) -> list[str]:
         return sorted(set(self.expect_streams))
 

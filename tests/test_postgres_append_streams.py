@@ -1,0 +1,181 @@
+"""Commands on one stream each, no two on the same: ``append_streams``
+(migrations/0013), the path the PostgreSQL store takes for such a batch, against
+``append_batch``, which takes any batch.
+
+The two must be indistinguishable: the same answers and the same rows for the
+same requests, compared across two schemas of the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventcore import StreamId
+from eventcore.backends.postgres import PostgresEventStore
+from eventcore.backends.postgres._writes import BatchArrays, outcome_of
+from eventcore.errors import StoreError
+from eventcore.store import AppendOutcome
+from eventcore.types import AppendRequest, AppendResult, EventMetadata, NewEvent
+from tests import pg
+
+pytestmark = pytest.mark.postgres
+
+
+def _event(stream: str, n: int, metadata: EventMetadata | None = None) -> NewEvent:
+    payload = b'{"n":%d}' % n
+    if metadata is None:
+        return NewEvent(StreamId(stream), "Happened", payload)
+    return NewEvent(StreamId(stream), "Happened", payload, metadata)
+
+
+def _comparable(outcome: AppendOutcome) -> object:
+    if isinstance(outcome, Exception):
+        return (type(outcome), str(outcome), vars(outcome))
+    return outcome
+
+
+# (events, expectation) per stream of a batch: one event each (True: with
+# metadata); the stored version, one below or above it, or 0.
+_command = st.tuples(
+    st.lists(st.booleans(), max_size=3),
+    st.sampled_from(["current", "current", "current", "below", "above", "zero"]),
+)
+# a batch: distinct stream indexes, each with its command
+_batch = st.dictionaries(st.integers(0, 7), _command, min_size=2, max_size=8)
+
+
+@pytest.fixture(scope="module")
+def migrated_schemas() -> Iterator[tuple[str, str]]:
+    yield from pg.migrated_schema_pair()
+
+
+_examples = itertools.count()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(_batch, min_size=1, max_size=4))
+def test_commands_on_a_stream_each_answer_and_store_as_append_batch_does(
+    migrated_schemas: tuple[str, str], batches: list[dict[int, Any]]
+) -> None:
+    """The store (append_streams) in one schema, the same requests as one call of
+    append_batch in the other."""
+    prefix = f"x{next(_examples)}-{uuid.uuid4().hex[:6]}-"
+    streams_path, batch_path = migrated_schemas
+    counter = itertools.count()
+    traced = EventMetadata("corr", "cause", {"user": "ann"})
+
+    async def run() -> None:
+        versions: dict[str, int] = {}
+        raw = await asyncpg.connect(pg.PG_URL, timeout=5)
+        try:
+            async with await PostgresEventStore.open(
+                pg.test_config(streams_path), migrate=False
+            ) as store:
+                append_batch = pg.test_statements(batch_path).append_batch
+                for batch in batches:
+                    requests = []
+                    for index, (events, expectation) in batch.items():
+                        stream = f"{prefix}{index}"
+                        stored = versions.get(stream, 0)
+                        expected = {
+                            "current": stored,
+                            "below": max(0, stored - 1),
+                            "above": stored + 1,
+                            "zero": 0,
+                        }[expectation]
+                        new = [
+                            _event(stream, next(counter), traced if with_metadata else None)
+                            for with_metadata in events
+                        ]
+                        requests.append(AppendRequest.create({stream: expected}, new))
+                    arrays = BatchArrays.build(requests, 1 << 20)
+                    assert arrays.streams_parameters() is not None
+                    by_streams = await store.append_many(requests)
+                    rows = await raw.fetch(append_batch, *arrays.parameters())
+                    by_batch = [outcome_of(r, q) for r, q in zip(rows, requests, strict=True)]
+                    assert [_comparable(o) for o in by_streams] == [
+                        _comparable(o) for o in by_batch
+                    ]
+                    for outcome in by_streams:
+                        if isinstance(outcome, AppendResult):
+                            versions.update(outcome.stream_versions)
+        finally:
+            await raw.close()
+
+    asyncio.run(run())
+    assert asyncio.run(pg.stored_rows(streams_path, empty_streams=False)) == asyncio.run(
+        pg.stored_rows(batch_path, empty_streams=False)
+    )
+
+
+def _request(expected: dict[str, int], *streams: str) -> AppendRequest:
+    return AppendRequest.create(expected, [_event(s, n) for n, s in enumerate(streams)])
+
+
+def test_only_commands_on_distinct_single_streams_take_the_path() -> None:
+    def takes(*requests: AppendRequest) -> bool:
+        return BatchArrays.build(requests, 1 << 20).streams_parameters() is not None
+
+    assert takes(_request({"a": 0}, "a"), _request({"b": 0}, "b", "b"), _request({"c": 1}))
+    assert not takes(_request({"a": 0}, "a"), _request({"a": 1}, "a"))  # a shared stream
+    assert not takes(_request({"a": 0}, "a"), _request({"b": 0, "c": 0}, "b"))  # two streams
+    assert not takes(_request({"a": 0}, "a"), AppendRequest.create({}, []))  # no stream
+
+
+async def test_the_store_sends_such_a_batch_to_append_streams(pg_schema: str) -> None:
+    async with await pg.fresh_store(pg_schema) as store:
+        raw = await asyncpg.connect(pg.PG_URL, timeout=5)
+        try:
+            await raw.execute(f'ALTER FUNCTION "{pg_schema}".append_batch RENAME TO gone')
+        finally:
+            await raw.close()
+        outcomes = await store.append_many(
+            [_request({"a": 0}, "a", "a"), _request({"b": 0}, "b"), _request({"c": 5}, "c")]
+        )
+        assert outcomes[:2] == [
+            AppendResult({StreamId("a"): 2}, (1, 2)),
+            AppendResult({StreamId("b"): 1}, (3,)),
+        ]
+        with pytest.raises(StoreError, match="append_batch"):
+            await store.append_many([_request({"a": 2}, "a"), _request({"b": 0, "d": 0}, "d")])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        ((["a", "a"], [0, 0], [1, 2]), "as many distinct streams"),
+        ((["a", None], [0, 0], [1, 2]), "as many distinct streams"),
+        ((["a", "b"], [0, None], [1, 2]), "as many distinct streams"),
+        ((["a", "b"], [0, 0], [2, 1]), "as many distinct streams"),
+        ((["a", "b"], [0, 0], [1, 3]), "as many distinct streams"),
+        ((["a", "b"], [0, 0], [1]), "as many distinct streams"),
+    ],
+)
+async def test_append_streams_refuses_arrays_that_do_not_describe_its_batch(
+    pg_schema: str, arguments: tuple[list[Any], ...], complaint: str
+) -> None:
+    async with await pg.fresh_store(pg_schema):
+        pass
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    raw = await asyncpg.connect(pg.PG_URL, timeout=5)
+    try:
+        with pytest.raises(asyncpg.RaiseError, match=complaint):
+            await raw.fetch(
+                pg.test_statements(pg_schema).append_streams,
+                *arguments,
+                ids,
+                ["T", "T"],
+                [b"{}", b"{}"],
+                [b"{}", b"{}"],
+            )
+        assert await raw.fetchval(f'SELECT position FROM "{pg_schema}".log_head') == 0
+    finally:
+        await raw.close()
