@@ -179,3 +179,48 @@ async def test_append_streams_refuses_arrays_that_do_not_describe_its_batch(
         assert await raw.fetchval(f'SELECT position FROM "{pg_schema}".log_head') == 0
     finally:
         await raw.close()
+
+
+async def test_a_stream_that_reaches_the_expected_version_while_the_batch_waits_is_written(
+    pg_schema: str,
+) -> None:
+    """The version update reads each row as of its start. Here it waits for a row
+    (``r``) another transaction holds, and that transaction, before it commits,
+    also moves ``s`` to the version the batch expects: the update's own view of
+    ``s`` is one behind, so it passes ``s`` by; append_streams must look again
+    and write it, not answer a conflict whose stream is at the expected version."""
+    async with await pg.fresh_store(pg_schema) as store:
+        await store.append_many([_request({"r": 0}, "r"), _request({"s": 0}, "s")])
+        holder = await asyncpg.connect(pg.test_config(pg_schema).dsn)
+        try:
+            holding = holder.transaction()
+            await holding.start()
+            await holder.execute(
+                f"SELECT 1 FROM \"{pg_schema}\".streams WHERE stream_id = 'r' FOR UPDATE"
+            )
+            elsewhere = BatchArrays.build([_request({"s": 1}, "s")], 1 << 20)
+            parameters = elsewhere.one_stream_parameters()
+            assert parameters is not None
+            await holder.fetch(pg.test_statements(pg_schema).append_to_stream, *parameters)
+            batch = [_request({"r": 1}, "r"), _request({"s": 2}, "s")]
+            append = asyncio.ensure_future(store.append_many(batch))
+            for _ in range(500):
+                if await holder.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid))"
+                ):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the batch never waited for the held row")
+            await holding.commit()
+            outcomes = await append
+        finally:
+            await holder.close()
+        # the stream's row moved with its events: the next append at 3 is accepted
+        after = await store.append(_request({"s": 3}, "s"))
+        assert after.stream_versions == {StreamId("s"): 4}
+    assert outcomes == [
+        AppendResult({StreamId("r"): 2}, (4,)),
+        AppendResult({StreamId("s"): 3}, (5,)),
+    ]

@@ -2,31 +2,37 @@
 -- to it, no two on the same stream: what group commit gathers from most workloads
 -- (one aggregate per command, many aggregates). append_batch handles any batch,
 -- and pays for it: per-event command and stream arrays, two slice checks, a check
--- that every event is for one of its command's streams, a lock statement and then
--- a version probe per stream, a grouped count of events per stream. Here a
--- command's stream is its events' stream, so none of that is needed: the
--- client sends seven arrays instead of eleven (fewer values for the driver to
--- encode), the stream rows are locked and their versions read by one statement,
--- and each stream's event count comes from the slice ends.
+-- that every event is for one of its command's streams, a lock statement, a
+-- version probe per stream, a grouped count of events per stream, a version
+-- update. Here a command's stream is its events' stream, so the client sends
+-- seven arrays instead of eleven (fewer values for the driver to encode), and one
+-- UPDATE checks, locks and moves every stream at its expected version, as
+-- append_to_stream (0008) does for one: `WHERE version = expected`, each event
+-- count from the slice ends.
 --
--- Same protocol as append_independent (0012): the stream rows first (made for the
--- streams expected at version 0, then locked in stream_id order, as every append
--- function does, so none can deadlock with another), the new versions and the
--- outcome rows next, the position counter last. A command whose stream is not at
--- its expected version gets its conflict row and writes nothing; the others go
--- ahead, numbered in command order. A success's row carries its first position
--- only; the client adds its events to its expected version.
+-- Locks: the rows of the streams expected at version 0 are made first, as in
+-- append_batch; the UPDATE then takes the rows in stream_id order (its sorted
+-- subquery drives a loop of key probes), the order every append function locks
+-- in, and the position counter comes last, as in 0012. A command whose stream is
+-- not at its expected version gets its conflict row and writes nothing (its row
+-- is read, not locked); the others go ahead, numbered in command order. Under
+-- READ COMMITTED the UPDATE sees each row as of its start, or as the writer it
+-- waited for left it: a stream another transaction moved to the expected version
+-- while the UPDATE waited on an earlier row is passed by, so a stream found at its
+-- expected version afterwards is updated again, until it moves or is not at that
+-- version. A success's row carries its first position only; the client adds its
+-- events to its expected version.
 --
 -- The version update finds each row by its key alone: with the other functions'
--- extra `stream_id = ANY (p_streams)` the generic plan probed the index once per
--- command with both conditions, sorting the whole array each time (0.39 ms of a
--- 32-command call, 0.15 ms without).
+-- extra `stream_id = ANY (p_streams)` a generic plan probes the index with both
+-- conditions, sorting the whole array for every command.
 --
--- Measured against append_batch on the same batches: 32 one-event commands, 1.70
--- -> 1.58 ms a call (sequential calls); 64 tasks of one-event appends through
--- group commit (benchmarks/append_server_cpu.py, 60,000 appends, three
--- interleaved pairs) 17,596-19,212 -> 19,498-20,852 appends/s, server CPU 46-51
--- -> 40-43 µs per append.
+-- Measured against append_batch on the same batches, 64 tasks of one-event
+-- appends through group commit (benchmarks/append_server_cpu.py, 60,000 appends,
+-- interleaved pairs): with a lock statement before the update, 17,596-19,212 ->
+-- 19,498-20,852 appends/s, server CPU 46-51 -> 40-43 µs per append; the update
+-- alone then took that to 22,998-23,394 against 21,221-22,021 appends/s, server
+-- CPU 39 -> 34 µs.
 
 CREATE FUNCTION __SCHEMA__.append_streams(
     p_streams   text[],
@@ -42,8 +48,8 @@ AS $fn$
 DECLARE
     v_commands int := coalesce(cardinality(p_streams), 0);
     v_events int := coalesce(cardinality(p_ids), 0);
-    v_locked text[];
-    v_locked_versions bigint[];
+    v_moved int[];
+    v_again int[];
     v_actual bigint[];
     v_event_cmd int[];
     v_n int;
@@ -77,41 +83,63 @@ BEGIN
         ON CONFLICT DO NOTHING;
     END IF;
 
-    -- 2. lock them all in stream_id order, reading their versions
-    SELECT array_agg(l.stream_id), array_agg(l.version) INTO v_locked, v_locked_versions
-      FROM (SELECT s.stream_id, s.version
-              FROM __SCHEMA__.streams s
-             WHERE s.stream_id = ANY (p_streams)
-             ORDER BY s.stream_id
-               FOR UPDATE) AS l;
+    -- 2. One statement checks, locks and moves every stream at its expected version,
+    --    in stream_id order (the order every append function locks in: the sorted
+    --    subquery drives a loop of key probes). A command with no events moves
+    --    its stream by 0, which locks it all the same.
+    WITH moved AS (
+        UPDATE __SCHEMA__.streams s SET version = s.version + w.n
+          FROM (SELECT x.i, x.sid, x.expected, x.e_end - coalesce(p_event_end[x.i - 1], 0) AS n
+                  FROM unnest(p_streams, p_versions, p_event_end) WITH ORDINALITY
+                       AS x(sid, expected, e_end, i)
+                 ORDER BY x.sid) AS w
+         WHERE s.stream_id = w.sid AND s.version = w.expected
+        RETURNING w.i)
+    SELECT coalesce(array_agg(m.i), '{}') INTO v_moved FROM moved AS m;
 
-    -- Each command's stream version, in command order. A stream with no row is at
-    -- version 0: a conflict for an expected later version. For an expected 0 the
-    -- row was made above; NULL if it was not.
-    v_actual := ARRAY(SELECT coalesce(l.version, CASE WHEN x.expected <> 0 THEN 0 END)
-                        FROM unnest(p_streams, p_versions) WITH ORDINALITY AS x(sid, expected, i)
-                        LEFT JOIN unnest(v_locked, v_locked_versions) AS l(sid, version)
-                               ON l.sid = x.sid
-                       ORDER BY x.i);
-    IF array_position(v_actual, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'eventcore: append_streams: stream % has no row to lock',
-                        quote_nullable(p_streams[array_position(v_actual, NULL)]);
+    IF cardinality(v_moved) = v_commands THEN
+        v_actual := p_versions;
+    ELSE
+        LOOP
+            -- The others' streams as they are now: nothing is written for them, so
+            -- nothing is locked. No row is version 0: a conflict for an expected
+            -- later version; for an expected 0 the row was made above (NULL if not).
+            v_actual := ARRAY(
+                SELECT CASE WHEN x.i = ANY (v_moved) THEN x.expected
+                            ELSE coalesce((SELECT s.version FROM __SCHEMA__.streams s
+                                            WHERE s.stream_id = x.sid),
+                                          CASE WHEN x.expected <> 0 THEN 0 END) END
+                  FROM unnest(p_streams, p_versions) WITH ORDINALITY AS x(sid, expected, i)
+                 ORDER BY x.i);
+            IF array_position(v_actual, NULL) IS NOT NULL THEN
+                RAISE EXCEPTION 'eventcore: append_streams: stream % has no row to lock',
+                                quote_nullable(p_streams[array_position(v_actual, NULL)]);
+            END IF;
+            -- A stream that reached its expected version after the UPDATE's snapshot
+            -- (a writer committed meanwhile) is tried again, as append_to_stream
+            -- does; versions only grow, so this ends.
+            SELECT array_agg(x.i) INTO v_again
+              FROM unnest(p_versions, v_actual) WITH ORDINALITY AS x(expected, actual, i)
+             WHERE x.actual = x.expected AND NOT x.i = ANY (v_moved);
+            EXIT WHEN v_again IS NULL;
+            WITH moved AS (
+                UPDATE __SCHEMA__.streams s SET version = s.version + w.n
+                  FROM (SELECT x.i, x.sid, x.expected,
+                               x.e_end - coalesce(p_event_end[x.i - 1], 0) AS n
+                          FROM unnest(p_streams, p_versions, p_event_end) WITH ORDINALITY
+                               AS x(sid, expected, e_end, i)
+                         WHERE x.i = ANY (v_again)
+                         ORDER BY x.sid) AS w
+                 WHERE s.stream_id = w.sid AND s.version = w.expected
+                RETURNING w.i)
+            SELECT v_moved || coalesce(array_agg(m.i), '{}') INTO v_moved FROM moved AS m;
+        END LOOP;
     END IF;
-
-    -- 3. the new versions of the streams whose command goes ahead
     SELECT coalesce(sum(x.e_end - coalesce(p_event_end[x.i - 1], 0)), 0) INTO v_n
       FROM unnest(p_versions, v_actual, p_event_end) WITH ORDINALITY AS x(expected, actual, e_end, i)
      WHERE x.actual = x.expected;
-    IF v_n > 0 THEN
-        UPDATE __SCHEMA__.streams s SET version = w.actual + w.n
-          FROM (SELECT x.sid, x.actual, x.e_end - coalesce(p_event_end[x.i - 1], 0) AS n
-                  FROM unnest(p_streams, p_versions, v_actual, p_event_end) WITH ORDINALITY
-                       AS x(sid, expected, actual, e_end, i)
-                 WHERE x.actual = x.expected) AS w
-         WHERE s.stream_id = w.sid AND w.n > 0;
-    END IF;
 
-    -- 4. the outcome rows, numbered relative to the batch's first position (not
+    -- 3. the outcome rows, numbered relative to the batch's first position (not
     --    known yet): first_position holds the rank of a command's first event
     --    among the events written.
     v_out := ARRAY(
@@ -140,7 +168,7 @@ BEGIN
                                    coalesce(p_event_end[x.i - 1], 0) + 1, x.e_end) AS g(j)
                               ORDER BY x.i, g.j);
 
-        -- 5. the position counter last: its row stays locked until the commit
+        -- 4. the position counter last: its row stays locked until the commit
         UPDATE __SCHEMA__.log_head SET position = position + v_n WHERE id = 1
         RETURNING position - v_n INTO v_base;
         INSERT INTO __SCHEMA__.events
