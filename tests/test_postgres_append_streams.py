@@ -224,3 +224,45 @@ async def test_a_stream_that_reaches_the_expected_version_while_the_batch_waits_
         AppendResult({StreamId("r"): 2}, (4,)),
         AppendResult({StreamId("s"): 3}, (5,)),
     ]
+
+
+async def test_batches_naming_the_same_streams_in_opposite_orders_never_deadlock(
+    pg_schema: str,
+) -> None:
+    """append_streams takes its rows in stream_id order whatever the order of its
+    arrays: two connections sending the same streams in opposite orders, again and
+    again, never deadlock, and every stream's version stays its event count."""
+    names = [f"s{n:02}" for n in range(12)]
+    async with await pg.fresh_store(pg_schema) as store:
+        await store.append_many([_request({name: 0}, name) for name in names])
+    statements = pg.test_statements(pg_schema)
+    versions_sql = f'SELECT stream_id, version FROM "{pg_schema}".streams'
+
+    async def writer(order: list[str], rounds: int) -> int:
+        conn = await asyncpg.connect(pg.test_config(pg_schema).dsn)
+        written = 0
+        try:
+            for _ in range(rounds):
+                stored = await conn.fetch(versions_sql)
+                current = {row["stream_id"]: row["version"] for row in stored}
+                batch = [_request({name: current[name]}, name) for name in order]
+                parameters = BatchArrays.build(batch, 1 << 20).streams_parameters()
+                assert parameters is not None
+                rows = await conn.fetch(statements.append_streams, *parameters)
+                written += sum(1 for row in rows if row["conflict_stream"] is None)
+        finally:
+            await conn.close()
+        return written
+
+    forward, backward = await asyncio.gather(writer(names, 150), writer(list(reversed(names)), 150))
+    assert forward + backward > 0
+    conn = await asyncpg.connect(pg.test_config(pg_schema).dsn)
+    try:
+        counts = await conn.fetch(
+            f'SELECT s.stream_id, s.version, count(e.*) AS events FROM "{pg_schema}".streams s'
+            f' JOIN "{pg_schema}".events e USING (stream_id) GROUP BY s.stream_id, s.version'
+        )
+    finally:
+        await conn.close()
+    assert all(row["version"] == row["events"] for row in counts)
+    assert sum(row["events"] for row in counts) == len(names) + forward + backward
