@@ -170,3 +170,19 @@ async def writer_reports(writers: Sequence[asyncio.subprocess.Process]) -> list[
         assert proc.returncode == 0
         reports.append(json.loads(out.decode().strip().splitlines()[-1]))
     return reports
+
+
+async def rename_functions(schema: str, name: str, new_name: str) -> None:
+    """Rename every overload of ``schema.name``: calls by the old name then fail."""
+    conn = await asyncpg.connect(PG_URL, timeout=5)
+    try:
+        functions = await conn.fetch(
+            "SELECT oid::regprocedure::text AS signature FROM pg_proc"
+            " WHERE pronamespace = $1::regnamespace AND proname = $2",
+            schema,
+            name,
+        )
+        for function in functions:
+            await conn.execute(f"ALTER FUNCTION {function['signature']} RENAME TO {new_name}")
+    finally:
+        await conn.close()

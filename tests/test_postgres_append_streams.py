@@ -132,11 +132,7 @@ def test_only_commands_on_distinct_single_streams_take_the_path() -> None:
 
 async def test_the_store_sends_such_a_batch_to_append_streams(pg_schema: str) -> None:
     async with await pg.fresh_store(pg_schema) as store:
-        raw = await asyncpg.connect(pg.PG_URL, timeout=5)
-        try:
-            await raw.execute(f'ALTER FUNCTION "{pg_schema}".append_batch RENAME TO gone')
-        finally:
-            await raw.close()
+        await pg.rename_functions(pg_schema, "append_batch", "gone")
         outcomes = await store.append_many(
             [_request({"a": 0}, "a", "a"), _request({"b": 0}, "b"), _request({"c": 5}, "c")]
         )

@@ -137,12 +137,19 @@ async def test_runs_of_independent_commands_take_positions_in_command_order(
     assert results[4] == (6,)
 
 
-async def test_independent_commands_that_succeed_come_back_without_versions(
+# the call an earlier eventcore makes (no lean argument)
+_EARLIER_APPEND_BATCH = (
+    'SELECT * FROM "{}".append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)'
+)
+
+
+async def test_append_batch_answers_every_success_with_its_streams_and_versions(
     pg_schema: str,
 ) -> None:
-    """append_independent leaves a success's new versions to the client (migration
-    0012): the store adds each command's events to its expected versions, read-only
-    streams included."""
+    """Processes of an earlier eventcore call append_batch on a schema a newer one
+    has migrated, and read a success's new versions from its row: called as they
+    call it, the row keeps them, read-only streams included; called lean, as this
+    version calls it, only the first position."""
 
     def request(expected: dict[str, int], *streams: str) -> AppendRequest:
         return AppendRequest.create(
@@ -156,20 +163,20 @@ async def test_independent_commands_that_succeed_come_back_without_versions(
             request({"b": 0}, "b"),
             request({"c": 3}, "c"),  # stale: c has no events
         ]
+        arrays = BatchArrays.build(batch, 1 << 20).parameters()
         raw = await asyncpg.connect(pg.test_config(pg_schema).dsn)
         try:
-            async with raw.transaction():
-                rows = await raw.fetch(
-                    pg.test_statements(pg_schema).append_batch,
-                    *BatchArrays.build(batch, 1 << 20).parameters(),
-                )
-                raise _RollBack
-        except _RollBack:
-            pass
+            rows = await _rolled_back(raw, _EARLIER_APPEND_BATCH.format(pg_schema), arrays)
+            lean_rows = await _rolled_back(raw, pg.test_statements(pg_schema).append_batch, arrays)
         finally:
             await raw.close()
         outcomes = await store.append_many(batch)
     assert [tuple(row) for row in rows] == [
+        (1, 3, ["a", "r"], [3, 1], None, None, None),
+        (2, 5, ["b"], [1], None, None, None),
+        (3, None, None, None, "c", 3, 0),
+    ]
+    assert [tuple(row) for row in lean_rows] == [
         (1, 3, None, None, None, None, None),
         (2, 5, None, None, None, None, None),
         (3, None, None, None, "c", 3, 0),
@@ -177,6 +184,18 @@ async def test_independent_commands_that_succeed_come_back_without_versions(
     assert outcomes[0] == AppendResult({StreamId("a"): 3, StreamId("r"): 1}, (3, 4))
     assert outcomes[1] == AppendResult({StreamId("b"): 1}, (5,))
     assert isinstance(outcomes[2], VersionConflict)
+
+
+async def _rolled_back(raw: asyncpg.Connection, sql: str, arguments: tuple[Any, ...]) -> list[Any]:
+    """The rows of ``sql`` called in a transaction that is then rolled back."""
+    rows: list[Any] = []
+    try:
+        async with raw.transaction():
+            rows = await raw.fetch(sql, *arguments)
+            raise _RollBack
+    except _RollBack:
+        pass
+    return rows
 
 
 class _RollBack(Exception):

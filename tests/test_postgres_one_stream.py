@@ -120,11 +120,7 @@ def test_one_stream_appends_answer_and_store_as_append_batch_does(
 
 async def test_only_one_command_on_one_stream_takes_the_short_path(pg_schema: str) -> None:
     async with await pg.fresh_store(pg_schema) as store:
-        raw = await asyncpg.connect(pg.PG_URL, timeout=5)
-        try:
-            await raw.execute(f'ALTER FUNCTION "{pg_schema}".append_batch RENAME TO gone')
-        finally:
-            await raw.close()
+        await pg.rename_functions(pg_schema, "append_batch", "gone")
         one = await store.append(AppendRequest.create({"a": 0}, [_event("a", 1)]))
         assert one.positions == (1,)
         checks_only = await store.append(AppendRequest.create({"a": 1}))

@@ -54,8 +54,11 @@ class Statements:
         s = quoted_schema
         return cls(
             schema=s,
+            # lean: a success's row without its versions, which outcome_of adds up
+            # (migrations/0014)
             append_batch=(
-                f"SELECT * FROM {s}.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                f"SELECT * FROM {s}.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+                " true)"
             ),
             # one command on one stream, the common case (migrations/0008)
             append_to_stream=f"SELECT * FROM {s}.append_to_stream($1, $2, $3, $4, $5, $6)",

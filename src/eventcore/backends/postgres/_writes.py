@@ -175,8 +175,8 @@ def outcome_of(row: Any, request: AppendRequest) -> AppendOutcome:
         return VersionConflict(trusted_stream_id(conflict_stream), expected, actual)
     stream_versions: dict[str, int]
     if streams is None:
-        # append_independent answers a success without its versions (migration
-        # 0012): it read each stream at the expected version and wrote the events.
+        # append_streams answers a success without its versions (migration
+        # 0013): it found each stream at the expected version and wrote the events.
         stream_versions = dict(request.expected)
         for event in request.events:
             stream_versions[event.stream_id] += 1

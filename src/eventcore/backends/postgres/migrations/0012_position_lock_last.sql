@@ -26,13 +26,9 @@
 -- COPY path's functions (see 0011): their staging table's row count is what the
 -- planner needs to see.
 --
--- And append_independent answers a command that succeeds with its first position
--- only, out_streams and out_versions NULL: its new versions are its expected ones
--- plus its events per stream, which the client adds up (_writes.outcome_of). The
--- arrays were a grouped join per batch, then encoded, sent and decoded. Same
--- benchmark, five interleaved pairs: 16,329-17,377 -> 18,186-19,848 appends/s
--- in four, server CPU 53-57 -> 46-49 µs per append (the fifth pair was the
--- other way, 15,650 against 17,377).
+-- The outcome rows keep their shape: processes still running an earlier
+-- eventcore call append_batch on a schema a newer one has migrated, and read every
+-- success's streams and versions from them.
 --
 -- CREATE OR REPLACE drops a function's settings, so both are set again on every
 -- array-path function below.
@@ -99,40 +95,36 @@ BEGIN
     END IF;
 
     -- The outcome rows, numbered relative to the batch's first position (not
-    -- known yet): first_position holds the rank of a command's first event. A
-    -- command that succeeds gets no streams and versions: they are its expected
-    -- versions plus its events per stream, which the client knows (building the
-    -- arrays here was about 4 µs of the server's time per command).
-    IF cardinality(v_bad) = 0 THEN
-        v_out := ARRAY(
-            SELECT ROW(c.cmd::int, f.first, NULL, NULL, NULL, NULL, NULL)::__SCHEMA__.append_outcome
-              FROM generate_series(1, p_commands) AS c(cmd)
-              LEFT JOIN (SELECT e.cmd, min(e.ord) AS first
-                           FROM unnest(p_event_cmd) WITH ORDINALITY AS e(cmd, ord)
-                          GROUP BY e.cmd) AS f ON f.cmd = c.cmd
-             ORDER BY c.cmd);
-    ELSE
-        v_out := ARRAY(
-            WITH firsts AS (
-                SELECT e.cmd, min(e.rank) AS first
-                  FROM (SELECT c.cmd, row_number() OVER (ORDER BY c.ord) AS rank
-                          FROM unnest(p_event_cmd) WITH ORDINALITY AS c(cmd, ord)
-                         WHERE c.cmd <> ALL (v_bad)) AS e
-                 GROUP BY e.cmd
-            ), conflicts AS (
-                SELECT DISTINCT ON (x.cmd) x.cmd, x.sid, x.expected, x.actual
-                  FROM unnest(p_expect_cmd, p_expect_streams, p_expect_versions, v_actual)
-                       AS x(cmd, sid, expected, actual)
-                 WHERE x.actual <> x.expected
-                 ORDER BY x.cmd, x.sid
-            )
-            SELECT ROW(c.cmd::int, f.first, NULL, NULL, b.sid, b.expected, b.actual)
-                   ::__SCHEMA__.append_outcome
-              FROM generate_series(1, p_commands) AS c(cmd)
-              LEFT JOIN conflicts b ON b.cmd = c.cmd
-              LEFT JOIN firsts f ON f.cmd = c.cmd AND b.cmd IS NULL
-             ORDER BY c.cmd);
-    END IF;
+    -- known yet): first_position holds the rank of a command's first event.
+    v_out := ARRAY(
+    WITH expects AS (
+        SELECT x.cmd, x.sid, x.expected, x.actual, x.i
+          FROM unnest(p_expect_cmd, p_expect_streams, p_expect_versions, v_actual)
+               WITH ORDINALITY AS x(cmd, sid, expected, actual, i)
+    ), firsts AS (
+        SELECT e.cmd, min(e.rank) AS first_position
+          FROM (SELECT c.cmd, row_number() OVER (ORDER BY c.ord) AS rank
+                  FROM unnest(p_event_cmd) WITH ORDINALITY AS c(cmd, ord)
+                 WHERE c.cmd <> ALL (v_bad)) AS e
+         GROUP BY e.cmd
+    ), versions AS (
+        SELECT x.cmd, array_agg(x.sid ORDER BY x.i) AS streams,
+               array_agg(x.actual + coalesce(w.n, 0) ORDER BY x.i) AS versions
+          FROM expects x
+          LEFT JOIN unnest(v_written, v_added) AS w(sid, n) ON w.sid = x.sid
+         GROUP BY x.cmd
+    ), conflicts AS (
+        SELECT DISTINCT ON (x.cmd) x.cmd, x.sid, x.expected, x.actual
+          FROM expects x
+         WHERE x.actual <> x.expected
+         ORDER BY x.cmd, x.sid
+    )
+    SELECT ROW(c.cmd::int, f.first_position, v.streams, v.versions, b.sid, b.expected, b.actual)::__SCHEMA__.append_outcome
+      FROM generate_series(1, p_commands) AS c(cmd)
+      LEFT JOIN conflicts b ON b.cmd = c.cmd
+      LEFT JOIN firsts f ON f.cmd = c.cmd AND b.cmd IS NULL
+      LEFT JOIN versions v ON v.cmd = c.cmd AND b.cmd IS NULL
+     ORDER BY c.cmd);
 
     IF v_n > 0 THEN
         -- The position counter last: its row stays locked until the commit.
