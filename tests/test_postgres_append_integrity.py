@@ -286,7 +286,7 @@ def test_each_request_of_a_batch_that_hit_a_lock_error_gets_its_own_outcome() ->
 _LOCK_TIMEOUT_SIGNATURES = (
     "append_to_stream(text, bigint, uuid[], text[], bytea[], bytea[])",
     "append_batch(int[], int[], text[], bigint[], int[], int[], uuid[], text[], text[],"
-    " bytea[], bytea[], boolean)",  # the overload this version calls (migration 0014)
+    " bytea[], bytea[], boolean)",  # the overload this version calls (migration 0012)
 )
 
 

@@ -55,7 +55,7 @@ class Statements:
         return cls(
             schema=s,
             # lean: a success's row without its versions, which outcome_of adds up
-            # (migrations/0014)
+            # (migrations/0012)
             append_batch=(
                 f"SELECT * FROM {s}.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
                 " true)"
