@@ -22,6 +22,8 @@ import pytest
 
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 from eventcore.backends.postgres._sql import Statements
+from eventcore.store import AppendOutcome
+from eventcore.types import EventMetadata, NewEvent, StreamId
 
 PG_URL = os.environ.get("EVENTCORE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _reachable: bool | None = None
@@ -186,3 +188,19 @@ async def rename_functions(schema: str, name: str, new_name: str) -> None:
             await conn.execute(f"ALTER FUNCTION {function['signature']} RENAME TO {new_name}")
     finally:
         await conn.close()
+
+
+def comparable(outcome: AppendOutcome) -> object:
+    """An append outcome as a value two stores' answers can be compared by: an
+    error by its type, message and fields."""
+    if isinstance(outcome, Exception):
+        return (type(outcome), str(outcome), vars(outcome))
+    return outcome
+
+
+def numbered_event(stream: str, n: int = 0, metadata: EventMetadata | None = None) -> NewEvent:
+    """A ``Happened`` event for ``stream`` whose payload is ``{"n": n}``."""
+    payload = b'{"n":%d}' % n
+    if metadata is None:
+        return NewEvent(StreamId(stream), "Happened", payload)
+    return NewEvent(StreamId(stream), "Happened", payload, metadata)

@@ -22,24 +22,10 @@ from eventcore import StreamId
 from eventcore.backends.postgres import PostgresEventStore
 from eventcore.backends.postgres._writes import BatchArrays, outcome_of
 from eventcore.errors import StoreError
-from eventcore.store import AppendOutcome
-from eventcore.types import AppendRequest, AppendResult, EventMetadata, NewEvent
+from eventcore.types import AppendRequest, AppendResult, EventMetadata
 from tests import pg
 
 pytestmark = pytest.mark.postgres
-
-
-def _event(stream: str, n: int, metadata: EventMetadata | None = None) -> NewEvent:
-    payload = b'{"n":%d}' % n
-    if metadata is None:
-        return NewEvent(StreamId(stream), "Happened", payload)
-    return NewEvent(StreamId(stream), "Happened", payload, metadata)
-
-
-def _comparable(outcome: AppendOutcome) -> object:
-    if isinstance(outcome, Exception):
-        return (type(outcome), str(outcome), vars(outcome))
-    return outcome
 
 
 # (events, expectation) per stream of a batch: one event each (True: with
@@ -92,7 +78,9 @@ def test_commands_on_a_stream_each_answer_and_store_as_append_batch_does(
                             "zero": 0,
                         }[expectation]
                         new = [
-                            _event(stream, next(counter), traced if with_metadata else None)
+                            pg.numbered_event(
+                                stream, next(counter), traced if with_metadata else None
+                            )
                             for with_metadata in events
                         ]
                         requests.append(AppendRequest.create({stream: expected}, new))
@@ -101,8 +89,8 @@ def test_commands_on_a_stream_each_answer_and_store_as_append_batch_does(
                     by_streams = await store.append_many(requests)
                     rows = await raw.fetch(append_batch, *arrays.parameters())
                     by_batch = [outcome_of(r, q) for r, q in zip(rows, requests, strict=True)]
-                    assert [_comparable(o) for o in by_streams] == [
-                        _comparable(o) for o in by_batch
+                    assert [pg.comparable(o) for o in by_streams] == [
+                        pg.comparable(o) for o in by_batch
                     ]
                     for outcome in by_streams:
                         if isinstance(outcome, AppendResult):
@@ -117,7 +105,7 @@ def test_commands_on_a_stream_each_answer_and_store_as_append_batch_does(
 
 
 def _request(expected: dict[str, int], *streams: str) -> AppendRequest:
-    return AppendRequest.create(expected, [_event(s, n) for n, s in enumerate(streams)])
+    return AppendRequest.create(expected, [pg.numbered_event(s, n) for n, s in enumerate(streams)])
 
 
 def test_only_commands_on_distinct_single_streams_take_the_path() -> None:

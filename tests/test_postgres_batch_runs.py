@@ -24,7 +24,6 @@ from eventcore import StreamId
 from eventcore.backends.postgres import PostgresEventStore
 from eventcore.backends.postgres._writes import BatchArrays
 from eventcore.errors import VersionConflict
-from eventcore.store import AppendOutcome
 from eventcore.types import AppendRequest, AppendResult, NewEvent
 from tests import pg
 
@@ -39,12 +38,6 @@ _command = st.tuples(
     st.sampled_from(["after_batch", "after_batch", "stored", "stale"]),
 )
 _batch = st.lists(_command, min_size=2, max_size=10)
-
-
-def _comparable(outcome: AppendOutcome) -> object:
-    if isinstance(outcome, Exception):
-        return (type(outcome), str(outcome), vars(outcome))
-    return outcome
 
 
 def _requests(
@@ -100,7 +93,7 @@ def test_a_batch_of_commands_sharing_streams_is_as_one_after_another(
                 requests = _requests(batch, stored, prefix, counter)
                 in_one = await together.append_many(requests)
                 in_turn = [(await apart.append_many([r]))[0] for r in requests]
-                assert [_comparable(o) for o in in_one] == [_comparable(o) for o in in_turn]
+                assert [pg.comparable(o) for o in in_one] == [pg.comparable(o) for o in in_turn]
                 for outcome in in_one:
                     if isinstance(outcome, AppendResult):
                         stored.update(outcome.stream_versions)

@@ -24,28 +24,14 @@ from hypothesis import strategies as st
 
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 from eventcore.errors import DuplicateEventId, VersionConflict
-from eventcore.store import AppendOutcome
 from eventcore.types import AppendRequest, AppendResult, EventMetadata, NewEvent, StreamId
 from tests import pg
 
 _COPY_USED = "SELECT to_regclass('pg_temp.eventcore_staged_events') IS NOT NULL"
 
 
-def _event(stream: str, n: int = 0, metadata: EventMetadata | None = None) -> NewEvent:
-    payload = b'{"n":%d}' % n
-    if metadata is None:
-        return NewEvent(StreamId(stream), "Happened", payload)
-    return NewEvent(StreamId(stream), "Happened", payload, metadata)
-
-
 def _request(expected: dict[str, int], *events: NewEvent) -> AppendRequest:
     return AppendRequest.create(expected, events)
-
-
-def _comparable(outcome: AppendOutcome) -> object:
-    if isinstance(outcome, Exception):
-        return (type(outcome), str(outcome), vars(outcome))
-    return outcome
 
 
 @contextlib.asynccontextmanager
@@ -74,8 +60,8 @@ async def _append_both(
     stores: tuple[PostgresEventStore, PostgresEventStore], batch: Sequence[AppendRequest]
 ) -> tuple[list[object], list[object]]:
     copying, arrays = stores
-    by_copy = [_comparable(o) for o in await copying.append_many(batch)]
-    by_arrays = [_comparable(o) for o in await arrays.append_many(batch)]
+    by_copy = [pg.comparable(o) for o in await copying.append_many(batch)]
+    by_arrays = [pg.comparable(o) for o in await arrays.append_many(batch)]
     return by_copy, by_arrays
 
 
@@ -85,22 +71,27 @@ def _mixed_batches() -> list[list[AppendRequest]]:
     commands sharing a stream (each sees the versions the one before left)."""
     traced = EventMetadata("corr-1", "cause-1", {"user": "ann", "n": [1, 2]})
     return [
-        [_request({"a": 0}, *(_event("a", n) for n in range(40)))],
+        [_request({"a": 0}, *(pg.numbered_event("a", n) for n in range(40)))],
         [
             _request(
-                {"b": 0, "c": 0, "a": 40}, _event("b", 1, traced), _event("c", 2), _event("b", 3)
+                {"b": 0, "c": 0, "a": 40},
+                pg.numbered_event("b", 1, traced),
+                pg.numbered_event("c", 2),
+                pg.numbered_event("b", 3),
             )
         ],
         [
-            _request({"d": 0}, _event("d", 1), _event("d", 2)),
-            _request({"a": 39}, _event("a", 99)),  # stale: a is at 40
+            _request({"d": 0}, pg.numbered_event("d", 1), pg.numbered_event("d", 2)),
+            _request({"a": 39}, pg.numbered_event("a", 99)),  # stale: a is at 40
             _request({"e": 0, "b": 2}),  # reads only
-            _request({"f": 0, "g": 0}, _event("g", 1, traced), _event("f", 2)),
+            _request(
+                {"f": 0, "g": 0}, pg.numbered_event("g", 1, traced), pg.numbered_event("f", 2)
+            ),
         ],
         [
-            _request({"h": 0}, _event("h", 1)),
-            _request({"h": 0}, _event("h", 2)),  # stale after the one before
-            _request({"h": 1, "i": 0}, _event("h", 3), _event("i", 4)),
+            _request({"h": 0}, pg.numbered_event("h", 1)),
+            _request({"h": 0}, pg.numbered_event("h", 2)),  # stale after the one before
+            _request({"h": 1, "i": 0}, pg.numbered_event("h", 3), pg.numbered_event("i", 4)),
         ],
     ]
 
@@ -153,16 +144,16 @@ async def test_a_conflict_on_the_copy_path_raises_as_on_the_array_path_and_store
     schemas: tuple[str, str],
 ) -> None:
     async with _two_stores(*schemas) as (copying, arrays):
-        first = _request({"a": 0}, _event("a"))
+        first = _request({"a": 0}, pg.numbered_event("a"))
         for store in (copying, arrays):
             await store.append(first)
         before = await pg.stored_rows(schemas[0])
-        stale = _request({"a": 0, "b": 0}, *(_event("b", n) for n in range(20)))
+        stale = _request({"a": 0, "b": 0}, *(pg.numbered_event("b", n) for n in range(20)))
         with pytest.raises(VersionConflict) as by_copy:
             await copying.append(stale)
         with pytest.raises(VersionConflict) as by_arrays:
             await arrays.append(stale)
-    assert _comparable(by_copy.value) == _comparable(by_arrays.value)
+    assert pg.comparable(by_copy.value) == pg.comparable(by_arrays.value)
     assert (by_copy.value.stream_id, by_copy.value.expected, by_copy.value.actual) == ("a", 0, 1)
     after = await pg.stored_rows(schemas[0])
     assert (after[0], after[2]) == (before[0], before[2])  # no event, no position
@@ -174,12 +165,12 @@ async def test_a_conflict_on_the_copy_path_raises_as_on_the_array_path_and_store
 async def test_a_stored_event_id_on_the_copy_path_raises_duplicate_and_stores_nothing(
     schemas: tuple[str, str],
 ) -> None:
-    first = _event("a")
+    first = pg.numbered_event("a")
     async with _two_stores(*schemas) as (copying, arrays):
         for store in (copying, arrays):
             await store.append(_request({"a": 0}, first))
         before = await pg.stored_rows(schemas[0])
-        again = [_request({"b": 0}, _event("b")), _request({"a": 1}, first)]
+        again = [_request({"b": 0}, pg.numbered_event("b")), _request({"a": 1}, first)]
         with pytest.raises(DuplicateEventId) as by_copy:
             await copying.append_many(again)
         with pytest.raises(DuplicateEventId) as by_arrays:
@@ -193,7 +184,7 @@ async def test_a_stored_event_id_on_the_copy_path_raises_duplicate_and_stores_no
 async def test_an_event_id_repeated_within_a_copied_batch_raises_duplicate(
     pg_schema: str,
 ) -> None:
-    twice = _event("b")
+    twice = pg.numbered_event("b")
     twin = NewEvent(StreamId("c"), "Happened", b"{}", event_id=twice.event_id)
     async with await pg.fresh_store(pg_schema, copy_threshold=1) as store:
         with pytest.raises(DuplicateEventId) as caught:
@@ -218,7 +209,10 @@ async def test_a_batch_of_copy_threshold_events_goes_by_copy(pg_schema: str) -> 
         pg_schema, copy_threshold=3, max_connections=1, min_connections=1
     ) as store:
         await store.append_many(
-            [_request({"a": 0}, _event("a"), _event("a")), _request({"b": 0}, _event("b"))]
+            [
+                _request({"a": 0}, pg.numbered_event("a"), pg.numbered_event("a")),
+                _request({"b": 0}, pg.numbered_event("b")),
+            ]
         )
         assert await _copy_table_exists(store)
         assert [e.stream_version for e in await store.read_stream("a")] == [1, 2]
@@ -230,7 +224,10 @@ async def test_a_batch_below_copy_threshold_goes_as_arrays(pg_schema: str) -> No
         pg_schema, copy_threshold=4, max_connections=1, min_connections=1
     ) as store:
         await store.append_many(
-            [_request({"a": 0}, _event("a"), _event("a")), _request({"b": 0}, _event("b"))]
+            [
+                _request({"a": 0}, pg.numbered_event("a"), pg.numbered_event("a")),
+                _request({"b": 0}, pg.numbered_event("b")),
+            ]
         )
         assert not await _copy_table_exists(store)
         assert await store.head_position() == 3
@@ -243,7 +240,10 @@ async def test_concurrent_appends_that_group_commit_joins_past_the_threshold_all
     async with await pg.fresh_store(pg_schema, copy_threshold=10) as store:
         streams = [f"s{n}" for n in range(40)]
         results = await asyncio.gather(
-            *(store.append(_request({s: 0}, *(_event(s, n) for n in range(5)))) for s in streams)
+            *(
+                store.append(_request({s: 0}, *(pg.numbered_event(s, n) for n in range(5))))
+                for s in streams
+            )
         )
         assert sorted(p for r in results for p in r.positions) == list(range(1, 201))
         for stream in streams:
@@ -288,7 +288,7 @@ def _requests(
         for index, traced in events:
             name = names[index % len(names)]
             metadata = EventMetadata("corr", None, {"k": index}) if traced else None
-            new.append(_event(name, next(counter), metadata))
+            new.append(pg.numbered_event(name, next(counter), metadata))
             pending[name] = pending.get(name, 0) + 1
         requests.append(_request(expected, *new))
     return requests

@@ -23,29 +23,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventcore import StreamId
 from eventcore.backends.postgres import PostgresEventStore
 from eventcore.backends.postgres._writes import BatchArrays, outcome_of
 from eventcore.errors import StoreError, VersionConflict
-from eventcore.store import AppendOutcome
-from eventcore.types import AppendRequest, AppendResult, EventMetadata, NewEvent
+from eventcore.types import AppendRequest, AppendResult, EventMetadata
 from tests import pg
 from tests.pg_tally_proc import tally_codec
 
 pytestmark = pytest.mark.postgres
-
-
-def _event(stream: str, n: int, metadata: EventMetadata | None = None) -> NewEvent:
-    payload = b'{"n":%d}' % n
-    if metadata is None:
-        return NewEvent(StreamId(stream), "Happened", payload)
-    return NewEvent(StreamId(stream), "Happened", payload, metadata)
-
-
-def _comparable(outcome: AppendOutcome) -> object:
-    if isinstance(outcome, Exception):
-        return (type(outcome), str(outcome), vars(outcome))
-    return outcome
 
 
 # -- the same requests, both paths ---------------------------------------------------
@@ -96,7 +81,7 @@ def test_one_stream_appends_answer_and_store_as_append_batch_does(
                         "zero": 0,
                     }[expectation]
                     new = [
-                        _event(stream, next(counter), traced if with_metadata else None)
+                        pg.numbered_event(stream, next(counter), traced if with_metadata else None)
                         for with_metadata in events
                     ]
                     request = AppendRequest.create({stream: expected}, new)
@@ -105,7 +90,7 @@ def test_one_stream_appends_answer_and_store_as_append_batch_does(
                         append_batch, *BatchArrays.build([request], 1 << 20).parameters()
                     )
                     by_batch = outcome_of(rows[0], request)
-                    assert _comparable(by_short) == _comparable(by_batch)
+                    assert pg.comparable(by_short) == pg.comparable(by_batch)
                     if isinstance(by_short, AppendResult):
                         versions.update(by_short.stream_versions)
         finally:
@@ -121,17 +106,17 @@ def test_one_stream_appends_answer_and_store_as_append_batch_does(
 async def test_only_one_command_on_one_stream_takes_the_short_path(pg_schema: str) -> None:
     async with await pg.fresh_store(pg_schema) as store:
         await pg.rename_functions(pg_schema, "append_batch", "gone")
-        one = await store.append(AppendRequest.create({"a": 0}, [_event("a", 1)]))
+        one = await store.append(AppendRequest.create({"a": 0}, [pg.numbered_event("a", 1)]))
         assert one.positions == (1,)
         checks_only = await store.append(AppendRequest.create({"a": 1}))
         assert checks_only.stream_versions == {"a": 1}
         with pytest.raises(StoreError, match="append_batch"):
-            await store.append(AppendRequest.create({"a": 1, "b": 0}, [_event("a", 2)]))
+            await store.append(AppendRequest.create({"a": 1, "b": 0}, [pg.numbered_event("a", 2)]))
         with pytest.raises(StoreError, match="append_batch"):
             await store.append_many(  # two commands on one stream
                 [
-                    AppendRequest.create({"a": 1}, [_event("a", 3)]),
-                    AppendRequest.create({"a": 2}, [_event("a", 4)]),
+                    AppendRequest.create({"a": 1}, [pg.numbered_event("a", 3)]),
+                    AppendRequest.create({"a": 2}, [pg.numbered_event("a", 4)]),
                 ]
             )
 
@@ -140,7 +125,9 @@ async def test_a_stream_with_a_row_but_no_events_takes_its_first_append(pg_schem
     async with await pg.fresh_store(pg_schema) as store:
         # A check-only append leaves the stream a row at version 0.
         await store.append(AppendRequest.create({"quiet": 0}))
-        result = await store.append(AppendRequest.create({"quiet": 0}, [_event("quiet", 1)]))
+        result = await store.append(
+            AppendRequest.create({"quiet": 0}, [pg.numbered_event("quiet", 1)])
+        )
         assert result.stream_versions == {"quiet": 1}
         outcome = (await store.append_many([AppendRequest.create({"quiet": 0})]))[0]
         assert isinstance(outcome, VersionConflict)
@@ -158,7 +145,7 @@ async def _holding(schema: str, stream: str, expected: int) -> AsyncIterator[Any
     try:
         transaction = raw.transaction()
         await transaction.start()
-        request = AppendRequest.create({stream: expected}, [_event(stream, 100)])
+        request = AppendRequest.create({stream: expected}, [pg.numbered_event(stream, 100)])
         (row,) = await raw.fetch(
             pg.test_statements(schema).append_to_stream,
             *_one_stream_parameters(request),
@@ -192,10 +179,12 @@ async def test_an_append_waiting_on_another_writer_sees_how_it_ended(
     async with await pg.fresh_store(pg_schema) as store:
         before = 0
         if not created_by_holder:
-            await store.append(AppendRequest.create({"s": 0}, [_event("s", 1)]))
+            await store.append(AppendRequest.create({"s": 0}, [pg.numbered_event("s", 1)]))
             before = 1
         async with _holding(pg_schema, "s", before) as transaction:
-            task = await _waiting(store, AppendRequest.create({"s": before}, [_event("s", 2)]))
+            task = await _waiting(
+                store, AppendRequest.create({"s": before}, [pg.numbered_event("s", 2)])
+            )
             await (transaction.commit() if holder_ends == "commit" else transaction.rollback())
         (outcome,) = await task
         if holder_ends == "commit":
