@@ -204,3 +204,16 @@ def numbered_event(stream: str, n: int = 0, metadata: EventMetadata | None = Non
     if metadata is None:
         return NewEvent(StreamId(stream), "Happened", payload)
     return NewEvent(StreamId(stream), "Happened", payload, metadata)
+
+
+async def backend_waiting_for(holder: asyncpg.Connection) -> int:
+    """The pid of the server backend that waits for a lock ``holder`` holds (polled
+    for up to 5 s)."""
+    for _ in range(500):
+        pid = await holder.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid))"
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.01)
+    raise AssertionError("nothing waited for the lock the holder holds")

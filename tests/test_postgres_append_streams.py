@@ -188,15 +188,7 @@ async def test_a_stream_that_reaches_the_expected_version_while_the_batch_waits_
             await holder.fetch(pg.test_statements(pg_schema).append_to_stream, *parameters)
             batch = [_request({"r": 1}, "r"), _request({"s": 2}, "s")]
             append = asyncio.ensure_future(store.append_many(batch))
-            for _ in range(500):
-                if await holder.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid))"
-                ):
-                    break
-                await asyncio.sleep(0.01)
-            else:
-                raise AssertionError("the batch never waited for the held row")
+            await pg.backend_waiting_for(holder)
             await holding.commit()
             outcomes = await append
         finally:

@@ -39,18 +39,6 @@ def _batch(kind: str) -> list[AppendRequest]:
     ]
 
 
-async def _waiting_backend(holder: asyncpg.Connection) -> int:
-    """The backend waiting for the lock ``holder`` holds."""
-    for _ in range(500):
-        pid = await holder.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid))"
-        )
-        if pid is not None:
-            return int(pid)
-        await asyncio.sleep(0.01)
-    raise AssertionError("the append never waited for the position counter")
-
-
 @pytest.mark.parametrize("kind", ["one stream", "one command, two streams", "independent commands"])
 async def test_an_append_waits_for_the_position_counter_only_after_its_other_writes(
     pg_schema: str, kind: str
@@ -65,7 +53,7 @@ async def test_an_append_waits_for_the_position_counter_only_after_its_other_wri
             await holding.start()
             await holder.execute(f'SELECT 1 FROM "{pg_schema}".log_head FOR UPDATE')
             append = asyncio.ensure_future(store.append_many(_batch(kind)))
-            pid = await _waiting_backend(holder)
+            pid = await pg.backend_waiting_for(holder)
             modes = await holder.fetch(
                 "SELECT mode FROM pg_locks WHERE pid = $1 AND relation = $2::regclass",
                 pid,

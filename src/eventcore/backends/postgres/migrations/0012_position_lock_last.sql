@@ -39,8 +39,9 @@
 --
 -- Two-stream commands at 64 tasks, warm cache (eventcore bench steady_transfers,
 -- two interleaved pairs): 8,641 and 8,458 commands/s with full rows, 9,429 and
--- 9,159 lean (the lean rows built in append_independent itself, then moved into
--- these overloads: 8,573 and 9,264 against 9,266 and 8,756 commands/s, noise).
+-- 9,159 lean. Lean rows through these overloads against lean rows built in
+-- append_independent itself (its first form): 8,573 and 9,264 against 9,266 and
+-- 8,756 commands/s, no difference beyond noise.
 --
 -- CREATE OR REPLACE drops a function's settings, so both are set again on every
 -- array-path function below, overloads included.
