@@ -430,7 +430,11 @@ async def test_followers_waiting_on_one_replay_watch_share_its_polls() -> None:
     alone = ReplicaHead()
     await ReplayWatch(alone.read).wait_past(0, max_wait=0.2)
     await asyncio.gather(*(watch.wait_past(0, max_wait=0.2) for _ in range(20)))
-    assert replica.asked <= alone.asked + 2
+    # Unshared, 20 followers would poll about 20 times as often as one. The two
+    # windows are timed separately, and on a loaded machine their sleeps overshoot
+    # differently (17 polls alone against 20 shared in one such run), so the
+    # bound is twice the lone count, not the count itself.
+    assert replica.asked <= 2 * alone.asked
 
 
 async def test_the_replay_watch_stops_waiting_when_the_replica_cannot_be_asked() -> None:
