@@ -3,12 +3,15 @@
     python benchmarks/append_server_cpu.py [--appends 20000] [--tasks 64]
                                            [--streams 10000] [--analyze]
                                            [--max-in-flight N] [--max-batch N]
+                                           [--streams-per-append K]
                                            [--dsn postgresql://...]
 
 ``--tasks`` tasks append one event each, again and again, to random streams of
 ``--streams`` (each task owns its own streams and knows their versions, so no
 append conflicts), through ``PostgresEventStore.append`` and its group commit:
-the store and the server alone, no executor, no state cache. After a warm-up of
+the store and the server alone, no executor, no state cache. With
+``--streams-per-append 2`` each append expects two of the task's streams and
+writes an event to each (the shape of a transfer between two accounts). After a warm-up of
 50 appends a task it prints appends/s of wall time, the client's CPU per append
 (this process) and the server's (every process of the PostgreSQL server: the
 live ones' own time plus what the postmaster has collected from children that
@@ -105,6 +108,7 @@ async def main(
     stream_count: int,
     analyze: bool,
     group_commit: GroupCommitSettings,
+    streams_per_append: int = 1,
 ) -> None:
     schema = f"bench_cpu_{uuid.uuid4().hex[:8]}"
     raw = await asyncpg.connect(dsn)
@@ -128,10 +132,11 @@ async def main(
         async def worker(task: int, count: int) -> None:
             rng = random.Random(task)
             for _ in range(count):
-                stream = rng.choice(owned[task])
-                event = NewEvent(stream, "Deposited", b'{"amount":100}')
-                await store.append(AppendRequest.create({stream: versions[stream]}, [event]))
-                versions[stream] += 1
+                chosen = rng.sample(owned[task], streams_per_append)
+                events = [NewEvent(s, "Deposited", b'{"amount":100}') for s in chosen]
+                await store.append(AppendRequest.create({s: versions[s] for s in chosen}, events))
+                for stream in chosen:
+                    versions[stream] += 1
 
         await asyncio.gather(*(worker(task, 50) for task in range(tasks)))
         if analyze:
@@ -171,12 +176,16 @@ if __name__ == "__main__":
     parser.add_argument("--analyze", action="store_true")
     parser.add_argument("--max-in-flight", type=int, help="the store's default: 1")
     parser.add_argument("--max-batch", type=int, help="the store's default: 256")
+    parser.add_argument("--streams-per-append", type=_positive, default=1)
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     options = parser.parse_args()
-    if options.appends < options.tasks or options.streams < options.tasks:
+    if options.appends < options.tasks or options.streams < options.tasks * (
+        options.streams_per_append
+    ):
         parser.error(
-            f"--appends ({options.appends}) and --streams ({options.streams}) must be at "
-            f"least --tasks ({options.tasks}): each task appends to streams of its own"
+            f"--appends ({options.appends}) must be at least --tasks ({options.tasks}), and"
+            f" --streams ({options.streams}) at least --tasks times --streams-per-append"
+            f" ({options.streams_per_append}): each task appends to streams of its own"
         )
     settings = PostgresConfig().group_commit
     if options.max_in_flight is not None:
@@ -191,5 +200,6 @@ if __name__ == "__main__":
             options.streams,
             options.analyze,
             settings,
+            options.streams_per_append,
         )
     )

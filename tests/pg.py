@@ -210,6 +210,9 @@ async def backend_waiting_for(holder: asyncpg.Connection) -> int:
     """The pid of the server backend that waits for a lock ``holder`` holds (polled
     for up to 5 s)."""
     for _ in range(500):
+        # Inside a transaction the holder's view of pg_stat_activity is fixed at its
+        # first read: cleared, a backend that connected since then shows too.
+        await holder.execute("SELECT pg_stat_clear_snapshot()")
         pid = await holder.fetchval(
             "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid))"
         )

@@ -282,11 +282,11 @@ def test_each_request_of_a_batch_that_hit_a_lock_error_gets_its_own_outcome() ->
 
 
 # One stream's append goes through append_to_stream, a two-stream one through
-# append_batch: both take the stream's lock, and both time out on it the same way.
+# append_disjoint (migration 0014): both take the stream's lock, and both time out
+# on it the same way.
 _LOCK_TIMEOUT_SIGNATURES = (
     "append_to_stream(text, bigint, uuid[], text[], bytea[], bytea[])",
-    "append_batch(int[], int[], text[], bigint[], int[], int[], uuid[], text[], text[],"
-    " bytea[], bytea[], boolean)",  # the overload this version calls (migration 0012)
+    "append_disjoint(int[], text[], bigint[], int[], uuid[], text[], bytea[], bytea[])",
 )
 
 

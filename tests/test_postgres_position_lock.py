@@ -16,6 +16,9 @@ import asyncpg
 import pytest
 
 from eventcore import StreamId
+from eventcore.backends.postgres import PostgresEventStore
+from eventcore.backends.postgres._writes import BatchArrays, outcome_of
+from eventcore.store import AppendOutcome
 from eventcore.types import AppendRequest, AppendResult, NewEvent
 from tests import pg
 
@@ -30,16 +33,40 @@ def _batch(kind: str) -> list[AppendRequest]:
     a, b, c = StreamId("a"), StreamId("b"), StreamId("c")
     if kind == "one stream":  # append_to_stream
         return [AppendRequest.create({a: 1}, [_event(a)])]
-    if kind == "one command, two streams":  # append_batch -> append_one
+    if kind.startswith("one command, two streams"):  # append_disjoint; append_one
         return [AppendRequest.create({a: 1, b: 1}, [_event(a), _event(b)])]
-    # append_batch -> append_independent
+    # append_disjoint; append_independent
     return [
         AppendRequest.create({a: 1}, [_event(a)]),
         AppendRequest.create({b: 1, c: 1}, [_event(b), _event(c)]),
     ]
 
 
-@pytest.mark.parametrize("kind", ["one stream", "one command, two streams", "independent commands"])
+async def _append(store: PostgresEventStore, schema: str, kind: str) -> list[AppendOutcome]:
+    """The store's own path, or (for the kinds it no longer sends there) a call of
+    append_batch, which processes of an earlier eventcore still make."""
+    batch = _batch(kind)
+    if not kind.endswith("by append_batch"):
+        return await store.append_many(batch)
+    conn = await asyncpg.connect(pg.test_config(schema).dsn)
+    try:
+        parameters = BatchArrays.build(batch, 1 << 20).parameters()
+        rows = await conn.fetch(pg.test_statements(schema).append_batch, *parameters)
+    finally:
+        await conn.close()
+    return [outcome_of(row, request) for row, request in zip(rows, batch, strict=True)]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "one stream",
+        "one command, two streams",
+        "independent commands",
+        "one command, two streams, by append_batch",
+        "independent commands, by append_batch",
+    ],
+)
 async def test_an_append_waits_for_the_position_counter_only_after_its_other_writes(
     pg_schema: str, kind: str
 ) -> None:
@@ -52,7 +79,7 @@ async def test_an_append_waits_for_the_position_counter_only_after_its_other_wri
             holding = holder.transaction()
             await holding.start()
             await holder.execute(f'SELECT 1 FROM "{pg_schema}".log_head FOR UPDATE')
-            append = asyncio.ensure_future(store.append_many(_batch(kind)))
+            append = asyncio.ensure_future(_append(store, pg_schema, kind))
             pid = await pg.backend_waiting_for(holder)
             modes = await holder.fetch(
                 "SELECT mode FROM pg_locks WHERE pid = $1 AND relation = $2::regclass",

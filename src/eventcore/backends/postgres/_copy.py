@@ -61,7 +61,8 @@ async def append_rows(
     """The ``append_outcome`` rows of one batch, one per command in order, by COPY
     when the batch is big enough, else by one call of ``append_to_stream`` (one
     command on one stream), of ``append_streams`` (commands on one stream each,
-    none shared) or of ``append_batch``."""
+    none shared), of ``append_disjoint`` (commands on any streams, none shared) or
+    of ``append_batch``."""
     if not uses_copy(len(arrays.event_ids), copy_threshold):
         one_stream = arrays.one_stream_parameters()
         if one_stream is not None:
@@ -69,6 +70,9 @@ async def append_rows(
         streams = arrays.streams_parameters()
         if streams is not None:
             return await conn.fetch(sql.append_streams, *streams)
+        disjoint = arrays.disjoint_parameters()
+        if disjoint is not None:
+            return await conn.fetch(sql.append_disjoint, *disjoint)
         return await conn.fetch(sql.append_batch, *arrays.parameters())
     async with conn.transaction():
         await conn.execute(_CREATE_STAGING)

@@ -25,6 +25,7 @@ class Statements:
     append_batch: str
     append_to_stream: str
     append_streams: str
+    append_disjoint: str
     append_staged: str
     read_stream: str
     read_streams: str
@@ -64,6 +65,8 @@ class Statements:
             append_to_stream=f"SELECT * FROM {s}.append_to_stream($1, $2, $3, $4, $5, $6)",
             # commands on one stream each, no two on the same (migrations/0013)
             append_streams=f"SELECT * FROM {s}.append_streams($1, $2, $3, $4, $5, $6, $7)",
+            # commands on one or more streams each, no two sharing one (migrations/0014)
+            append_disjoint=(f"SELECT * FROM {s}.append_disjoint($1, $2, $3, $4, $5, $6, $7, $8)"),
             # append_batch with the events staged by COPY (see _copy)
             append_staged=f"SELECT * FROM {s}.append_staged($1, $2, $3, $4, $5)",
             read_stream=(

@@ -143,6 +143,36 @@ class BatchArrays:
             self.metadata,
         )
 
+    def disjoint_parameters(self) -> tuple[list[Any], ...] | None:
+        """``append_disjoint``'s parameters when no two commands share a stream, every
+        command expects one at least, and every event is for one of its command's
+        streams; otherwise None (``append_batch``). An event's stream is sent as the
+        index (from 1) of its command's expectation of it."""
+        streams = self.expect_streams
+        ends = self.expect_end
+        index = {stream: i for i, stream in enumerate(streams, 1)}
+        if len(index) != len(streams):
+            return None  # a stream two commands expect
+        if not ends or ends[0] == 0 or len(set(ends)) != len(ends):
+            return None  # a command expecting no stream
+        expect_cmd = self.expect_cmd
+        event_expect: list[int] = []
+        for command, stream in zip(self.event_cmd, self.event_streams, strict=True):
+            expectation = index.get(stream)
+            if expectation is None or expect_cmd[expectation - 1] != command:
+                return None  # an event for another stream: append_batch refuses it
+            event_expect.append(expectation)
+        return (
+            ends,
+            streams,
+            self.expect_versions,
+            event_expect,
+            self.event_ids,
+            self.event_types,
+            self.payloads,
+            self.metadata,
+        )
+
     def all_streams(self) -> list[str]:
         return sorted(set(self.expect_streams))
 
@@ -175,8 +205,8 @@ def outcome_of(row: Any, request: AppendRequest) -> AppendOutcome:
         return VersionConflict(trusted_stream_id(conflict_stream), expected, actual)
     stream_versions: dict[str, int]
     if streams is None:
-        # A lean row (append_streams, append_batch with p_lean; migrations 0012,
-        # 0013): the command found each stream at its expected version and wrote
+        # A lean row (append_streams, append_disjoint, append_batch with p_lean;
+        # migrations 0012-0014): the command found each stream at its expected version and wrote
         # its events there.
         stream_versions = dict(request.expected)
         for event in request.events:

@@ -1,0 +1,225 @@
+-- append_disjoint: a batch of commands that share no stream, each expecting one or
+-- more streams (a transfer expects two and writes to both): what group commit
+-- gathers when commands span several aggregates. append_batch takes these through
+-- append_independent, after a lock statement, two slice checks and a count of
+-- distinct streams; there a version probe per stream, a join checking that every
+-- event is for one of its command's streams, a grouped count of events per
+-- stream, a version update and an insert joined back to the expectations. Here, as
+-- in append_streams (0013), one UPDATE checks, locks and moves every stream at its
+-- expected version, and each event names its expectation by index (the client
+-- has checked that it is one of its command's), so the streams of events are not
+-- sent, matched or grouped by name: eight arrays instead of eleven.
+--
+-- A command is all or nothing: when one of its streams is not at its expected
+-- version, the streams of it the UPDATE moved are moved back (their rows stay
+-- locked by this transaction, as a lock statement would have left them, so no
+-- other transaction sees either change). Locks are taken as in append_streams:
+-- the rows of streams expected at version 0 are made first, the UPDATE takes the
+-- rows in stream_id order, and the position counter comes last. A stream another
+-- writer moved to its expected version while the UPDATE waited on an earlier row
+-- is passed by, so a stream found at its expected version afterwards is updated
+-- again, until it moves or is not at that version. A success's row carries its
+-- first position only (the client adds its events to its expected versions).
+
+CREATE FUNCTION __SCHEMA__.append_disjoint(
+    p_expect_end   int[],
+    p_streams      text[],
+    p_versions     bigint[],
+    p_event_expect int[],
+    p_ids          uuid[],
+    p_types        text[],
+    p_payloads     bytea[],
+    p_metadata     bytea[])
+RETURNS SETOF __SCHEMA__.append_outcome
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_commands int := coalesce(cardinality(p_expect_end), 0);
+    v_expects int := coalesce(cardinality(p_streams), 0);
+    v_events int := coalesce(cardinality(p_ids), 0);
+    v_expect_cmd int[];
+    v_added bigint[];
+    v_moved int[];
+    v_again int[];
+    v_actual bigint[];
+    v_bad int[];
+    v_n int;
+    v_base bigint;
+    v_inserted bigint;
+    v_out __SCHEMA__.append_outcome[];
+BEGIN
+    IF coalesce(cardinality(p_versions), 0) <> v_expects
+       OR coalesce(cardinality(p_event_expect), 0) <> v_events
+       OR coalesce(cardinality(p_types), 0) <> v_events
+       OR coalesce(cardinality(p_payloads), 0) <> v_events
+       OR coalesce(cardinality(p_metadata), 0) <> v_events
+       OR coalesce(p_expect_end[v_commands], 0) <> v_expects
+       OR array_position(p_versions, NULL) IS NOT NULL
+       OR EXISTS (SELECT 1 FROM generate_subscripts(p_expect_end, 1) AS i
+                   WHERE p_expect_end[i] IS NULL
+                      OR p_expect_end[i] <= coalesce(p_expect_end[i - 1], 0))
+       OR (SELECT count(s) <> v_expects OR count(DISTINCT s) <> v_expects
+             FROM unnest(p_streams) AS s) THEN
+        RAISE EXCEPTION 'eventcore: append_disjoint: the arrays do not describe % command(s) '
+                        'on distinct streams: % expectation(s), % event(s), slice ends %',
+                        v_commands, v_expects, v_events, p_expect_end;
+    END IF;
+
+    -- each expectation's command, from the slice ends
+    v_expect_cmd := ARRAY(SELECT x.i
+                            FROM unnest(p_expect_end) WITH ORDINALITY AS x(e_end, i)
+                            CROSS JOIN LATERAL generate_series(
+                                coalesce(p_expect_end[x.i - 1], 0) + 1, x.e_end) AS g(j)
+                           ORDER BY g.j);
+    -- Every event names an expectation, and a command's events come together, in
+    -- command order (a command's positions are consecutive).
+    IF EXISTS (SELECT 1
+                 FROM (SELECT e.x, lag(e.x) OVER (ORDER BY e.ord) AS before
+                         FROM unnest(p_event_expect) WITH ORDINALITY AS e(x, ord)) AS e
+                WHERE e.x IS NULL OR e.x < 1 OR e.x > v_expects
+                   OR v_expect_cmd[e.x] < v_expect_cmd[e.before]) THEN
+        RAISE EXCEPTION 'eventcore: append_disjoint: event expectations % are not indexes '
+                        'into % expectation(s) in command order', p_event_expect, v_expects;
+    END IF;
+    -- events per expectation
+    v_added := ARRAY(SELECT coalesce(c.n, 0)
+                       FROM generate_series(1, v_expects) AS g(x)
+                       LEFT JOIN (SELECT e.x, count(*) AS n
+                                    FROM unnest(p_event_expect) AS e(x)
+                                   GROUP BY e.x) AS c ON c.x = g.x
+                      ORDER BY g.x);
+
+    -- 1. every stream expected empty gets a row to lock (version 0 = empty stream)
+    IF 0 = ANY (p_versions) THEN
+        INSERT INTO __SCHEMA__.streams (stream_id, version)
+        SELECT x.sid, 0
+          FROM unnest(p_streams, p_versions) AS x(sid, expected)
+         WHERE x.expected = 0
+         ORDER BY 1
+        ON CONFLICT DO NOTHING;
+    END IF;
+
+    -- 2. One statement checks, locks and moves every stream at its expected version,
+    --    in stream_id order (a stream a command only read moves by 0: locked all the
+    --    same).
+    WITH moved AS (
+        UPDATE __SCHEMA__.streams s SET version = s.version + w.n
+          FROM (SELECT x.i, x.sid, x.expected, v_added[x.i] AS n
+                  FROM unnest(p_streams, p_versions) WITH ORDINALITY AS x(sid, expected, i)
+                 ORDER BY x.sid) AS w
+         WHERE s.stream_id = w.sid AND s.version = w.expected
+        RETURNING w.i)
+    SELECT coalesce(array_agg(m.i), '{}') INTO v_moved FROM moved AS m;
+
+    IF cardinality(v_moved) = v_expects THEN
+        v_actual := p_versions;
+        v_bad := '{}';
+    ELSE
+        LOOP
+            -- The other streams as they are now (read, not locked). No row is
+            -- version 0: a conflict for an expected later version; for an expected
+            -- 0 the row was made above (NULL if not).
+            v_actual := ARRAY(
+                SELECT CASE WHEN x.i = ANY (v_moved) THEN x.expected
+                            ELSE coalesce((SELECT s.version FROM __SCHEMA__.streams s
+                                            WHERE s.stream_id = x.sid),
+                                          CASE WHEN x.expected <> 0 THEN 0 END) END
+                  FROM unnest(p_streams, p_versions) WITH ORDINALITY AS x(sid, expected, i)
+                 ORDER BY x.i);
+            IF array_position(v_actual, NULL) IS NOT NULL THEN
+                RAISE EXCEPTION 'eventcore: append_disjoint: stream % has no row to lock',
+                                quote_nullable(p_streams[array_position(v_actual, NULL)]);
+            END IF;
+            -- A stream that reached its expected version after the UPDATE's snapshot
+            -- (a writer committed meanwhile) is tried again; versions only grow, so
+            -- this ends.
+            SELECT array_agg(x.i) INTO v_again
+              FROM unnest(p_versions, v_actual) WITH ORDINALITY AS x(expected, actual, i)
+             WHERE x.actual = x.expected AND NOT x.i = ANY (v_moved);
+            EXIT WHEN v_again IS NULL;
+            WITH moved AS (
+                UPDATE __SCHEMA__.streams s SET version = s.version + w.n
+                  FROM (SELECT x.i, x.sid, x.expected, v_added[x.i] AS n
+                          FROM unnest(p_streams, p_versions) WITH ORDINALITY
+                               AS x(sid, expected, i)
+                         WHERE x.i = ANY (v_again)
+                         ORDER BY x.sid) AS w
+                 WHERE s.stream_id = w.sid AND s.version = w.expected
+                RETURNING w.i)
+            SELECT v_moved || coalesce(array_agg(m.i), '{}') INTO v_moved FROM moved AS m;
+        END LOOP;
+        v_bad := ARRAY(SELECT DISTINCT v_expect_cmd[x.i]
+                         FROM unnest(p_versions, v_actual) WITH ORDINALITY
+                              AS x(expected, actual, i)
+                        WHERE x.actual <> x.expected);
+        -- 3. a command with a conflict writes nothing: what the UPDATE moved of its
+        --    streams goes back (still locked by this transaction)
+        UPDATE __SCHEMA__.streams s SET version = s.version - w.n
+          FROM (SELECT x.sid, v_added[x.i] AS n
+                  FROM unnest(p_streams) WITH ORDINALITY AS x(sid, i)
+                 WHERE x.i = ANY (v_moved) AND v_expect_cmd[x.i] = ANY (v_bad)
+                   AND v_added[x.i] > 0) AS w
+         WHERE s.stream_id = w.sid;
+    END IF;
+
+    SELECT count(*) INTO v_n FROM unnest(p_event_expect) AS e(x)
+     WHERE v_expect_cmd[e.x] <> ALL (v_bad);
+
+    -- 4. the outcome rows, numbered relative to the batch's first position (not
+    --    known yet): first_position holds the rank of a command's first event among
+    --    the events written; a conflict names the command's first stream (by id)
+    --    not at its expected version.
+    v_out := ARRAY(
+        WITH firsts AS (
+            SELECT e.cmd, min(e.rank) AS first
+              FROM (SELECT v_expect_cmd[u.x] AS cmd, row_number() OVER (ORDER BY u.ord) AS rank
+                      FROM unnest(p_event_expect) WITH ORDINALITY AS u(x, ord)
+                     WHERE v_expect_cmd[u.x] <> ALL (v_bad)) AS e
+             GROUP BY e.cmd
+        ), conflicts AS (
+            SELECT DISTINCT ON (v_expect_cmd[x.i]) v_expect_cmd[x.i] AS cmd,
+                   x.sid, x.expected, x.actual
+              FROM unnest(p_streams, p_versions, v_actual) WITH ORDINALITY
+                   AS x(sid, expected, actual, i)
+             WHERE x.actual <> x.expected
+             ORDER BY v_expect_cmd[x.i], x.sid
+        )
+        SELECT ROW(c.cmd::int, f.first, NULL, NULL, b.sid, b.expected, b.actual)
+               ::__SCHEMA__.append_outcome
+          FROM generate_series(1, v_commands) AS c(cmd)
+          LEFT JOIN conflicts b ON b.cmd = c.cmd
+          LEFT JOIN firsts f ON f.cmd = c.cmd AND b.cmd IS NULL
+         ORDER BY c.cmd);
+
+    IF v_n > 0 THEN
+        -- 5. the position counter last: its row stays locked until the commit
+        UPDATE __SCHEMA__.log_head SET position = position + v_n WHERE id = 1
+        RETURNING position - v_n INTO v_base;
+        INSERT INTO __SCHEMA__.events
+               (position, event_id, stream_id, stream_version, event_type, payload, metadata)
+        SELECT v_base + row_number() OVER (ORDER BY u.ord), u.eid, p_streams[u.x],
+               p_versions[u.x] + row_number() OVER (PARTITION BY u.x ORDER BY u.ord),
+               u.typ, u.pl, u.md
+          FROM unnest(p_event_expect, p_ids, p_types, p_payloads, p_metadata) WITH ORDINALITY
+               AS u(x, eid, typ, pl, md, ord)
+         WHERE v_expect_cmd[u.x] <> ALL (v_bad);
+        GET DIAGNOSTICS v_inserted = ROW_COUNT;
+        IF v_inserted <> v_n THEN
+            RAISE EXCEPTION 'eventcore: append_disjoint: inserted % of the % event(s) to '
+                            'write; refusing to number the others', v_inserted, v_n;
+        END IF;
+        -- Wake tailing readers; delivered only when (and if) the transaction commits.
+        PERFORM pg_notify('__CHANNEL__', (v_base + v_n)::text);
+    END IF;
+    RETURN QUERY SELECT o.command, v_base + o.first_position, o.out_streams, o.out_versions,
+                        o.conflict_stream, o.conflict_expected, o.conflict_actual
+                   FROM unnest(v_out) AS o;
+END
+$fn$;
+
+-- As the other array-path append functions (0011-0013): never a sequential scan,
+-- generic plans.
+ALTER FUNCTION __SCHEMA__.append_disjoint(int[], text[], bigint[], int[], uuid[], text[], bytea[], bytea[])
+    SET enable_seqscan = off;
+ALTER FUNCTION __SCHEMA__.append_disjoint(int[], text[], bigint[], int[], uuid[], text[], bytea[], bytea[])
+    SET plan_cache_mode = force_generic_plan;
