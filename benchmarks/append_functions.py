@@ -18,7 +18,8 @@ ratio to the insert's.
 
 With ``--batch N``, ``append_batch`` with N commands a call instead, as group
 commit sends them, three ways interleaved: N one-stream commands, N two-stream
-commands that share no stream (both set-based in one go), and the same with two
+commands that share no stream (both set-based in one go), the same through
+``append_disjoint`` (the function the store calls for them), and the same with two
 commands sharing one stream (cut into two runs of independent commands). Prints
 milliseconds per call. The scratch schema is dropped afterwards.
 """
@@ -151,29 +152,40 @@ async def batches(
     versions: dict[str, int] = {}
     rng = random.Random(2)
 
-    async def call(width: int, shared: bool) -> None:
+    async def call(width: int, shared: bool, disjoint: bool) -> None:
         chosen = rng.sample(streams, width * size)
         if shared:
             chosen[width] = chosen[0]  # the second command expects the first's stream
         parameters, written = _batch_parameters(chosen, size, width, versions)
-        rows = await conn.fetch(sql.append_batch, *parameters)
+        if disjoint:
+            # append_disjoint's arrays: each event names its expectation (here the
+            # events are the expectations, one each, in order)
+            expect_end, _, expect_streams, expect_versions, _, _, ids, _, *rest = parameters
+            indexes = list(range(1, len(ids) + 1))
+            rows = await conn.fetch(
+                sql.append_disjoint,
+                expect_end, expect_streams, expect_versions, indexes, ids, *rest,
+            )  # fmt: skip
+        else:
+            rows = await conn.fetch(sql.append_batch, *parameters)
         assert all(row["first_position"] is not None for row in rows), rows
         for stream, added in written.items():
             versions[stream] = versions.get(stream, 0) + added
 
-    ways = {
-        f"{size} one-stream commands": (1, False),
-        f"{size} two-stream, independent": (2, False),
-        f"{size} two-stream, one shared": (2, True),
+    ways: dict[str, tuple[int, bool, bool]] = {
+        f"{size} one-stream commands": (1, False, False),
+        f"{size} two-stream, independent": (2, False, False),
+        f"{size} two-stream, append_disjoint": (2, False, True),
+        f"{size} two-stream, one shared": (2, True, False),
     }
     for _ in range(calls):  # every stream opened, the plans warm
-        await call(1, False)
+        await call(1, False, False)
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):
-        for name, (width, shared) in ways.items():
+        for name, way in ways.items():
             started = time.perf_counter()
             for _ in range(calls):
-                await call(width, shared)
+                await call(*way)
             times[name].append((time.perf_counter() - started) / calls * 1000)
     for name, measured in times.items():
         runs = ", ".join(f"{ms:.2f}" for ms in measured)
