@@ -220,3 +220,40 @@ async def backend_waiting_for(holder: asyncpg.Connection) -> int:
             return int(pid)
         await asyncio.sleep(0.01)
     raise AssertionError("nothing waited for the lock the holder holds")
+
+
+async def assert_refused(
+    schema: str, statement: str, arguments: Sequence[Any], complaint: str
+) -> None:
+    """Call an append function of a migrated ``schema`` with ``arguments`` followed by
+    two events' ids, types, payloads and metadata; it must raise ``complaint`` and
+    number nothing."""
+    raw = await asyncpg.connect(PG_URL, timeout=5)
+    try:
+        with pytest.raises(asyncpg.RaiseError, match=complaint):
+            await raw.fetch(
+                statement,
+                *arguments,
+                [uuid.uuid4(), uuid.uuid4()],
+                ["T", "T"],
+                [b"{}", b"{}"],
+                [b"{}", b"{}"],
+            )
+        assert await raw.fetchval(f'SELECT position FROM "{schema}".log_head') == 0
+    finally:
+        await raw.close()
+
+
+async def events_counted_by_versions(schema: str) -> int:
+    """Assert that every stream of ``schema`` with events is at the version of its
+    event count; return how many events there are."""
+    conn = await asyncpg.connect(PG_URL, timeout=5)
+    try:
+        counts = await conn.fetch(
+            f'SELECT s.stream_id, s.version, count(e.*) AS events FROM "{schema}".streams s'
+            f' JOIN "{schema}".events e USING (stream_id) GROUP BY s.stream_id, s.version'
+        )
+    finally:
+        await conn.close()
+    assert all(row["version"] == row["events"] for row in counts), counts
+    return sum(int(row["events"]) for row in counts)

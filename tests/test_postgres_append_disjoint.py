@@ -213,21 +213,9 @@ async def test_append_disjoint_refuses_arrays_that_do_not_describe_its_batch(
 ) -> None:
     async with await pg.fresh_store(pg_schema):
         pass
-    ids = [uuid.uuid4(), uuid.uuid4()]
-    raw = await asyncpg.connect(pg.PG_URL, timeout=5)
-    try:
-        with pytest.raises(asyncpg.RaiseError, match=complaint):
-            await raw.fetch(
-                pg.test_statements(pg_schema).append_disjoint,
-                *arguments,
-                ids,
-                ["T", "T"],
-                [b"{}", b"{}"],
-                [b"{}", b"{}"],
-            )
-        assert await raw.fetchval(f'SELECT position FROM "{pg_schema}".log_head') == 0
-    finally:
-        await raw.close()
+    await pg.assert_refused(
+        pg_schema, pg.test_statements(pg_schema).append_disjoint, arguments, complaint
+    )
 
 
 async def test_a_stream_that_reaches_the_expected_version_while_the_batch_waits_is_written(
@@ -301,13 +289,4 @@ async def test_batches_naming_the_same_streams_in_opposite_orders_never_deadlock
 
     forward, backward = await asyncio.gather(writer(names, 150), writer(list(reversed(names)), 150))
     assert forward + backward > 0
-    conn = await asyncpg.connect(pg.test_config(pg_schema).dsn)
-    try:
-        counts = await conn.fetch(
-            f'SELECT s.stream_id, s.version, count(e.*) AS events FROM "{pg_schema}".streams s'
-            f' JOIN "{pg_schema}".events e USING (stream_id) GROUP BY s.stream_id, s.version'
-        )
-    finally:
-        await conn.close()
-    assert all(row["version"] == row["events"] for row in counts)
-    assert sum(row["events"] for row in counts) == len(names) + forward + backward
+    assert await pg.events_counted_by_versions(pg_schema) == len(names) + forward + backward
