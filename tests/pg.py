@@ -22,8 +22,9 @@ import pytest
 
 from eventcore.backends.postgres import PostgresConfig, PostgresEventStore
 from eventcore.backends.postgres._sql import Statements
+from eventcore.backends.postgres._writes import BatchArrays
 from eventcore.store import AppendOutcome
-from eventcore.types import EventMetadata, NewEvent, StreamId
+from eventcore.types import AppendRequest, EventMetadata, NewEvent, StreamId
 
 PG_URL = os.environ.get("EVENTCORE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _reachable: bool | None = None
@@ -257,3 +258,66 @@ async def events_counted_by_versions(schema: str) -> int:
         await conn.close()
     assert all(row["version"] == row["events"] for row in counts), counts
     return sum(int(row["events"]) for row in counts)
+
+
+async def blocked(
+    observer: asyncpg.Connection,
+    backend: asyncpg.Connection,
+    by: asyncpg.Connection | None = None,
+) -> None:
+    """Wait (up to 5 s) until ``backend``'s server process waits for a lock (held
+    by ``by``'s, if given). ``observer`` asks: ``backend`` is busy."""
+    pid = backend.get_server_pid()
+    holder = None if by is None else by.get_server_pid()
+    for _ in range(500):
+        blocking = await observer.fetchval("SELECT pg_blocking_pids($1)", pid)
+        if blocking if holder is None else holder in blocking:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"backend {pid} never waited for a lock of {holder or 'anyone'}")
+
+
+async def pass_by_schedule(
+    schema: str, statement: str, parameters: Sequence[Any]
+) -> tuple[list[Any], list[Any]]:
+    """Streams k0 < k1 < k2 at version 1. One transaction holds k0 and moves k1 to 2;
+    another holds k2. ``statement`` (a batch expecting k0 at 1, k1 at 2 and k2 at
+    1) waits on k0; when the first commits, its update takes k0, passes k1 by (its
+    snapshot has 1) and waits on k2. An append_batch call for {k1@2, k2@1} (an
+    older eventcore's) locks k1 and waits on k2. When k2 is free, the batch must
+    not lock k1 now, after k2: that is a deadlock with the other call. Returns the
+    rows of both calls."""
+
+    def request(expected: dict[str, int]) -> AppendRequest:
+        return AppendRequest.create(expected, [numbered_event(s) for s in expected])
+
+    async with await fresh_store(schema) as store:
+        await store.append_many([request({k: 0}) for k in ("k0", "k1", "k2")])
+    dsn = test_config(schema).dsn
+    statements = test_statements(schema)
+    first, second, batch, older = [await asyncpg.connect(dsn) for _ in range(4)]
+    try:
+        holding_first = first.transaction()
+        await holding_first.start()
+        await first.execute(f"SELECT 1 FROM \"{schema}\".streams WHERE stream_id = 'k0' FOR UPDATE")
+        moved = BatchArrays.build([request({"k1": 1})], 1 << 20).one_stream_parameters()
+        assert moved is not None
+        await first.fetch(statements.append_to_stream, *moved)
+        holding_second = second.transaction()
+        await holding_second.start()
+        await second.execute(
+            f"SELECT 1 FROM \"{schema}\".streams WHERE stream_id = 'k2' FOR UPDATE"
+        )
+        called = asyncio.ensure_future(batch.fetch(statement, *parameters))
+        await blocked(first, batch, by=first)
+        await holding_first.commit()
+        await blocked(second, batch, by=second)
+        other = BatchArrays.build([request({"k1": 2, "k2": 1})], 1 << 20).parameters()
+        general = asyncio.ensure_future(older.fetch(statements.append_batch, *other))
+        await blocked(second, older)
+        await holding_second.commit()
+        rows, other_rows = await asyncio.gather(called, general)
+    finally:
+        for conn in (first, second, batch, older):
+            await conn.close()
+    return list(rows), list(other_rows)

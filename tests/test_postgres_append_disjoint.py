@@ -206,6 +206,10 @@ async def test_a_command_with_a_conflict_moves_none_of_its_streams(pg_schema: st
         (([1, 2], ["a", "b"], [0, 0], [1, None]), "not indexes"),
         (([1, 2], ["a", "b"], [0, 0], [2, 1]), "in command order"),
         (([1, 2], ["a", "b"], [0, 0], [1]), "on distinct streams"),
+        # slice ends that are not increasing, though the last is right
+        (([2, 1, 2], ["a", "b"], [0, 0], [1, 2]), "on distinct streams"),
+        (([0, 2], ["a", "b"], [0, 0], [1, 2]), "on distinct streams"),
+        (([None, 2], ["a", "b"], [0, 0], [1, 2]), "on distinct streams"),
     ],
 )
 async def test_append_disjoint_refuses_arrays_that_do_not_describe_its_batch(
@@ -287,6 +291,48 @@ async def test_batches_naming_the_same_streams_in_opposite_orders_never_deadlock
             await conn.close()
         return written
 
-    forward, backward = await asyncio.gather(writer(names, 150), writer(list(reversed(names)), 150))
+    forward, backward = await asyncio.gather(writer(names, 400), writer(list(reversed(names)), 400))
     assert forward + backward > 0
     assert await pg.events_counted_by_versions(pg_schema) == len(names) + forward + backward
+
+
+async def test_a_stream_that_moved_meanwhile_is_locked_again_in_order_never_out_of_it(
+    pg_schema: str,
+) -> None:
+    """The schedule of pg.pass_by_schedule, with the batch [{k0@1}, {k1@2, k2@1}]."""
+    batch = [_request({"k0": 1}, "k0"), _request({"k1": 2, "k2": 1}, "k1", "k2")]
+    parameters = BatchArrays.build(batch, 1 << 20).disjoint_parameters()
+    assert parameters is not None
+    statement = pg.test_statements(pg_schema).append_disjoint
+    rows, other_rows = await pg.pass_by_schedule(pg_schema, statement, parameters)
+    assert other_rows[0]["conflict_stream"] is None  # it wrote k1 and k2
+    assert rows[0]["conflict_stream"] is None  # k0
+    assert (rows[1]["conflict_stream"], rows[1]["conflict_actual"]) == ("k1", 3)
+    assert await pg.events_counted_by_versions(pg_schema) == 3 + 1 + 1 + 2
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        "'{2}', '[0:1]={a,b}', '{0,0}', '{1,2}'",  # streams numbered from 0
+        "'{2}', '{a,b}', '[0:1]={0,5}', '{1,2}'",  # versions numbered from 0
+        "'[2:3]={1,2}', '{a,b}', '{0,0}', '{1,2}'",  # slice ends numbered from 2
+        "'{2}', '{{a,b}}', '{0,0}', '{1,2}'",  # two dimensions
+    ],
+)
+async def test_append_disjoint_refuses_arrays_not_numbered_from_one(
+    pg_schema: str, arrays: str
+) -> None:
+    """The function reads its arrays by index: one numbered otherwise (which no
+    driver sends, but SQL can) would write events to the wrong streams."""
+    async with await pg.fresh_store(pg_schema):
+        pass
+    raw = await asyncpg.connect(pg.PG_URL, timeout=5)
+    try:
+        with pytest.raises(asyncpg.RaiseError, match="on distinct streams"):
+            await raw.fetch(
+                f'SELECT * FROM "{pg_schema}".append_disjoint({arrays},'
+                " ARRAY[gen_random_uuid(), gen_random_uuid()], '{T,T}', '{x,y}', '{x,y}')"
+            )
+    finally:
+        await raw.close()

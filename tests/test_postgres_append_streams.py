@@ -218,6 +218,48 @@ async def test_batches_naming_the_same_streams_in_opposite_orders_never_deadlock
             await conn.close()
         return written
 
-    forward, backward = await asyncio.gather(writer(names, 150), writer(list(reversed(names)), 150))
+    forward, backward = await asyncio.gather(writer(names, 400), writer(list(reversed(names)), 400))
     assert forward + backward > 0
     assert await pg.events_counted_by_versions(pg_schema) == len(names) + forward + backward
+
+
+async def test_a_stream_that_moved_meanwhile_is_locked_again_in_order_never_out_of_it(
+    pg_schema: str,
+) -> None:
+    """The schedule of pg.pass_by_schedule, with the batch [{k0@1}, {k1@2}, {k2@1}]."""
+    batch = [_request({"k0": 1}, "k0"), _request({"k1": 2}, "k1"), _request({"k2": 1}, "k2")]
+    parameters = BatchArrays.build(batch, 1 << 20).streams_parameters()
+    assert parameters is not None
+    statement = pg.test_statements(pg_schema).append_streams
+    rows, other_rows = await pg.pass_by_schedule(pg_schema, statement, parameters)
+    assert other_rows[0]["conflict_stream"] is None  # it wrote k1 and k2
+    assert rows[0]["conflict_stream"] is None  # k0
+    conflicts = [(row["conflict_stream"], row["conflict_actual"]) for row in rows[1:]]
+    assert conflicts == [("k1", 3), ("k2", 2)]
+    assert await pg.events_counted_by_versions(pg_schema) == 3 + 1 + 1 + 2
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        "'[0:1]={a,b}', '{0,0}', '{1,2}'",  # streams numbered from 0
+        "'{a,b}', '[0:1]={0,5}', '{1,2}'",  # versions numbered from 0
+        "'{a,b}', '{0,0}', '[2:3]={1,2}'",  # slice ends numbered from 2
+        "'{{a,b}}', '{0,0}', '{1,2}'",  # two dimensions
+    ],
+)
+async def test_append_streams_refuses_arrays_not_numbered_from_one(
+    pg_schema: str, arrays: str
+) -> None:
+    """The function reads its arrays by index (migration 0014 added the check)."""
+    async with await pg.fresh_store(pg_schema):
+        pass
+    raw = await asyncpg.connect(pg.PG_URL, timeout=5)
+    try:
+        with pytest.raises(asyncpg.RaiseError, match="as many distinct streams"):
+            await raw.fetch(
+                f'SELECT * FROM "{pg_schema}".append_streams({arrays},'
+                " ARRAY[gen_random_uuid(), gen_random_uuid()], '{T,T}', '{x,y}', '{x,y}')"
+            )
+    finally:
+        await raw.close()
