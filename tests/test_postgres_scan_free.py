@@ -196,6 +196,7 @@ async def test_every_append_function_runs_with_sequential_scans_off_and_generic_
         "append_to_stream": never_scan,
         "append_streams": never_scan,
         "append_disjoint": never_scan,
+        "append_versions_now": never_scan,
         "append_one": never_scan,
         "append_independent": never_scan,
         # These two read no table: append_run slices its arrays for the functions

@@ -27,6 +27,60 @@
 -- A success's row carries its first position only (the client adds its events to
 -- its expected versions).
 
+-- The versions of an update's streams after it moved some of them (p_moved:
+-- their indexes), for append_disjoint and append_streams below. Those it moved
+-- are at their expected versions; the others are read as they are now, not
+-- locked (nothing is written for them). No row is version 0: a conflict for an
+-- expected later version; for an expected 0 the caller made the row (NULL if
+-- not: refused). A stream the update passed by that is at its expected version
+-- now was moved there by a writer that committed after the update's snapshot,
+-- while it waited on an earlier row; locking it now would take a row after later
+-- ones, which deadlocks with a writer holding it and waiting for one of those.
+-- That raises SQLSTATE EC001: the caller rolls its update's subtransaction back
+-- (letting go of every row it locked) and calls again with p_lock, which locks
+-- every row in stream_id order, as append_batch does, and reads the versions
+-- under the locks.
+CREATE FUNCTION __SCHEMA__.append_versions_now(
+    p_caller text, p_streams text[], p_versions bigint[], p_moved int[], p_lock boolean)
+RETURNS bigint[]
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_actual bigint[];
+BEGIN
+    IF p_lock THEN
+        PERFORM 1 FROM __SCHEMA__.streams
+         WHERE stream_id = ANY (p_streams)
+         ORDER BY stream_id
+           FOR UPDATE;
+    END IF;
+    v_actual := ARRAY(
+        SELECT CASE WHEN x.i = ANY (p_moved) THEN x.expected
+                    ELSE coalesce((SELECT s.version FROM __SCHEMA__.streams s
+                                    WHERE s.stream_id = x.sid),
+                                  CASE WHEN x.expected <> 0 THEN 0 END) END
+          FROM unnest(p_streams, p_versions) WITH ORDINALITY AS x(sid, expected, i)
+         ORDER BY x.i);
+    IF array_position(v_actual, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'eventcore: %: stream % has no row to lock',
+                        p_caller, quote_nullable(p_streams[array_position(v_actual, NULL)]);
+    END IF;
+    IF NOT p_lock
+       AND EXISTS (SELECT 1
+                     FROM unnest(p_versions, v_actual) WITH ORDINALITY AS x(expected, actual, i)
+                    WHERE x.actual = x.expected AND NOT x.i = ANY (p_moved)) THEN
+        RAISE EXCEPTION USING ERRCODE = 'EC001',
+            MESSAGE = format('eventcore: %s: a stream moved to its expected version', p_caller);
+    END IF;
+    RETURN v_actual;
+END
+$fn$;
+
+ALTER FUNCTION __SCHEMA__.append_versions_now(text, text[], bigint[], int[], boolean)
+    SET enable_seqscan = off;
+ALTER FUNCTION __SCHEMA__.append_versions_now(text, text[], bigint[], int[], boolean)
+    SET plan_cache_mode = force_generic_plan;
+
 CREATE FUNCTION __SCHEMA__.append_disjoint(
     p_expect_end   int[],
     p_streams      text[],
@@ -131,51 +185,15 @@ BEGIN
         IF cardinality(v_moved) = v_expects THEN
             v_actual := p_versions;
         ELSE
-            -- The other streams as they are now (read, not locked). No row is
-            -- version 0: a conflict for an expected later version; for an expected
-            -- 0 the row was made above (NULL if not).
-            v_actual := ARRAY(
-                SELECT CASE WHEN x.i = ANY (v_moved) THEN x.expected
-                            ELSE coalesce((SELECT s.version FROM __SCHEMA__.streams s
-                                            WHERE s.stream_id = x.sid),
-                                          CASE WHEN x.expected <> 0 THEN 0 END) END
-                  FROM unnest(p_streams, p_versions) WITH ORDINALITY AS x(sid, expected, i)
-                 ORDER BY x.i);
-            IF array_position(v_actual, NULL) IS NOT NULL THEN
-                RAISE EXCEPTION 'eventcore: append_disjoint: stream % has no row to lock',
-                                quote_nullable(p_streams[array_position(v_actual, NULL)]);
-            END IF;
-            -- A stream the UPDATE passed by is at its expected version now: a writer
-            -- moved it there after the UPDATE's snapshot, while the UPDATE waited on
-            -- an earlier row. Locking it now would take a row after later ones, which
-            -- deadlocks with a writer holding it and waiting for one of those. So the
-            -- subtransaction is rolled back, letting go of every row the UPDATE
-            -- locked, and the rows are taken again, in order, below.
-            IF EXISTS (SELECT 1
-                         FROM unnest(p_versions, v_actual) WITH ORDINALITY
-                              AS x(expected, actual, i)
-                        WHERE x.actual = x.expected AND NOT x.i = ANY (v_moved)) THEN
-                RAISE EXCEPTION USING ERRCODE = 'EC001',
-                    MESSAGE = 'eventcore: append_disjoint: a stream moved to its expected version';
-            END IF;
+            -- raises EC001 if a stream it passed by is at its expected version now
+            v_actual := __SCHEMA__.append_versions_now(
+                'append_disjoint', p_streams, p_versions, v_moved, false);
         END IF;
     EXCEPTION WHEN SQLSTATE 'EC001' THEN
-        -- Every row locked in stream_id order, as append_batch locks them, then each
-        -- version read under its lock, and those at their expected version moved.
-        PERFORM 1 FROM __SCHEMA__.streams
-         WHERE stream_id = ANY (p_streams)
-         ORDER BY stream_id
-           FOR UPDATE;
-        v_actual := ARRAY(SELECT coalesce((SELECT s.version FROM __SCHEMA__.streams s
-                                            WHERE s.stream_id = x.sid),
-                                          CASE WHEN x.expected <> 0 THEN 0 END)
-                            FROM unnest(p_streams, p_versions) WITH ORDINALITY
-                                 AS x(sid, expected, i)
-                           ORDER BY x.i);
-        IF array_position(v_actual, NULL) IS NOT NULL THEN
-            RAISE EXCEPTION 'eventcore: append_disjoint: stream % has no row to lock',
-                            quote_nullable(p_streams[array_position(v_actual, NULL)]);
-        END IF;
+        -- Every row locked in stream_id order and its version read under the lock
+        -- (this subtransaction's locks are gone), then those at their expected
+        -- version moved.
+        v_actual := __SCHEMA__.append_versions_now('append_disjoint', p_streams, p_versions, '{}', true);
         WITH moved AS (
             UPDATE __SCHEMA__.streams s SET version = s.version + w.n
               FROM (SELECT x.i, x.sid, v_added[x.i] AS n
@@ -352,51 +370,15 @@ BEGIN
         IF cardinality(v_moved) = v_commands THEN
             v_actual := p_versions;
         ELSE
-            -- The others' streams as they are now: nothing is written for them, so
-            -- nothing is locked. No row is version 0: a conflict for an expected
-            -- later version; for an expected 0 the row was made above (NULL if not).
-            v_actual := ARRAY(
-                SELECT CASE WHEN x.i = ANY (v_moved) THEN x.expected
-                            ELSE coalesce((SELECT s.version FROM __SCHEMA__.streams s
-                                            WHERE s.stream_id = x.sid),
-                                          CASE WHEN x.expected <> 0 THEN 0 END) END
-                  FROM unnest(p_streams, p_versions) WITH ORDINALITY AS x(sid, expected, i)
-                 ORDER BY x.i);
-            IF array_position(v_actual, NULL) IS NOT NULL THEN
-                RAISE EXCEPTION 'eventcore: append_streams: stream % has no row to lock',
-                                quote_nullable(p_streams[array_position(v_actual, NULL)]);
-            END IF;
-            -- A stream the UPDATE passed by is at its expected version now: a writer
-            -- moved it there after the UPDATE's snapshot, while the UPDATE waited on
-            -- an earlier row. Locking it now would take a row after later ones, which
-            -- deadlocks with a writer holding it and waiting for one of those. So the
-            -- subtransaction is rolled back, letting go of every row the UPDATE
-            -- locked, and the rows are taken again, in order, below.
-            IF EXISTS (SELECT 1
-                         FROM unnest(p_versions, v_actual) WITH ORDINALITY
-                              AS x(expected, actual, i)
-                        WHERE x.actual = x.expected AND NOT x.i = ANY (v_moved)) THEN
-                RAISE EXCEPTION USING ERRCODE = 'EC001',
-                    MESSAGE = 'eventcore: append_streams: a stream moved to its expected version';
-            END IF;
+            -- raises EC001 if a stream it passed by is at its expected version now
+            v_actual := __SCHEMA__.append_versions_now(
+                'append_streams', p_streams, p_versions, v_moved, false);
         END IF;
     EXCEPTION WHEN SQLSTATE 'EC001' THEN
-        -- Every row locked in stream_id order, as append_batch locks them, then each
-        -- version read under its lock, and those at their expected version moved.
-        PERFORM 1 FROM __SCHEMA__.streams
-         WHERE stream_id = ANY (p_streams)
-         ORDER BY stream_id
-           FOR UPDATE;
-        v_actual := ARRAY(SELECT coalesce((SELECT s.version FROM __SCHEMA__.streams s
-                                            WHERE s.stream_id = x.sid),
-                                          CASE WHEN x.expected <> 0 THEN 0 END)
-                            FROM unnest(p_streams, p_versions) WITH ORDINALITY
-                                 AS x(sid, expected, i)
-                           ORDER BY x.i);
-        IF array_position(v_actual, NULL) IS NOT NULL THEN
-            RAISE EXCEPTION 'eventcore: append_streams: stream % has no row to lock',
-                            quote_nullable(p_streams[array_position(v_actual, NULL)]);
-        END IF;
+        -- Every row locked in stream_id order and its version read under the lock
+        -- (this subtransaction's locks are gone), then those at their expected
+        -- version moved.
+        v_actual := __SCHEMA__.append_versions_now('append_streams', p_streams, p_versions, '{}', true);
         UPDATE __SCHEMA__.streams s SET version = s.version + w.n
           FROM (SELECT x.sid, x.e_end - coalesce(p_event_end[x.i - 1], 0) AS n
                   FROM unnest(p_streams, p_versions, p_event_end) WITH ORDINALITY
