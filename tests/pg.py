@@ -321,3 +321,29 @@ async def pass_by_schedule(
         for conn in (first, second, batch, older):
             await conn.close()
     return list(rows), list(other_rows)
+
+
+async def append_while_moved(
+    store: PostgresEventStore, schema: str, batch: Sequence[AppendRequest]
+) -> list[AppendOutcome]:
+    """``store.append_many(batch)`` while another transaction holds stream ``r`` and,
+    before it commits, moves stream ``s`` on by one event: the batch's update waits
+    on ``r`` with ``s`` one behind in its snapshot."""
+    holder = await asyncpg.connect(test_config(schema).dsn)
+    try:
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute(f"SELECT 1 FROM \"{schema}\".streams WHERE stream_id = 'r' FOR UPDATE")
+        version = await holder.fetchval(
+            f"SELECT version FROM \"{schema}\".streams WHERE stream_id = 's'"
+        )
+        moved = AppendRequest.create({"s": version}, [numbered_event("s")])
+        parameters = BatchArrays.build([moved], 1 << 20).one_stream_parameters()
+        assert parameters is not None
+        await holder.fetch(test_statements(schema).append_to_stream, *parameters)
+        append = asyncio.ensure_future(store.append_many(batch))
+        await backend_waiting_for(holder)
+        await holding.commit()
+        return await append
+    finally:
+        await holder.close()

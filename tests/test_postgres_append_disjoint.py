@@ -233,24 +233,8 @@ async def test_a_stream_that_reaches_the_expected_version_while_the_batch_waits_
     the expected version (nor leave ``t`` moved without its events)."""
     async with await pg.fresh_store(pg_schema) as store:
         await store.append_many([_request({"r": 0}, "r"), _request({"s": 0, "t": 0}, "s", "t")])
-        holder = await asyncpg.connect(pg.test_config(pg_schema).dsn)
-        try:
-            holding = holder.transaction()
-            await holding.start()
-            await holder.execute(
-                f"SELECT 1 FROM \"{pg_schema}\".streams WHERE stream_id = 'r' FOR UPDATE"
-            )
-            elsewhere = BatchArrays.build([_request({"s": 1}, "s")], 1 << 20)
-            parameters = elsewhere.one_stream_parameters()
-            assert parameters is not None
-            await holder.fetch(pg.test_statements(pg_schema).append_to_stream, *parameters)
-            batch = [_request({"r": 1}, "r"), _request({"s": 2, "t": 1}, "s", "t")]
-            append = asyncio.ensure_future(store.append_many(batch))
-            await pg.backend_waiting_for(holder)
-            await holding.commit()
-            outcomes = await append
-        finally:
-            await holder.close()
+        batch = [_request({"r": 1}, "r"), _request({"s": 2, "t": 1}, "s", "t")]
+        outcomes = await pg.append_while_moved(store, pg_schema, batch)
         after = await store.append(_request({"s": 3, "t": 2}, "s", "t"))
         assert after.stream_versions == {StreamId("s"): 4, StreamId("t"): 3}
     assert outcomes == [

@@ -163,24 +163,8 @@ async def test_a_stream_that_reaches_the_expected_version_while_the_batch_waits_
     and write it, not answer a conflict whose stream is at the expected version."""
     async with await pg.fresh_store(pg_schema) as store:
         await store.append_many([_request({"r": 0}, "r"), _request({"s": 0}, "s")])
-        holder = await asyncpg.connect(pg.test_config(pg_schema).dsn)
-        try:
-            holding = holder.transaction()
-            await holding.start()
-            await holder.execute(
-                f"SELECT 1 FROM \"{pg_schema}\".streams WHERE stream_id = 'r' FOR UPDATE"
-            )
-            elsewhere = BatchArrays.build([_request({"s": 1}, "s")], 1 << 20)
-            parameters = elsewhere.one_stream_parameters()
-            assert parameters is not None
-            await holder.fetch(pg.test_statements(pg_schema).append_to_stream, *parameters)
-            batch = [_request({"r": 1}, "r"), _request({"s": 2}, "s")]
-            append = asyncio.ensure_future(store.append_many(batch))
-            await pg.backend_waiting_for(holder)
-            await holding.commit()
-            outcomes = await append
-        finally:
-            await holder.close()
+        batch = [_request({"r": 1}, "r"), _request({"s": 2}, "s")]
+        outcomes = await pg.append_while_moved(store, pg_schema, batch)
         # the stream's row moved with its events: the next append at 3 is accepted
         after = await store.append(_request({"s": 3}, "s"))
         assert after.stream_versions == {StreamId("s"): 4}

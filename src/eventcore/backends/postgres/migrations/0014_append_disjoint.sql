@@ -27,6 +27,13 @@
 -- A success's row carries its first position only (the client adds its events to
 -- its expected versions).
 
+-- Whether an array is one-dimensional and numbered from 1 (an empty one is): the
+-- functions below read their arrays by index, and an array written in SQL as
+-- '[0:1]={a,b}' would otherwise put events on the wrong streams.
+CREATE FUNCTION __SCHEMA__.numbered_from_one(p anyarray) RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $fn$ SELECT coalesce(array_ndims(p) = 1 AND array_lower(p, 1) = 1, true) $fn$;
+
 -- The versions of an update's streams after it moved some of them (p_moved:
 -- their indexes), for append_disjoint and append_streams below. Those it moved
 -- are at their expected versions; the others are read as they are now, not
@@ -114,16 +121,15 @@ BEGIN
        OR coalesce(cardinality(p_metadata), 0) <> v_events
        OR coalesce(p_expect_end[v_commands], 0) <> v_expects
        OR array_position(p_versions, NULL) IS NOT NULL
-       -- one-dimensional and numbered from 1, as the function reads them by index
-       -- (NULL, not true, for an empty array)
-       OR array_ndims(p_expect_end) <> 1 OR array_lower(p_expect_end, 1) <> 1
-       OR array_ndims(p_streams) <> 1 OR array_lower(p_streams, 1) <> 1
-       OR array_ndims(p_versions) <> 1 OR array_lower(p_versions, 1) <> 1
-       OR array_ndims(p_event_expect) <> 1 OR array_lower(p_event_expect, 1) <> 1
-       OR array_ndims(p_ids) <> 1 OR array_lower(p_ids, 1) <> 1
-       OR array_ndims(p_types) <> 1 OR array_lower(p_types, 1) <> 1
-       OR array_ndims(p_payloads) <> 1 OR array_lower(p_payloads, 1) <> 1
-       OR array_ndims(p_metadata) <> 1 OR array_lower(p_metadata, 1) <> 1
+       -- arrays read by index must be numbered from 1 (see numbered_from_one)
+       OR NOT (__SCHEMA__.numbered_from_one(p_expect_end)
+               AND __SCHEMA__.numbered_from_one(p_streams)
+               AND __SCHEMA__.numbered_from_one(p_versions)
+               AND __SCHEMA__.numbered_from_one(p_event_expect)
+               AND __SCHEMA__.numbered_from_one(p_ids)
+               AND __SCHEMA__.numbered_from_one(p_types)
+               AND __SCHEMA__.numbered_from_one(p_payloads)
+               AND __SCHEMA__.numbered_from_one(p_metadata))
        OR EXISTS (SELECT 1 FROM generate_subscripts(p_expect_end, 1) AS i
                    WHERE p_expect_end[i] IS NULL
                       OR p_expect_end[i] <= coalesce(p_expect_end[i - 1], 0))
@@ -321,15 +327,14 @@ BEGIN
        OR coalesce(cardinality(p_metadata), 0) <> v_events
        OR coalesce(p_event_end[v_commands], 0) <> v_events
        OR array_position(p_versions, NULL) IS NOT NULL
-       -- one-dimensional and numbered from 1, as the function reads them by index
-       -- (NULL, not true, for an empty array)
-       OR array_ndims(p_streams) <> 1 OR array_lower(p_streams, 1) <> 1
-       OR array_ndims(p_versions) <> 1 OR array_lower(p_versions, 1) <> 1
-       OR array_ndims(p_event_end) <> 1 OR array_lower(p_event_end, 1) <> 1
-       OR array_ndims(p_ids) <> 1 OR array_lower(p_ids, 1) <> 1
-       OR array_ndims(p_types) <> 1 OR array_lower(p_types, 1) <> 1
-       OR array_ndims(p_payloads) <> 1 OR array_lower(p_payloads, 1) <> 1
-       OR array_ndims(p_metadata) <> 1 OR array_lower(p_metadata, 1) <> 1
+       -- arrays read by index must be numbered from 1 (see numbered_from_one)
+       OR NOT (__SCHEMA__.numbered_from_one(p_streams)
+               AND __SCHEMA__.numbered_from_one(p_versions)
+               AND __SCHEMA__.numbered_from_one(p_event_end)
+               AND __SCHEMA__.numbered_from_one(p_ids)
+               AND __SCHEMA__.numbered_from_one(p_types)
+               AND __SCHEMA__.numbered_from_one(p_payloads)
+               AND __SCHEMA__.numbered_from_one(p_metadata))
        OR EXISTS (SELECT 1 FROM generate_subscripts(p_event_end, 1) AS i
                    WHERE p_event_end[i] IS NULL OR p_event_end[i] < coalesce(p_event_end[i - 1], 0))
        OR (SELECT count(s) <> v_commands OR count(DISTINCT s) <> v_commands
