@@ -20,6 +20,7 @@ import gc
 import random
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from eventcore.backends.memory import InMemoryEventStore
@@ -87,11 +88,21 @@ async def run(commands: int, rounds: int, accounts: int) -> list[float]:
     return per_command
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--commands", type=int, default=74_000, help="per round")
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("-n", "--commands", type=_at_least(TASKS), default=74_000, help="per round")
+    parser.add_argument("--rounds", type=_at_least(1), default=8)
+    parser.add_argument("--accounts", type=_at_least(1), default=10_000)
     parser.add_argument("--no-gc", action="store_true", help="disable the collector")
     args = parser.parse_args()
     if args.no_gc:

@@ -8,7 +8,7 @@ id: four containers per event) once took half the CPU of a cached command on a
 store of 100,000 events. Rows as plain tuples of atomic values halved that, but a
 tuple is still a container when it is made, so every event still counted towards
 a collection: about 1 in 700 appends paid a collection, and together they were
-4-6 µs of a 25-35 µs command (``benchmarks/memory_store_gc.py``). Appending ints,
+4.6-6.2 µs of a 29-37 µs command (``benchmarks/memory_store_gc.py``). Appending ints,
 text and bytes to lists that already exist allocates no container at all, so a
 store that is written and not read costs the collector nothing.
 

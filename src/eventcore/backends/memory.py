@@ -191,6 +191,7 @@ class InMemoryEventStore(PagedReads):
     def _records(self, positions: Iterable[int]) -> list[RecordedEvent]:
         """The records at ``positions``, each built on its first read."""
         records, record, stream_ids = self._log.records, self._log.record, self._stream_ids
+        # A record is always true (a dataclass with no __len__); a slot not built yet is None.
         return [records[p - 1] or record(p, stream_ids) for p in positions]
 
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
