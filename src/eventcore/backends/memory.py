@@ -144,49 +144,71 @@ class InMemoryEventStore(PagedReads):
             if actual != expected:
                 raise VersionConflict(stream_id, expected, actual)
         events = request.events
-        self._check_new_ids(events)
-        # Copy every event's metadata (the step that can refuse one) before
-        # changing anything, so a failure writes nothing. One stored copy per
-        # metadata object: an executor's events share one.
-        shared_metadata = events[0].metadata if events else EMPTY_METADATA
-        shared_copy = _stored_metadata(shared_metadata)
-        copies = [
-            shared_copy if new.metadata is shared_metadata else _stored_metadata(new.metadata)
-            for new in events
-        ]
         versions: dict[str, int] = dict(request.expected)
-        log, event_ids = self._log, self._event_ids
-        head = len(log.versions)  # len(log), without a Python-level call
+        head = len(self._log.versions)  # len(self._log), without a Python-level call
         now = datetime.now(UTC)
-        for position, new, (correlation, causation, user) in zip(
-            range(head + 1, head + 1 + len(events)), events, copies, strict=True
-        ):
-            stream_id = new.stream_id
-            version = versions[stream_id] = versions[stream_id] + 1
-            stream = streams.get(stream_id)
-            if stream is None:
-                stream = streams[stream_id] = _Stream(len(self._stream_ids))
-                self._stream_ids.append(stream_id)
-            stream.positions.append(position)
-            event_id = new.event_id.int
-            # A value for every column (see EventLog): no container is made.
-            log.event_ids.append(event_id)
-            log.stream_numbers.append(stream.number)
-            log.versions.append(version)
-            log.event_types.append(new.event_type)
-            log.payloads.append(new.payload)
-            log.correlations.append(correlation)
-            log.causations.append(causation)
-            log.users.append(user)
-            log.recorded_at.append(now)
-            log.records.append(None)
-            event_ids[event_id] = position
+        if len(events) == 1:
+            # The usual append (an executed command writing one event): no list of
+            # metadata copies (a comprehension is a function call in 3.11), no zip,
+            # no set of new ids. Callgrind, one cached Deposit command
+            # (benchmarks/hot_path.py --instructions): 156k -> 144k instructions.
+            new = events[0]
+            if new.event_id.int in self._event_ids:
+                raise DuplicateEventId({new.event_id: None})
+            self._write(new, _stored_metadata(new.metadata), head + 1, versions, now)
+            positions: tuple[int, ...] = (head + 1,)
+        else:
+            self._check_new_ids(events)
+            # Copy every event's metadata (the step that can refuse one) before
+            # changing anything, so a failure writes nothing. One stored copy per
+            # metadata object: an executor's events share one.
+            shared_metadata = events[0].metadata if events else EMPTY_METADATA
+            shared_copy = _stored_metadata(shared_metadata)
+            copies = [
+                shared_copy if new.metadata is shared_metadata else _stored_metadata(new.metadata)
+                for new in events
+            ]
+            positions = tuple(range(head + 1, head + 1 + len(events)))
+            for position, new, copy in zip(positions, events, copies, strict=True):
+                self._write(new, copy, position, versions, now)
         if events and self._waiting:
             # Only a waiting follower needs a fresh Event (about 0.3 us per append
             # saved, of the 6-7 us a one-event append costs).
             self._grown.set()
             self._grown = asyncio.Event()
-        return trusted_append_result(versions, tuple(range(head + 1, head + 1 + len(events))))
+        return trusted_append_result(versions, positions)
+
+    def _write(
+        self,
+        new: NewEvent,
+        metadata: _StoredMetadata,
+        position: int,
+        versions: dict[str, int],
+        now: datetime,
+    ) -> None:
+        """Write ``new`` at ``position``: a value for every column of the log (see
+        EventLog: no container is made), its stream's next version in ``versions``."""
+        stream_id = new.stream_id
+        version = versions[stream_id] = versions[stream_id] + 1
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._streams[stream_id] = _Stream(len(self._stream_ids))
+            self._stream_ids.append(stream_id)
+        stream.positions.append(position)
+        event_id = new.event_id.int
+        correlation, causation, user = metadata
+        log = self._log
+        log.event_ids.append(event_id)
+        log.stream_numbers.append(stream.number)
+        log.versions.append(version)
+        log.event_types.append(new.event_type)
+        log.payloads.append(new.payload)
+        log.correlations.append(correlation)
+        log.causations.append(causation)
+        log.users.append(user)
+        log.recorded_at.append(now)
+        log.records.append(None)
+        self._event_ids[event_id] = position
 
     def _records(self, positions: Iterable[int]) -> list[RecordedEvent]:
         """The records at ``positions``, each built on its first read."""
