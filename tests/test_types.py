@@ -1,4 +1,6 @@
+import os
 import pickle
+import time
 import uuid
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
@@ -182,3 +184,42 @@ def test_stream_ids_validated_again_come_out_the_same() -> None:
         StreamId("acc-*")
     with pytest.raises(InvalidStreamId):
         StreamId("acc-*")  # a refused id is never remembered
+
+
+def test_ids_carry_the_millisecond_they_were_made_in() -> None:
+    # Across many milliseconds: a correlation id's text is formatted in part once
+    # per millisecond, and must never carry an earlier one.
+    deadline = time.time_ns() + 30_000_000
+    while time.time_ns() < deadline:
+        before = time.time_ns() // 1_000_000
+        made = (uuid.UUID(new_correlation_id()), new_event_id())
+        after = time.time_ns() // 1_000_000
+        for made_id in made:
+            assert before <= made_id.int >> 80 <= after
+            assert made_id.version == 7
+            assert made_id.variant == uuid.RFC_4122
+
+
+def test_ids_made_one_after_another_sort_in_order_within_a_millisecond() -> None:
+    ids = [new_event_id() for _ in range(200)] + [uuid.UUID(new_correlation_id())]
+    same_ms = [i for i in ids if i.int >> 80 == ids[-1].int >> 80]
+    assert same_ms == sorted(same_ms)
+
+
+def test_a_forked_child_draws_ids_of_its_own() -> None:
+    # Without a fresh draw the child would go on from the parent's counter and
+    # make the very ids the parent makes next.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, f"{new_event_id()} {new_correlation_id()}".encode())
+        os._exit(0)
+    parents = [new_event_id(), uuid.UUID(new_correlation_id())]
+    os.waitpid(pid, 0)
+    childs = [uuid.UUID(text) for text in os.read(read, 200).decode().split()]
+    os.close(read)
+    os.close(write)
+    random_bits = (1 << 76) - 1  # rand_a, the variant and rand_b
+    for parent, child in zip(parents, childs, strict=True):
+        assert child.version == 7
+        assert parent.int & random_bits != child.int & random_bits

@@ -121,27 +121,43 @@ def check_limit(value: object) -> int | None:
     return value
 
 
-# Event ids follow RFC 9562 section 6.2, method 2 ("monotonic random"): the 74
-# random bits start at a random value per process and grow by one per id. That
-# costs a counter step instead of an os.urandom() system call per id (with the
-# UUID built directly, below: 1.8 -> 0.9 us of CPU per id, median of 5), and ids
-# made in one process within one millisecond sort in the order they were made.
-# Two processes collide only if their random starting points fall within the
+# Event ids follow RFC 9562 section 6.2, method 2 ("monotonic random"): rand_a
+# (12 bits) is drawn once per process, and rand_b (62 bits) starts at a random
+# value and grows by one per id. That costs a counter step instead of an
+# os.urandom() system call per id (with the UUID built directly, below: 1.8 ->
+# 0.9 us of CPU per id, median of 5), and ids made in one process within one
+# millisecond sort in the order they were made. Two processes collide only if
+# they drew the same rand_a and their counters' starting points fall within the
 # number of ids they make in the same millisecond of each other (odds about
-# n / 2**74). A forked child draws a new starting point.
-_RANDOM_BITS: Final = (1 << 74) - 1
-_VERSION_AND_VARIANT: Final = (0x7 << 76) | (0x2 << 62)
+# n / 2**74). rand_b wraps after 2**62 ids. A forked child draws anew.
+#
+# Fixing rand_a per process, rather than carrying the counter into it, leaves
+# one bitwise OR of a constant per id instead of splitting the counter in two
+# (timeit: 336 -> 236 ns per id).
+_RAND_B: Final = (1 << 62) - 1
+_UNIX_MS: Final = (1 << 48) - 1
+_VARIANT: Final = 0x2 << 62
 _UNKNOWN_SAFETY: Final = uuid.SafeUUID.unknown  # an enum member lookup costs a property call
 _new: Final = object.__new__
 _set_uuid_int: Final = cast(Any, uuid.UUID).int.__set__
 _set_uuid_is_safe: Final = cast(Any, uuid.UUID).is_safe.__set__
 _counter: itertools.count[int]
+_version_rand_a_variant: int  # the id bits that are the same for every id of the process
+_rand_a_text: str  # how those bits read in an id's text
+# The millisecond a correlation id was made in last, and the text its id starts
+# with (see new_correlation_id). One tuple, replaced whole: a thread never sees
+# the text of one millisecond paired with another.
+_ms_text: tuple[int, str] = (-1, "")
 
 
 def _draw_counter() -> None:
-    global _counter
+    global _counter, _version_rand_a_variant, _rand_a_text, _ms_text
+    rand_a = int.from_bytes(os.urandom(2), "big") & 0xFFF
+    _version_rand_a_variant = (0x7 << 76) | (rand_a << 64) | _VARIANT
+    _rand_a_text = "7%03x" % rand_a  # noqa: UP031 - as UUID.__str__ formats
+    _ms_text = (-1, "")
     # next() on itertools.count is one C call, atomic under the GIL: no lock needed.
-    _counter = itertools.count(int.from_bytes(os.urandom(10), "big") & _RANDOM_BITS)
+    _counter = itertools.count(int.from_bytes(os.urandom(8), "big") & _RAND_B)
 
 
 _draw_counter()
@@ -150,15 +166,9 @@ os.register_at_fork(after_in_child=_draw_counter)
 
 def _uuid7_int() -> int:
     """The 128 bits of a fresh UUIDv7 (RFC 9562): unix milliseconds, then the
-    version and variant, then the counter's 74 bits."""
+    version, rand_a and the variant, then the counter's 62 bits."""
     unix_ms = time.time_ns() // 1_000_000
-    bits = next(_counter) & _RANDOM_BITS
-    return (
-        (unix_ms & 0xFFFF_FFFF_FFFF) << 80
-        | _VERSION_AND_VARIANT
-        | (bits >> 62) << 64  # rand_a: 12 bits
-        | (bits & 0x3FFF_FFFF_FFFF_FFFF)  # rand_b: 62 bits
-    )
+    return (unix_ms & _UNIX_MS) << 80 | _version_rand_a_variant | (next(_counter) & _RAND_B)
 
 
 def new_event_id() -> uuid.UUID:
@@ -184,12 +194,20 @@ def trusted_uuid(value: int) -> uuid.UUID:
 
 
 def new_correlation_id() -> str:
-    """A fresh correlation id: the text of a :func:`new_event_id` (a UUIDv7), made
-    from its int without building a ``UUID`` object, which ``str()`` would then
-    format the same way (callgrind: 17.5k -> 12.4k instructions per command that
-    is given no correlation id)."""
-    text = "%032x" % _uuid7_int()  # noqa: UP031 - as UUID.__str__ does it
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    """A fresh correlation id: the text of a UUIDv7 like :func:`new_event_id`'s,
+    made without a ``UUID`` object. Its first three groups (the millisecond,
+    the version and rand_a) are formatted once per millisecond; only the last
+    64 bits are formatted per id (timeit: 970 -> 480 ns; a ``str(UUID)`` costs
+    more than either)."""
+    global _ms_text
+    unix_ms = time.time_ns() // 1_000_000
+    made_in, start = _ms_text
+    if made_in != unix_ms:
+        text = "%012x" % (unix_ms & _UNIX_MS)
+        start = f"{text[:8]}-{text[8:]}-{_rand_a_text}-"
+        _ms_text = (unix_ms, start)
+    low = "%016x" % (_VARIANT | (next(_counter) & _RAND_B))
+    return f"{start}{low[:4]}-{low[4:]}"
 
 
 @dataclass(frozen=True, slots=True)
