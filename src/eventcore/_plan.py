@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 from eventcore._plan_cache import PerStreamEntries, StreamSetEntry
@@ -43,6 +42,7 @@ from eventcore._plan_steps import (
     Sleep,
     Step,
     Versions,
+    append_step,
     executed,
 )
 from eventcore.cache import StateCache
@@ -126,20 +126,18 @@ def _decide_on(
     return decided if decided or verified else None
 
 
-@dataclass(slots=True)
-class _Attempts:
-    """Counts decisions and conflicts; conflicts are what the retry policy bounds."""
-
-    retry: RetryPolicy
-    rng: random.Random | None
-    made: int = 0
-    conflicts: int = 0
-
-    def backoff_after(self, conflict: VersionConflict) -> float:
-        self.conflicts += 1
-        if self.conflicts > self.retry.max_retries:
-            raise RetriesExhausted(self.made, conflict) from conflict
-        return self.retry.delay(self.conflicts - 1, self.rng)
+def _backoff(
+    retry: RetryPolicy,
+    rng: random.Random | None,
+    conflicts: int,
+    attempts: int,
+    conflict: VersionConflict,
+) -> float:
+    """The wait before deciding again after the ``conflicts``-th conflict (the
+    count the retry policy bounds); past its bound, RetriesExhausted."""
+    if conflicts > retry.max_retries:
+        raise RetriesExhausted(attempts, conflict) from conflict
+    return retry.delay(conflicts - 1, rng)
 
 
 def declared_streams(command: Command[Any, Any], cache: StateCache | None) -> tuple[StreamId, ...]:
@@ -193,9 +191,11 @@ def plan_declared(
         command, cache, declared_streams(command, cache) if declared is None else declared
     )
     trust_cache = cache is not None and cache.optimistic
-    attempts = _Attempts(retry, rng)
+    # Decisions made, and the conflicts among them: locals, not an object made per
+    # command (with append_step: 142k -> 140k instructions per cached command).
+    attempts = conflicts = 0
     while True:
-        attempts.made += 1
+        attempts += 1
         cached = entries.lookup()
         if cached is not None and entries.verifies and entries.should_verify():
             yield from verify_reuse(command, codec, cached, page_size)
@@ -215,7 +215,7 @@ def plan_declared(
             continue
         if not decided:
             entries.keep(state, versions, cast(Mapping[str, int], versions), [])
-            return executed(attempts.made, 0, cast(Mapping[str, int], versions), ())
+            return executed(attempts, 0, cast(Mapping[str, int], versions), ())
         new_events: list[NewEvent] = []
         written: list[tuple[StreamId, Any]] = []  # each event as a read will decode it
         for stream, event in decided:
@@ -224,13 +224,14 @@ def plan_declared(
             written.append((stream, read_back))
         request = AppendRequest._trusted(tuple(versions.items()), tuple(new_events))
         try:
-            result: AppendResult = yield AppendEvents(request)
+            result: AppendResult = yield append_step(request)
         except VersionConflict as conflict:
             trust_cache = False
             if verified:  # a stale cache is not contention: re-read at once
-                yield Sleep(attempts.backoff_after(conflict))
+                conflicts += 1
+                yield Sleep(_backoff(retry, rng, conflicts, attempts, conflict))
             else:
                 entries.count("stale")
             continue
         entries.keep(state, versions, result.stream_versions, written)
-        return executed(attempts.made, len(new_events), result.stream_versions, result.positions)
+        return executed(attempts, len(new_events), result.stream_versions, result.positions)

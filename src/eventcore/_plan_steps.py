@@ -95,6 +95,17 @@ class ExecutionResult:
     already_applied: bool = False
 
 
+(_set_request,) = slot_setters(AppendEvents)
+
+
+def append_step(request: AppendRequest) -> AppendEvents:
+    """``AppendEvents(request)`` built without the frozen dataclass ``__init__``
+    (which sets its field through ``object.__setattr__``), once per command."""
+    made = _new(AppendEvents)
+    _set_request(made, request)
+    return made
+
+
 _set_attempts, _set_written, _set_versions, _set_positions, _set_replayed = slot_setters(
     ExecutionResult
 )
