@@ -1,7 +1,7 @@
 """The benchmark scenarios, as specs (what to run, under which load) and
 workloads (the operation itself, on a prepared store).
 
-Every command goes through :func:`~eventcore.bench.stores.run_command` and every
+Every command goes through :func:`~eventcore.bench.stores.command_runner` and every
 store comes from :func:`~eventcore.bench.stores.open_backend`, so the scenarios
 stay the same when speed mechanisms are switched on.
 """
@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 
 from eventcore.bench.measure import ClosedLoop, Done, Load, OpenLoop, Operation
 from eventcore.bench.results import Params, RatioBasis
-from eventcore.bench.stores import run_command, warm_cache
+from eventcore.bench.stores import command_runner, warm_cache
 from eventcore.demo.bank import Deposit, MoneyDeposited, Transfer, bank_codec
 from eventcore.projection import Projection, rebuild_projection
 from eventcore.store import EventStore, ProjectionStore
@@ -292,17 +292,21 @@ async def prepare_workload(
 
 
 def _deposits(store: EventStore, accounts: Sequence[str], rng: random.Random) -> Operation:
+    run = command_runner(store)
+
     async def deposit() -> Done:
-        result = await run_command(store, Deposit(rng.choice(accounts), 1))
+        result = await run(Deposit(rng.choice(accounts), 1))
         return Done(result.events_written, result.attempts - 1)
 
     return deposit
 
 
 def _transfers(store: EventStore, accounts: Sequence[str], rng: random.Random) -> Operation:
+    run = command_runner(store)
+
     async def transfer() -> Done:
         source, target = rng.sample(accounts, 2)
-        result = await run_command(store, Transfer(source, target, 1))
+        result = await run(Transfer(source, target, 1))
         return Done(result.events_written, result.attempts - 1)
 
     return transfer
@@ -317,10 +321,11 @@ def _hot_transfers(
 ) -> Operation:
     """Transfers between two hot accounts ``hot_share`` of the time, else between
     any two: hot entities, the workload a state cache is for."""
+    run = command_runner(store)
 
     async def transfer() -> Done:
         source, target = rng.sample(hot if rng.random() < hot_share else accounts, 2)
-        result = await run_command(store, Transfer(source, target, 1))
+        result = await run(Transfer(source, target, 1))
         return Done(result.events_written, result.attempts - 1)
 
     return transfer
@@ -346,12 +351,13 @@ def _folds(store: EventStore, streams: Sequence[str], events_each: int) -> Opera
     """Each fold runs a command over a stream not touched before, so it folds all
     ``events_each`` events even where a state cache would remember a stream."""
     unused = iter(streams)
+    run = command_runner(store)
 
     async def fold() -> Done:
         stream = next(unused, None)
         if stream is None:
             raise RuntimeError("the fold scenario ran out of pre-filled streams")
-        result = await run_command(store, Deposit(stream, 1))
+        result = await run(Deposit(stream, 1))
         return Done(events_each, result.attempts - 1)  # counts the events folded
 
     return fold

@@ -15,7 +15,7 @@ import tempfile
 import typing
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -54,15 +54,31 @@ _OBSERVED: dict[EventStore, tuple[EventStore, ObserverGroup]] = {}
 OBSERVER_CHOICES: Final = ("none", "noop", "prometheus")
 
 
-async def run_command(store: EventStore, command: Command[Any, Any]) -> ExecutionResult:
-    """Run one command the way every scenario does."""
+def command_runner(
+    store: EventStore,
+) -> Callable[[Command[Any, Any]], Awaitable[ExecutionResult]]:
+    """What :func:`run_command` does for ``store``, with its cache and observer
+    looked up once: a scenario calls it per command (the weak-key lookup alone
+    makes a weak reference each time)."""
+    cache = _CACHES.get(store)
     observed = _OBSERVED.get(store)
     if observed is None:
-        return await execute(store, command, codec=bank_codec, cache=_CACHES.get(store))
+
+        def run(command: Command[Any, Any]) -> Awaitable[ExecutionResult]:
+            return execute(store, command, codec=bank_codec, cache=cache)
+
+        return run
     wrapped, observer = observed
-    return await execute(
-        wrapped, command, codec=bank_codec, cache=_CACHES.get(store), observer=observer
-    )
+
+    def run_observed(command: Command[Any, Any]) -> Awaitable[ExecutionResult]:
+        return execute(wrapped, command, codec=bank_codec, cache=cache, observer=observer)
+
+    return run_observed
+
+
+async def run_command(store: EventStore, command: Command[Any, Any]) -> ExecutionResult:
+    """Run one command the way every scenario does."""
+    return await command_runner(store)(command)
 
 
 @dataclass(frozen=True, slots=True)
