@@ -295,6 +295,8 @@ class AppendContract(ContractFixtures):
         reused = NewEvent(StreamId("b"), "Happened", b"{}", event_id=first.event_id)
         with pytest.raises(DuplicateEventId, match=str(first.event_id)):
             await store.append(append_request({"b": 0}, [reused]))
+        assert await store.stream_version("b") == 0
+        assert await store.head_position() == 1
 
     @pytest.mark.asyncio
     async def test_append_repeating_an_event_id_within_itself_is_rejected(
