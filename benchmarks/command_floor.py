@@ -121,7 +121,9 @@ def main() -> None:
         return
     if args.instructions:
         small, large = _count(args.commands), _count(2 * args.commands)
-        print(f"floor: {(large - small) / args.commands:,.0f} instructions per command")
+        # A run makes n // TASKS commands per task: divide by what the two runs made.
+        made = (2 * args.commands // TASKS - args.commands // TASKS) * TASKS
+        print(f"floor: {(large - small) / made:,.0f} instructions per command")
         return
     runs = [asyncio.run(one_run(args.commands)) for _ in range(args.runs)]
     print(f"floor: {statistics.median(runs):.1f} CPU us per command (median of {args.runs})")

@@ -184,8 +184,11 @@ def profile(backend: str, path: str, tasks: int, total: int, options: dict[str, 
 
 def instructions(args: argparse.Namespace, backend: str, path: str, tasks: int) -> None:
     """Instructions per command under callgrind (a run of 2N minus a run of N)."""
-    counts = [_count(args, backend, path, tasks, n) for n in (args.commands, 2 * args.commands)]
-    per_command = (counts[1] - counts[0]) / args.commands
+    sizes = (args.commands, 2 * args.commands)
+    counts = [_count(args, backend, path, tasks, n) for n in sizes]
+    # A run makes n // tasks commands per task: divide by what the two runs made.
+    made = [n // tasks * tasks for n in sizes]
+    per_command = (counts[1] - counts[0]) / (made[1] - made[0])
     print(f"{backend:<9} {path:<5} {tasks:>5} {per_command:>14,.0f} instructions/cmd")
 
 

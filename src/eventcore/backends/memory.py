@@ -228,11 +228,9 @@ class InMemoryEventStore(PagedReads):
         return outcomes
 
     def _check_new_ids(self, events: tuple[NewEvent, ...]) -> None:
+        """Refuse ``events`` (of an append of several) if one reuses a stored id or
+        another's id; a one-event append checks its id in ``append``."""
         known = self._event_ids
-        if len(events) == 1:  # the usual append: no set to build
-            if events[0].event_id.int in known:
-                raise DuplicateEventId({events[0].event_id: None})
-            return
         seen: set[uuid.UUID] = set()
         duplicates: dict[uuid.UUID, None] = {}  # ordered, for the message
         for new in events:
