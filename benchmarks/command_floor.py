@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
+
+from _callgrind import instructions
 
 from eventcore.demo.bank import Balances, Deposit, MoneyDeposited, bank_codec
 from eventcore.types import new_correlation_id, new_event_id, trusted_stream_id
@@ -98,13 +98,7 @@ async def one_run(commands: int) -> float:
 
 
 def _count(commands: int) -> int:
-    child = [sys.executable, __file__, "--child", "-n", str(commands)]
-    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    done = subprocess.run(valgrind + child, capture_output=True, text=True, check=True)
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise SystemExit(f"no instruction count in callgrind's output:\n{done.stderr}")
-    return int(found.group(1))
+    return instructions([sys.executable, __file__, "--child", "-n", str(commands)])
 
 
 def main() -> None:

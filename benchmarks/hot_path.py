@@ -44,14 +44,14 @@ import asyncio
 import cProfile
 import json
 import pstats
-import re
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+from _callgrind import instructions as instructions_of
 
 from eventcore.bench.stores import open_backend
 from eventcore.cache import StateCache
@@ -196,12 +196,7 @@ def _count(args: argparse.Namespace, backend: str, path: str, tasks: int, n: int
     child = [sys.executable, __file__, "--child", "--backend", backend, "--path", path]
     child += ["--tasks", str(tasks), "-n", str(n)]
     child += [f"--option={o}" for o in args.option]
-    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    done = subprocess.run(valgrind + child, capture_output=True, text=True, check=True)
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise SystemExit(f"no instruction count in callgrind's output:\n{done.stderr}")
-    return int(found.group(1))
+    return instructions_of(child)
 
 
 def main() -> None:
