@@ -57,23 +57,16 @@ OBSERVER_CHOICES: Final = ("none", "noop", "prometheus")
 def command_runner(
     store: EventStore,
 ) -> Callable[[Command[Any, Any]], Awaitable[ExecutionResult]]:
-    """What :func:`run_command` does for ``store``, with its cache and observer
-    looked up once: a scenario calls it per command (the weak-key lookup alone
-    makes a weak reference each time)."""
+    """The function a scenario runs each command with on ``store``: its cache and
+    observer looked up once, not per command (the weak-key lookup alone makes a
+    weak reference each time)."""
     cache = _CACHES.get(store)
-    observed = _OBSERVED.get(store)
-    if observed is None:
+    target, observer = _OBSERVED.get(store) or (store, None)
 
-        def run(command: Command[Any, Any]) -> Awaitable[ExecutionResult]:
-            return execute(store, command, codec=bank_codec, cache=cache)
+    def run(command: Command[Any, Any]) -> Awaitable[ExecutionResult]:
+        return execute(target, command, codec=bank_codec, cache=cache, observer=observer)
 
-        return run
-    wrapped, observer = observed
-
-    def run_observed(command: Command[Any, Any]) -> Awaitable[ExecutionResult]:
-        return execute(wrapped, command, codec=bank_codec, cache=cache, observer=observer)
-
-    return run_observed
+    return run
 
 
 async def run_command(store: EventStore, command: Command[Any, Any]) -> ExecutionResult:
