@@ -375,7 +375,7 @@ async def test_postgres_batch_appends_are_measured_against_a_copy_of_as_many_row
     _assert_plausible(result)
     assert result.baseline is not None
     assert result.baseline.kind == "asyncpg COPY"
-    assert "COPY of 10 rows" in result.baseline.description
+    assert "COPY of 10 rows into a table LIKE events" in result.baseline.description
     # The baseline's runs wrote whole batches: events are 10 per operation.
     for run in result.baseline.runs:
         assert run.events == run.operations * 10

@@ -19,9 +19,16 @@ A scenario may ask for another yardstick:
   backend (the replay scenario compares a projection rebuild with it);
 - ``copy``: on PostgreSQL, one ``COPY`` of as many rows as the scenario's batch
   (asyncpg ``copy_records_to_table``, positions and versions made by the client)
-  into a scratch table with the events table's columns and no constraint or
-  index: the floor of any way of storing a batch (the append scenario compares
-  its batches with it). On other backends it is the backend's own insert.
+  into a scratch table made ``LIKE events INCLUDING ALL``: the same rows (event
+  ids made as ``NewEvent`` makes them, one stream whose versions climb, as the
+  scenario's single writer appends) into the same columns, constraints and
+  indexes, with none of the store's checks. The append scenario compares its
+  batches with it. On other backends it is the backend's own insert.
+
+  Why not a table without indexes: every store of events must keep the indexes
+  its reads need, and on this table's four they cost more than such a COPY's
+  whole write (docs/benchmarks.md, "Why the misses");
+  ``benchmarks/copy_appends.py`` measures against both.
 """
 
 from __future__ import annotations
@@ -31,7 +38,6 @@ import contextlib
 import itertools
 import sqlite3
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 from eventcore.bench.measure import ONE_EVENT, Done, Operation
 from eventcore.bench.stores import BenchSetupError
 from eventcore.store import EventStore
+from eventcore.types import new_event_id
 
 if TYPE_CHECKING:
     import asyncpg
@@ -206,11 +213,8 @@ async def _postgres_copy(store: EventStore, batch_size: int) -> AsyncIterator[Ba
     table = "bench_copy_baseline"
     conn = await asyncpg.connect(config.resolved_dsn())
     try:
-        await conn.execute(
-            f"CREATE TABLE {config.quoted_schema}.{table} (position bigint, event_id uuid, "
-            "stream_id text, stream_version bigint, event_type text, payload bytea, "
-            "metadata bytea, recorded_at timestamptz NOT NULL DEFAULT now())"
-        )
+        schema = config.quoted_schema
+        await conn.execute(f"CREATE TABLE {schema}.{table} (LIKE {schema}.events INCLUDING ALL)")
         columns = (
             "position",
             "event_id",
@@ -221,13 +225,13 @@ async def _postgres_copy(store: EventStore, batch_size: int) -> AsyncIterator[Ba
             "metadata",
         )
         positions = itertools.count(1)
+        versions = itertools.count(1)  # one stream, as the scenario's one writer keeps
+        stream, kind = "copy-0", "bench.Copied"
 
         async def copy_batch() -> Done:
-            # One stream per batch, versions 1..n, like the scenario's appends.
-            stream = f"copy-{uuid.uuid4().hex}"
             rows = [
-                (next(positions), uuid.uuid4(), stream, version, "bench.Copied", _ROW, _METADATA)
-                for version in range(1, batch_size + 1)
+                (next(positions), new_event_id(), stream, next(versions), kind, _ROW, _METADATA)
+                for _ in range(batch_size)
             ]
             await conn.copy_records_to_table(
                 table, records=rows, columns=columns, schema_name=config.schema
@@ -236,7 +240,8 @@ async def _postgres_copy(store: EventStore, batch_size: int) -> AsyncIterator[Ba
 
         yield BaselineOperation(
             "asyncpg COPY",
-            f"COPY of {batch_size} rows with the events table's columns, no index, one connection",
+            f"COPY of {batch_size} rows into a table LIKE events (its columns and four indexes), "
+            "one connection",
             copy_batch,
         )
     finally:

@@ -32,9 +32,9 @@ DESCRIPTION = """\
 Benchmark eventcore on the memory, SQLite and PostgreSQL stores. Each scenario is
 warmed up, then repeated, interleaved with a baseline (a bare one-row INSERT on
 the same driver at the same concurrency; list.append for memory; for PostgreSQL
-batch appends, a plain COPY of as many rows), and reported as medians and as a
-ratio to that baseline. A table goes to stdout, progress to
-stderr; --json writes every figure."""
+batch appends, a plain COPY of as many rows into a table like the events table),
+and reported as medians and as a ratio to that baseline. A table goes to stdout,
+progress to stderr; --json writes every figure."""
 
 
 def _comma_list(parse: Callable[[str], T], what: str) -> Callable[[str], tuple[T, ...]]:

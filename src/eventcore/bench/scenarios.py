@@ -149,7 +149,8 @@ def _closed(
 
 def _append_spec(sizes: Sizes, batch_size: int) -> ScenarioSpec:
     # One writer: the cost of an append of this size, back to back, against a
-    # plain COPY of as many rows (on PostgreSQL; elsewhere the backend's insert).
+    # plain COPY of as many rows into a table like the events table (on PostgreSQL;
+    # elsewhere the backend's insert).
     spec = _closed(sizes, "append", "append", 1, "events", f"append batch={batch_size}")
     return replace(spec, batch_size=batch_size, baseline="copy")
 

@@ -146,7 +146,8 @@ TARGETS: Final = (
         cache=True,
     ),
     Target(
-        "postgres: 1,000-event batch appends >= 0.8x a same-run COPY of as many rows",
+        "postgres: 1,000-event batch appends >= 0.8x a same-run COPY of as many rows"
+        " into a table like events",
         "postgres",
         "append",
         "ratio",
