@@ -99,6 +99,20 @@ def test_a_request_repeating_an_event_id_names_it() -> None:
     assert caught.value.event_ids == (event.event_id,)
 
 
+def test_a_request_repeating_several_event_ids_names_each_once_in_order() -> None:
+    first, second, third = _event("a"), _event("a"), _event("a")
+    with pytest.raises(DuplicateEventId) as caught:
+        AppendRequest(((_A, 0),), (first, second, first, third, second, first))
+    assert caught.value.event_ids == (first.event_id, second.event_id)
+
+
+def test_an_unstorable_event_type_after_storable_ones_is_refused() -> None:
+    good = _event("a")
+    bad = dataclasses.replace(good, event_type="t\x00", event_id=uuid.uuid4())
+    with pytest.raises(ValidationError, match="NUL"):
+        AppendRequest(((_A, 0),), (good, _event("a"), bad))
+
+
 def test_replacing_a_field_of_a_request_validates_again() -> None:
     request = AppendRequest(((_A, 0),), (_event("a"),))
     with pytest.raises(InvalidExpectedVersions, match="'b'"):

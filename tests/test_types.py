@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import pickle
 import time
@@ -156,6 +157,20 @@ def test_correlation_ids_are_the_text_of_version_7_uuids_and_unique() -> None:
         assert str(parsed) == text
         assert parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
+
+
+def test_a_new_event_gets_a_fresh_id_unless_given_one() -> None:
+    made = [NewEvent(StreamId("a"), "t", b"{}") for _ in range(3)]
+    assert len({event.event_id for event in made}) == 3
+    assert all(event.event_id.version == 7 for event in made)
+    assert NewEvent(StreamId("a"), "t", b"{}", event_id=None).event_id.version == 7
+    given = uuid.uuid4()
+    event = NewEvent(stream_id=StreamId("a"), event_type="t", payload=b"{}", event_id=given)
+    assert (event.event_id, event.metadata) == (given, EventMetadata())
+    assert dataclasses.replace(event, payload=b"[]").event_id == given
+    assert pickle.loads(pickle.dumps(event)) == event
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.payload = b"[]"  # type: ignore[misc]
 
 
 def test_trusted_builders_make_what_the_constructors_make() -> None:
