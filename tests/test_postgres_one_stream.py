@@ -26,7 +26,14 @@ from hypothesis import strategies as st
 from eventcore.backends.postgres import PostgresEventStore
 from eventcore.backends.postgres._writes import BatchArrays, outcome_of
 from eventcore.errors import StoreError, VersionConflict
-from eventcore.types import AppendRequest, AppendResult, EventMetadata
+from eventcore.types import (
+    EMPTY_METADATA,
+    AppendRequest,
+    AppendResult,
+    EventMetadata,
+    NewEvent,
+    StreamId,
+)
 from tests import pg
 from tests.pg_tally_proc import tally_codec
 
@@ -37,9 +44,12 @@ pytestmark = pytest.mark.postgres
 
 # (stream index, events, expectation): the stored version, one below or above it,
 # or 0 (a new stream, or a stale one).
+# An event: with metadata or without, and its type. Mostly one type and one
+# metadata per command, which append_to_stream is sent once (migrations/0015).
+_event = st.tuples(st.booleans(), st.sampled_from(["Happened", "Happened", "Noted"]))
 _command = st.tuples(
     st.integers(0, 2),
-    st.lists(st.booleans(), max_size=4),  # one event each; True: with metadata
+    st.lists(_event, max_size=4),
     st.sampled_from(["current", "current", "current", "below", "above", "zero"]),
 )
 _commands = st.lists(_command, min_size=1, max_size=12)
@@ -81,8 +91,13 @@ def test_one_stream_appends_answer_and_store_as_append_batch_does(
                         "zero": 0,
                     }[expectation]
                     new = [
-                        pg.numbered_event(stream, next(counter), traced if with_metadata else None)
-                        for with_metadata in events
+                        NewEvent(
+                            StreamId(stream),
+                            event_type,
+                            b'{"n":%d}' % next(counter),
+                            traced if with_metadata else EMPTY_METADATA,
+                        )
+                        for with_metadata, event_type in events
                     ]
                     request = AppendRequest.create({stream: expected}, new)
                     (by_short,) = await store.append_many([request])
@@ -120,6 +135,76 @@ async def test_only_one_command_on_one_stream_takes_the_short_path(pg_schema: st
                     AppendRequest.create({"a": 2}, [pg.numbered_event("a", 4)]),
                 ]
             )
+
+
+async def test_a_type_and_metadata_every_event_shares_are_sent_once(pg_schema: str) -> None:
+    traced = EventMetadata("corr", "cause", {"user": "ann"})
+    events = [pg.numbered_event("s", n, traced) for n in range(3)]
+    request = AppendRequest.create({"s": 0}, events)
+    parameters = _one_stream_parameters(request)
+    assert parameters[3] == ["Happened"]
+    assert len(parameters[5]) == 1
+    async with await pg.fresh_store(pg_schema) as store:
+        await store.append(request)
+        stored = await store.read_stream("s")
+    assert [(e.event_id, e.event_type, e.payload) for e in stored] == [
+        (e.event_id, e.event_type, e.payload) for e in events
+    ]
+    assert [e.metadata for e in stored] == [traced] * 3
+    mixed = [pg.numbered_event("t", 1), pg.numbered_event("t", 2, traced)]
+    assert len(_one_stream_parameters(AppendRequest.create({"t": 0}, mixed))[5]) == 2
+
+
+@pytest.mark.parametrize(
+    ("types", "metadata"),
+    [
+        (["A", "B"], [b"{}"] * 3),  # neither one for all nor one each
+        (["A"] * 3, [b"{}", b"{}"]),
+        (["A"], [b"{}"] * 3 + [b"{}"]),
+    ],
+)
+async def test_event_arrays_of_another_length_are_refused(
+    pg_schema: str, types: list[str], metadata: list[bytes]
+) -> None:
+    async with await pg.fresh_store(pg_schema):
+        pass
+    raw = await asyncpg.connect(pg.PG_URL, timeout=5)
+    try:
+        ids = [uuid.uuid4() for _ in range(3)]
+        with pytest.raises(asyncpg.RaiseError, match="differ in length"):
+            await raw.fetch(
+                pg.test_statements(pg_schema).append_to_stream,
+                "s",
+                0,
+                ids,
+                types,
+                [b"{}"] * 3,
+                metadata,
+            )
+        assert await raw.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 0
+    finally:
+        await raw.close()
+
+
+async def test_a_missing_shared_type_writes_nothing(pg_schema: str) -> None:
+    async with await pg.fresh_store(pg_schema):
+        pass
+    raw = await asyncpg.connect(pg.PG_URL, timeout=5)
+    try:
+        ids = [uuid.uuid4() for _ in range(2)]
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await raw.fetch(
+                pg.test_statements(pg_schema).append_to_stream,
+                "s",
+                0,
+                ids,
+                [None],
+                [b"{}"] * 2,
+                [b"{}"],
+            )
+        assert await raw.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 0
+    finally:
+        await raw.close()
 
 
 async def test_a_stream_with_a_row_but_no_events_takes_its_first_append(pg_schema: str) -> None:

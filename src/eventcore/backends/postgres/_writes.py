@@ -116,9 +116,9 @@ class BatchArrays:
             stream,
             self.expect_versions[0],
             self.event_ids,
-            self.event_types,
+            _shared_or_each(self.event_types),
             self.payloads,
-            self.metadata,
+            _shared_or_each(self.metadata),
         )
 
     def streams_parameters(self) -> tuple[list[Any], ...] | None:
@@ -175,6 +175,16 @@ class BatchArrays:
 
     def all_streams(self) -> list[str]:
         return sorted(set(self.expect_streams))
+
+
+def _shared_or_each(values: list[Any]) -> list[Any]:
+    """``[value]`` when every element equals the first (``append_to_stream`` then
+    gives it to every event, migrations/0015), else ``values``: an element less
+    to encode per event. A command's events share one metadata object, so the
+    comparison is mostly by identity."""
+    if len(values) > 1 and values.count(values[0]) == len(values):
+        return values[:1]
+    return values
 
 
 def check_payload_sizes(request: AppendRequest, max_payload_bytes: int) -> None:
