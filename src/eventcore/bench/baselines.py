@@ -19,10 +19,11 @@ A scenario may ask for another yardstick:
   backend (the replay scenario compares a projection rebuild with it);
 - ``copy``: on PostgreSQL, one ``COPY`` of as many rows as the scenario's batch
   (asyncpg ``copy_records_to_table``, positions and versions made by the client)
-  into a scratch table made ``LIKE events INCLUDING ALL``: the same rows (event
-  ids made as ``NewEvent`` makes them, one stream whose versions climb, as the
-  scenario's single writer appends) into the same columns, constraints and
-  indexes, with none of the store's checks. The append scenario compares its
+  into a scratch table made ``LIKE events INCLUDING ALL``: the same rows (the
+  scenario's event type, payload and metadata, event ids made as ``NewEvent``
+  makes them, one stream whose versions climb, as the scenario's single writer
+  appends) into the same columns, constraints and indexes, with none of the
+  store's checks. The append scenario compares its
   batches with it. On other backends it is the backend's own insert.
 
   Why not a table without indexes: every store of events must keep the indexes
@@ -45,9 +46,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from eventcore.bench.measure import ONE_EVENT, Done, Operation
+from eventcore.bench.scenarios import APPENDED_PAYLOAD, APPENDED_TYPE
 from eventcore.bench.stores import BenchSetupError
+from eventcore.codec import encode_metadata
 from eventcore.store import EventStore
-from eventcore.types import new_event_id
+from eventcore.types import EMPTY_METADATA, new_event_id
 
 if TYPE_CHECKING:
     import asyncpg
@@ -226,11 +229,13 @@ async def _postgres_copy(store: EventStore, batch_size: int) -> AsyncIterator[Ba
         )
         positions = itertools.count(1)
         versions = itertools.count(1)  # one stream, as the scenario's one writer keeps
-        stream, kind = "copy-0", "bench.Copied"
+        # The scenario's events: its type, payload and (empty) metadata.
+        stream, metadata = "copy-0", encode_metadata(EMPTY_METADATA)
+        kind, payload = APPENDED_TYPE, APPENDED_PAYLOAD
 
         async def copy_batch() -> Done:
             rows = [
-                (next(positions), new_event_id(), stream, next(versions), kind, _ROW, _METADATA)
+                (next(positions), new_event_id(), stream, next(versions), kind, payload, metadata)
                 for _ in range(batch_size)
             ]
             await conn.copy_records_to_table(
