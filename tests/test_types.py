@@ -19,7 +19,6 @@ from eventcore.types import (
     new_correlation_id,
     new_event_id,
     trusted_metadata,
-    trusted_new_event,
     trusted_recorded_event,
 )
 
@@ -179,8 +178,6 @@ def test_trusted_builders_make_what_the_constructors_make() -> None:
     assert repr(metadata) == repr(EventMetadata("c", None, {"u": 1}))
     assert pickle.loads(pickle.dumps(metadata)) == metadata
     event_id = new_event_id()
-    new = trusted_new_event(StreamId("a"), "t", b"{}", metadata, event_id)
-    assert new == NewEvent(StreamId("a"), "t", b"{}", metadata, event_id)
     at = datetime.now(UTC)
     fields = (event_id, StreamId("a"), 1, 7, "t", b"{}", metadata, at)
     recorded = trusted_recorded_event(*fields)

@@ -43,9 +43,7 @@ from eventcore.types import (
     NewEvent,
     RecordedEvent,
     StreamId,
-    new_event_id,
     trusted_metadata,
-    trusted_new_event,
 )
 
 T = TypeVar("T")
@@ -199,9 +197,7 @@ class Codec:
     def new_event(self, stream_id: StreamId, event: object, metadata: EventMetadata) -> NewEvent:
         """Encode ``event`` into a :class:`NewEvent` for ``stream_id``."""
         name, payload = self.encode(event)
-        # NewEvent's __init__ checks nothing: built through its slots, it costs less
-        # (see trusted_new_event), once per event every command writes.
-        return trusted_new_event(stream_id, name, payload, metadata, new_event_id())
+        return NewEvent(stream_id, name, payload, metadata)
 
     def _new_event_and_read_back(
         self, stream_id: StreamId, event: object, metadata: EventMetadata
@@ -210,7 +206,7 @@ class Codec:
         the payload decodes has just decoded it, so a state cache folding the
         events it wrote need not decode them again (a decode per event written)."""
         name, payload, read_back = self._encode_and_read_back(event)
-        return trusted_new_event(stream_id, name, payload, metadata, new_event_id()), read_back
+        return NewEvent(stream_id, name, payload, metadata), read_back
 
     def decode(self, record: RecordedEvent) -> Any:
         """Decode a stored record into its registered event class."""
