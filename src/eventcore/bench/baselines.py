@@ -23,8 +23,8 @@ A scenario may ask for another yardstick:
   scenario's event type, payload and metadata, event ids made as ``NewEvent``
   makes them, one stream whose versions climb, as the scenario's single writer
   appends) into the same columns, constraints and indexes, with none of the
-  store's checks. The append scenario compares its
-  batches with it. On other backends it is the backend's own insert.
+  store's checks. The append scenario compares its batches with it. On other
+  backends it is the backend's own insert.
 
   Why not a table without indexes: every store of events must keep the indexes
   its reads need, and on this table's four they cost more than such a COPY's
@@ -227,16 +227,16 @@ async def _postgres_copy(store: EventStore, batch_size: int) -> AsyncIterator[Ba
             "payload",
             "metadata",
         )
+        # One stream, as the scenario's one writer keeps: its versions are the positions.
         positions = itertools.count(1)
-        versions = itertools.count(1)  # one stream, as the scenario's one writer keeps
         # The scenario's events: its type, payload and (empty) metadata.
         stream, metadata = "copy-0", encode_metadata(EMPTY_METADATA)
         kind, payload = APPENDED_TYPE, APPENDED_PAYLOAD
 
         async def copy_batch() -> Done:
             rows = [
-                (next(positions), new_event_id(), stream, next(versions), kind, payload, metadata)
-                for _ in range(batch_size)
+                (position, new_event_id(), stream, position, kind, payload, metadata)
+                for position in itertools.islice(positions, batch_size)
             ]
             await conn.copy_records_to_table(
                 table, records=rows, columns=columns, schema_name=config.schema
