@@ -156,51 +156,32 @@ async def test_a_type_and_metadata_every_event_shares_are_sent_once(pg_schema: s
 
 
 @pytest.mark.parametrize(
-    ("types", "metadata"),
+    ("types", "metadata", "error", "match"),
     [
-        (["A", "B"], [b"{}"] * 3),  # neither one for all nor one each
-        (["A"] * 3, [b"{}", b"{}"]),
-        (["A"], [b"{}"] * 3 + [b"{}"]),
+        # neither one for all nor one each
+        (["A", "B"], [b"{}"] * 3, asyncpg.RaiseError, "differ in length"),
+        (["A"] * 3, [b"{}", b"{}"], asyncpg.RaiseError, "differ in length"),
+        (["A"], [b"{}"] * 4, asyncpg.RaiseError, "differ in length"),
+        # a missing shared type: the NOT NULL column refuses it
+        ([None], [b"{}"], asyncpg.NotNullViolationError, "event_type"),
     ],
 )
-async def test_event_arrays_of_another_length_are_refused(
-    pg_schema: str, types: list[str], metadata: list[bytes]
+async def test_event_arrays_the_function_refuses_write_nothing(
+    pg_schema: str,
+    types: list[str | None],
+    metadata: list[bytes],
+    error: type[Exception],
+    match: str,
 ) -> None:
     async with await pg.fresh_store(pg_schema):
         pass
     raw = await asyncpg.connect(pg.PG_URL, timeout=5)
     try:
         ids = [uuid.uuid4() for _ in range(3)]
-        with pytest.raises(asyncpg.RaiseError, match="differ in length"):
+        with pytest.raises(error, match=match):
             await raw.fetch(
                 pg.test_statements(pg_schema).append_to_stream,
-                "s",
-                0,
-                ids,
-                types,
-                [b"{}"] * 3,
-                metadata,
-            )
-        assert await raw.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 0
-    finally:
-        await raw.close()
-
-
-async def test_a_missing_shared_type_writes_nothing(pg_schema: str) -> None:
-    async with await pg.fresh_store(pg_schema):
-        pass
-    raw = await asyncpg.connect(pg.PG_URL, timeout=5)
-    try:
-        ids = [uuid.uuid4() for _ in range(2)]
-        with pytest.raises(asyncpg.NotNullViolationError):
-            await raw.fetch(
-                pg.test_statements(pg_schema).append_to_stream,
-                "s",
-                0,
-                ids,
-                [None],
-                [b"{}"] * 2,
-                [b"{}"],
+                *("s", 0, ids, types, [b"{}"] * 3, metadata),
             )
         assert await raw.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 0
     finally:
