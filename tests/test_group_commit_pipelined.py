@@ -412,6 +412,9 @@ async def test_connections_killed_under_a_pipelined_committer_on_postgres(
             finally:
                 done.set()
                 killed = await killer
+            # The random kills may all land between batches (they did, on a fast
+            # hour); this one lands on an append under way, whatever the timing.
+            await _kill_an_append_under_way(store, ledger, pg_schema)
         assert not errors, errors
         check_log(ledger, await _retrying(store.read_all))
         # The store recovers: a new append after the last kill commits.
@@ -423,6 +426,30 @@ async def test_connections_killed_under_a_pipelined_committer_on_postgres(
     assert outcomes.get(UNAVAILABLE), outcomes
     assert outcomes.get(OK, 0) > 50, outcomes
     assert set(outcomes) <= {OK, CONFLICT, UNAVAILABLE}, outcomes
+
+
+async def _kill_an_append_under_way(store: PostgresEventStore, ledger: Ledger, schema: str) -> None:
+    """Append to a stream whose row another connection holds locked, and end the
+    server process that waits for it: the append is under way when its connection
+    dies, so its caller must hear StoreUnavailable."""
+    opened = ledger.request({"held": 0}, ["held"])
+    await ledger.run(opened, store.append)
+    assert opened.outcome == OK, opened.error
+    holder = await asyncpg.connect(pg.PG_URL, timeout=5)
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                f'SELECT 1 FROM "{schema}".streams WHERE stream_id = $1 FOR UPDATE', "held"
+            )
+            waiting = ledger.request({"held": 1}, ["held"])
+            under_way = asyncio.ensure_future(ledger.run(waiting, store.append))
+            await holder.execute(
+                "SELECT pg_terminate_backend($1)", await pg.backend_waiting_for(holder)
+            )
+            await under_way
+    finally:
+        await holder.close()
+    assert waiting.outcome == UNAVAILABLE, (waiting.outcome, waiting.error)
 
 
 class _BatchesSent:
